@@ -1,0 +1,30 @@
+# Copyright (c) monai_robust contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+"""Adversarial attacks on MONAI classifiers, 2D and 3D, as plain PyTorch callables.
+
+L-inf / L2: FGSM, BIM, PGD; the loop is written once in :class:`~monai_robust.attacks.base.Attack`.
+"""
+
+from __future__ import annotations
+
+from .base import Attack, ThreatModel, attack_mode, default_loss, is_adversarial
+from .fgsm import FGSM
+from .functional import batch_view, clip_to_bounds, lp_norm, lp_normalize, lp_project, random_start
+from .pgd import BIM, PGD
+
+__all__ = [
+    "BIM",
+    "FGSM",
+    "PGD",
+    "Attack",
+    "ThreatModel",
+    "attack_mode",
+    "batch_view",
+    "clip_to_bounds",
+    "default_loss",
+    "is_adversarial",
+    "lp_norm",
+    "lp_normalize",
+    "lp_project",
+    "random_start",
+]

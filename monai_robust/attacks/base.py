@@ -1,0 +1,439 @@
+# Copyright (c) monai_robust contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+"""Threat model, the ``Attack`` base class and the one iterative gradient loop that FGSM, BIM, PGD and SMIA share.
+
+The base does what every attack needs and none should write again (torchattacks' ``Attack.__call__`` idea,
+advertorch's injectable loss, ART's argument checks):
+
+* argument checks in ``__init__`` that quote the bad value;
+* input checks on every call: shape ``(N, C, *spatial)``, finite values, inside ``bounds``, labels of the
+  right shape and range for the model's output (checked on the first forward, at no extra cost);
+* the model in eval mode with gradients *on* (also inside ``torch.no_grad()``), its parameters'
+  ``requires_grad`` switched off so no parameter gradient is computed, and every module's mode, flag and
+  ``.grad`` restored in a ``finally`` (also when the attack raises);
+* seeding through MONAI's ``Randomizable`` protocol (``set_random_state``);
+* the caller's type back: ndarray in, ndarray out; MetaTensor in, MetaTensor out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.transforms import Randomizable
+from monai.utils import convert_to_dst_type, convert_to_tensor
+from torch import nn
+
+from monai_robust.attacks.functional import batch_view, clip_to_bounds, lp_norm, lp_normalize, lp_project, random_start
+from monai_robust.utils.enums import LpNorm, as_lp
+from monai_robust.utils.intensity import LinearIntensityMap
+
+__all__ = ["Attack", "LossFn", "ThreatModel", "attack_mode", "default_loss", "is_adversarial"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss(logits, labels)`` returning one loss per sample ``(N,)`` (a scalar is accepted too)."""
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """An attacker's budget: radius ``eps`` of an Lp ball in model-input units, and the box ``bounds``.
+
+    Build it directly in model units, from a budget in physical units through the data's
+    :class:`~monai_robust.utils.LinearIntensityMap`, or as the ζ budget of the universal-perturbation
+    papers (Hirano et al. 2021): ``eps = ζ · mean ||x||_p`` over reference images.
+
+    Args:
+        eps: radius in model-input units (>= 0).
+        lp: ``"inf"``, ``2`` or ``1``.
+        bounds: ``(low, high)`` of valid model inputs, or ``None`` for no box constraint.
+        description: how the budget was stated (e.g. ``"20 HU"``, ``"zeta=4%"``), kept for reports.
+
+    Raises:
+        ValueError: When ``eps`` is negative or not finite, or ``bounds`` is not ``low < high``.
+
+    Example::
+
+        >>> from monai_robust.utils import LinearIntensityMap
+        >>> tm = ThreatModel.from_physical(20.0, LinearIntensityMap.from_window(-1000, 1000, units="HU"))
+        >>> tm.eps, tm.bounds
+        (0.01, (0.0, 1.0))
+    """
+
+    eps: float
+    lp: LpNorm = LpNorm.LINF
+    bounds: tuple[float, float] | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eps", _check_eps(self.eps))
+        object.__setattr__(self, "lp", as_lp(self.lp))
+        object.__setattr__(self, "bounds", _check_bounds(self.bounds))
+
+    @classmethod
+    def from_physical(
+        cls, eps: float, intensity_map: LinearIntensityMap, lp: str | float = "inf"
+    ) -> ThreatModel:
+        """A budget of ``eps`` physical units (HU, stored values), bounds from the map's output range."""
+        return cls(
+            intensity_map.eps_to_model(_check_eps(eps)), lp, intensity_map.bounds, f"{eps:g} {intensity_map.units}"
+        )
+
+    @classmethod
+    def from_zeta(
+        cls, zeta: float, images: torch.Tensor, lp: str | float = 2, bounds: tuple[float, float] | None = None
+    ) -> ThreatModel:
+        """The ζ budget: ``eps = zeta * mean_i ||x_i||_p`` over ``images`` ``(N, C, *spatial)``.
+
+        Raises:
+            ValueError: When ``zeta <= 0`` or ``images`` is empty.
+        """
+        if not (isinstance(zeta, (int, float)) and zeta > 0 and math.isfinite(zeta)):
+            raise ValueError(f"zeta must be a finite number > 0, got zeta={zeta!r}.")
+        x = convert_to_tensor(images, track_meta=False, dtype=torch.float32)
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise ValueError(f"images must be a non-empty batch (N, C, *spatial), got shape {tuple(x.shape)}.")
+        eps = float(zeta) * float(lp_norm(x, lp).mean())
+        return cls(eps, lp, bounds, f"zeta={zeta:g} (L{as_lp(lp).value})")
+
+
+def _check_eps(eps: Any) -> float:
+    if isinstance(eps, torch.Tensor) and eps.numel() == 1:
+        eps = float(eps)
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got eps={eps!r}.")
+    return float(eps)
+
+
+def _check_bounds(bounds: Any) -> tuple[float, float] | None:
+    if bounds is None:
+        return None
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"bounds must be (low, high) or None, got bounds={bounds!r}.") from e
+    if not (lo < hi):
+        raise ValueError(f"bounds must satisfy low < high, got bounds={bounds!r}.")
+    return (lo, hi)
+
+
+def _check_positive_int(name: str, value: Any) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}.")
+    return int(value)
+
+
+def _check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {name}={value!r}.")
+    return float(value)
+
+
+def default_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample loss on logits: cross-entropy for class-index labels; binary cross-entropy with logits for a
+    single-logit head (labels 0/1) and for multi-label heads (labels shaped like the logits).
+
+    Example::
+
+        >>> default_loss(torch.tensor([[2.0, 0.0]]), torch.tensor([0])).shape
+        torch.Size([1])
+    """
+    if labels.shape == logits.shape or logits.shape[1] == 1:
+        target = labels.reshape(logits.shape).to(logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=1)
+    return F.cross_entropy(logits, labels.reshape(-1).long(), reduction="none")
+
+
+def is_adversarial(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = False) -> torch.Tensor:
+    """Per-sample success ``(N,)`` bool: the prediction differs from ``labels`` (untargeted) or equals the
+    target ``labels`` (targeted). A single logit is thresholded at 0; multi-label heads count any flipped label.
+
+    Example::
+
+        >>> is_adversarial(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
+        tensor([False,  True])
+    """
+    if labels.shape == logits.shape or logits.shape[1] == 1:
+        pred = (logits > 0).to(labels.dtype).reshape(labels.shape)
+        same = (pred == labels).reshape(labels.shape[0], -1).all(dim=1)
+    else:
+        same = logits.argmax(dim=1) == labels.reshape(-1)
+    return same if targeted else ~same
+
+
+@contextlib.contextmanager
+def attack_mode(network: nn.Module, amp: bool = False) -> Iterator[nn.Module]:
+    """Eval mode with gradients enabled for crafting, then everything exactly as before.
+
+    Unlike MONAI's ``eval_mode`` (which also disables gradients), this enables them, switches the
+    parameters' ``requires_grad`` off (only the input gradient is needed) and restores every module's
+    ``training`` flag, each parameter's ``requires_grad`` and ``.grad`` afterwards, also on error.
+    Autocast is disabled unless ``amp`` is True, so crafting runs in fp32 inside an AMP training step.
+
+    Raises:
+        RuntimeError: When called inside ``torch.inference_mode()``, where no gradient can be taken.
+
+    Example::
+
+        >>> net = torch.nn.Linear(2, 2).train()
+        >>> with torch.no_grad(), attack_mode(net):
+        ...     torch.is_grad_enabled(), net.training
+        (True, False)
+        >>> net.training
+        True
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("attacks need gradients: do not call them inside torch.inference_mode().")
+    modes = [(m, m.training) for m in network.modules()]
+    params = [(p, p.requires_grad, p.grad) for p in network.parameters()]
+    device_type = next((p.device.type for p, _, _ in params), "cpu")
+    try:
+        network.eval()
+        for p, _, _ in params:
+            p.requires_grad_(False)
+        with torch.enable_grad(), torch.autocast(device_type=device_type, enabled=amp):
+            yield network
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, flag, grad in params:
+            p.requires_grad_(flag)
+            p.grad = grad
+
+
+class Attack(Randomizable):
+    """Base of every attack: ``attack(images, labels) -> adversarial images``.
+
+    Subclasses implement :meth:`perturb` on checked tensors; :meth:`__call__` does the checks, the model
+    state handling, device placement and type conversion. With ``targeted=True`` the ``labels`` given to
+    the call are the *target* classes.
+
+    Args:
+        network: the classifier, returning logits ``(N, classes)``.
+        eps: Lp radius in model-input units, or a :class:`ThreatModel` (then ``lp`` and ``bounds`` default
+            to its values).
+        lp: ``"inf"``, ``2`` or ``1``; default ``"inf"`` (or the threat model's).
+        bounds: ``(low, high)`` of valid model inputs, to which adversarial images are clipped and against
+            which inputs are checked; ``None`` means no box constraint. There is no silent ``[0, 1]`` default:
+            take it from the data's :class:`~monai_robust.utils.LinearIntensityMap`.
+        loss: ``loss(logits, labels) -> (N,)``; default :func:`default_loss`.
+        targeted: move towards ``labels`` instead of away from them.
+        early_stop: stop updating samples already adversarial (evaluation speed); they stay adversarial.
+        amp: run the model's forward under autocast while crafting (default fp32).
+
+    Raises:
+        ValueError: When an argument is out of range (the message quotes it).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        eps: float | ThreatModel,
+        *,
+        lp: str | float | None = None,
+        bounds: tuple[float, float] | None = None,
+        loss: LossFn | None = None,
+        targeted: bool = False,
+        early_stop: bool = False,
+        amp: bool = False,
+    ) -> None:
+        if not isinstance(network, nn.Module):
+            raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
+        if isinstance(eps, ThreatModel):
+            lp = eps.lp if lp is None else lp
+            bounds = eps.bounds if bounds is None else bounds
+            eps = eps.eps
+        if loss is not None and not callable(loss):
+            raise ValueError(f"loss must be callable(logits, labels), got {loss!r}.")
+        self.network = network
+        self.eps = _check_eps(eps)
+        self.lp = as_lp("inf" if lp is None else lp)
+        self.bounds = _check_bounds(bounds)
+        self.loss = loss or default_loss
+        self.targeted = bool(targeted)
+        self.early_stop = bool(early_stop)
+        self.amp = bool(amp)
+        self.last_seed: int | None = None
+        self._checked = False
+
+    # ------------------------------------------------------------------ public API
+    def __call__(self, images: Any, labels: Any) -> Any:
+        """Crafts adversarial examples.
+
+        Args:
+            images: ``(N, C, *spatial)`` ndarray, Tensor or MetaTensor, inside ``bounds``.
+            labels: ``(N,)`` or ``(N, 1)`` class indices (targets when ``targeted``), or ``(N, classes)`` 0/1
+                for multi-label heads.
+
+        Returns:
+            Adversarial images of the same type, dtype, device and shape as ``images``.
+
+        Raises:
+            ValueError: On a bad shape, NaN/Inf, values outside ``bounds``, labels out of range or of the wrong
+                shape, or a model output that is not ``(N, classes)``.
+        """
+        x = self._check_images(images)
+        y = self._check_labels(labels, x.shape[0])
+        param = next(self.network.parameters(), None)
+        device = x.device if param is None else param.device
+        dtype = torch.float32 if param is None or not param.is_floating_point() else param.dtype
+        self.last_seed = int(self.R.randint(0, 2**31 - 1))
+        self._generator = torch.Generator(device=device).manual_seed(self.last_seed)
+        self._checked = False
+        with attack_mode(self.network, self.amp):
+            adv = self.perturb(x.to(device, dtype), y.to(device)).detach()
+        adv = adv.to(x.device)
+        out, *_ = convert_to_dst_type(adv, images, dtype=getattr(images, "dtype", None))
+        return out
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The attack itself, on checked float tensors on the model's device; implemented by subclasses."""
+        raise NotImplementedError(f"{type(self).__name__} must implement perturb().")
+
+    def randomize(self, data: Any = None) -> None:
+        """Seeds come from ``self.R`` at each call; nothing to pre-draw."""
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def logits(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Forward pass, with the output shape and the labels checked against it on the first call."""
+        out = self.network(x)
+        if not self._checked:
+            self._check_output(out, x.shape[0], labels)
+        return out.float()
+
+    def objective(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-sample quantity an attack *ascends* at ``x``, and the logits there.
+
+        Untargeted: the loss; targeted: minus the loss to the target. Subclasses (SMIA) add terms here.
+        """
+        logits = self.logits(x, labels)
+        loss = self.loss(logits, labels)
+        if loss.ndim == 0:
+            loss = loss.expand(x.shape[0])
+        return (-loss if self.targeted else loss), logits
+
+    def success(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-sample success of the attack at these logits."""
+        return is_adversarial(logits, labels, self.targeted)
+
+    def iterate(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        eps: float | torch.Tensor,
+        step_size: float | torch.Tensor,
+        num_steps: int,
+        random_init: bool,
+        num_restarts: int = 1,
+    ) -> torch.Tensor:
+        """The one projected-gradient loop (FGSM = 1 step, BIM = no random start, PGD, SMIA).
+
+        Each step is one forward and one backward with respect to the input:
+        ``x' = clip(x + project(x' + step_size * lp_normalize(grad) - x))``. With restarts, each sample
+        keeps the restart that succeeded, else the one with the highest objective.
+
+        Returns:
+            Adversarial images ``(N, C, *spatial)``.
+        """
+        best, best_score = x.clone(), None
+        for _ in range(num_restarts):
+            adv = x.clone()
+            if random_init:
+                adv = clip_to_bounds(x + random_start(x, eps, self.lp, self._generator), self.bounds)
+            done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+            step = batch_view(step_size, x)
+            for _ in range(num_steps):
+                adv.requires_grad_(True)
+                score, logits = self.objective(adv, labels)
+                (grad,) = torch.autograd.grad(score.sum(), adv)
+                adv = adv.detach()
+                if self.early_stop:
+                    done = done | self.success(logits.detach(), labels)
+                    if bool(done.all()):
+                        break
+                new = adv + step * lp_normalize(grad, self.lp)
+                new = clip_to_bounds(x + lp_project(new - x, eps, self.lp), self.bounds)
+                adv = torch.where(batch_view(done, x).bool(), adv, new) if self.early_stop else new
+            if num_restarts == 1:
+                return adv
+            with torch.no_grad():
+                score, logits = self.objective(adv, labels)
+                score = score + self.success(logits, labels).float() * 1e6  # success outranks any loss
+            if best_score is None:
+                best, best_score = adv, score
+            else:
+                better = score > best_score
+                best = torch.where(batch_view(better, x).bool(), adv, best)
+                best_score = torch.maximum(score, best_score)
+        return best
+
+    # ------------------------------------------------------------------ checks
+    def _check_images(self, images: Any) -> torch.Tensor:
+        x = convert_to_tensor(images, track_meta=False)
+        x = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+        if not torch.is_floating_point(x):
+            x = x.float()
+        if x.ndim < 3:
+            raise ValueError(f"images must be (N, C, *spatial) with at least one spatial dim, got shape {tuple(x.shape)}.")
+        if x.shape[0] == 0:
+            raise ValueError("images is an empty batch (N=0).")
+        if not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"images contain {bad} NaN/Inf values.")
+        if self.bounds is not None:
+            lo, hi = float(x.min()), float(x.max())
+            tol = 1e-5 * (self.bounds[1] - self.bounds[0])
+            if lo < self.bounds[0] - tol or hi > self.bounds[1] + tol:
+                raise ValueError(
+                    f"images range [{lo:g}, {hi:g}] lies outside bounds={self.bounds}; preprocess them into the "
+                    "model's input range or set bounds to match the data."
+                )
+        return x
+
+    @staticmethod
+    def _check_labels(labels: Any, n: int) -> torch.Tensor:
+        y = convert_to_tensor(labels, track_meta=False)
+        y = y if isinstance(y, torch.Tensor) else torch.as_tensor(y)
+        if y.ndim == 0 or y.shape[0] != n or y.ndim > 2:
+            raise ValueError(f"labels must be (N,), (N, 1) or (N, classes) with N={n}, got shape {tuple(y.shape)}.")
+        if torch.is_floating_point(y) and not bool(torch.isfinite(y).all()):
+            raise ValueError("labels contain NaN/Inf values.")
+        return y
+
+    def _check_output(self, out: Any, n: int, labels: torch.Tensor | None) -> None:
+        if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != n:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"the network must return logits (N, classes) with N={n}, got {shape}.")
+        if labels is not None:
+            self._validate_labels_for(out, labels)
+        self._checked = True
+
+    @staticmethod
+    def _validate_labels_for(logits: torch.Tensor, labels: torch.Tensor) -> None:
+        c = logits.shape[1]
+        if labels.shape == logits.shape or c == 1:
+            if labels.numel() != logits.numel():
+                raise ValueError(f"labels of shape {tuple(labels.shape)} do not match logits {tuple(logits.shape)}.")
+            bad = labels[(labels < 0) | (labels > 1)]
+            if bad.numel():
+                raise ValueError(f"binary / multi-label labels must lie in [0, 1], got {bad.flatten()[0].item()!r}.")
+            return
+        if labels.ndim == 2 and labels.shape[1] != 1:
+            raise ValueError(f"labels of shape {tuple(labels.shape)} do not match logits {tuple(logits.shape)}.")
+        if torch.is_floating_point(labels) and not bool((labels == labels.round()).all()):
+            raise ValueError("class-index labels must be integers, got non-integral values.")
+        bad = labels[(labels < 0) | (labels >= c)]
+        if bad.numel():
+            raise ValueError(f"label {bad.flatten()[0].item()!r} is out of range for a model with {c} classes.")
+
+    def __repr__(self) -> str:
+        keys = ("eps", "lp", "bounds", "targeted", "early_stop") + tuple(getattr(self, "_repr_keys", ()))
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in keys)
+        return f"{type(self).__name__}({args})"

@@ -1,0 +1,100 @@
+# Copyright (c) monai_robust contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+"""PGD (L-inf, L2, L1) with random start and restarts, and BIM = PGD without random start."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from monai_robust.attacks.base import Attack, _check_positive, _check_positive_int
+
+__all__ = ["BIM", "PGD"]
+
+
+class PGD(Attack):
+    """Projected gradient descent: ``num_steps`` steps of size ``step_size`` along the Lp steepest-ascent
+    direction, each projected back onto the ``eps`` ball and clipped to ``bounds``; optional uniform random
+    start inside the ball and ``num_restarts`` restarts (each sample keeps its best restart).
+
+    Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018,
+    https://arxiv.org/abs/1706.06083
+
+    Args:
+        network: classifier returning logits ``(N, classes)``.
+        eps: Lp radius in model-input units (or a :class:`ThreatModel`).
+        step_size: step in model-input units; default ``2.5 * eps / num_steps`` (Madry et al.).
+        num_steps: iterations (>= 1).
+        num_restarts: independent runs (>= 1), each from a new random start.
+        random_start: start from a uniform random point of the ball (``False`` gives BIM).
+        kwargs: ``lp``, ``bounds``, ``loss``, ``targeted``, ``early_stop``, ``amp`` as in
+            :class:`~monai_robust.attacks.base.Attack`.
+
+    Raises:
+        ValueError: When ``eps < 0``, ``step_size <= 0``, ``num_steps < 1`` or ``num_restarts < 1``.
+
+    Example::
+
+        >>> attack = PGD(net, eps=8 / 255, num_steps=20, bounds=(0.0, 1.0))
+        >>> adv = attack(images, labels)
+    """
+
+    _repr_keys = ("step_size", "num_steps", "num_restarts", "random_start")
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        eps: Any,
+        *,
+        step_size: float | None = None,
+        num_steps: int = 10,
+        num_restarts: int = 1,
+        random_start: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(network, eps, **kwargs)
+        self.num_steps = _check_positive_int("num_steps", num_steps)
+        self.num_restarts = _check_positive_int("num_restarts", num_restarts)
+        self.step_size = 2.5 * self.eps / self.num_steps if step_size is None else _check_positive("step_size", step_size)
+        self.random_start = bool(random_start)
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.iterate(
+            images,
+            labels,
+            eps=self.eps,
+            step_size=self.step_size,
+            num_steps=self.num_steps,
+            random_init=self.random_start,
+            num_restarts=self.num_restarts,
+        )
+
+
+class BIM(PGD):
+    """Basic iterative method: PGD without random start (and one run).
+
+    Kurakin, Goodfellow & Bengio, "Adversarial examples in the physical world", ICLR workshop 2017,
+    https://arxiv.org/abs/1607.02533
+
+    Args:
+        network: classifier returning logits ``(N, classes)``.
+        eps: Lp radius in model-input units (or a :class:`ThreatModel`).
+        step_size: step in model-input units; default ``1.25 * eps / num_steps``.
+        num_steps: iterations (>= 1).
+        kwargs: as in :class:`PGD` (without ``random_start`` and ``num_restarts``).
+
+    Example::
+
+        >>> adv = BIM(net, eps=4 / 255, step_size=1 / 255, num_steps=10, bounds=(0.0, 1.0))(images, labels)
+    """
+
+    def __init__(
+        self, network: torch.nn.Module, eps: Any, *, step_size: float | None = None, num_steps: int = 10, **kwargs: Any
+    ) -> None:
+        for k in ("random_start", "num_restarts"):
+            if k in kwargs:
+                raise ValueError(f"BIM has no {k}; use PGD, got {k}={kwargs[k]!r}.")
+        super().__init__(network, eps, step_size=step_size, num_steps=num_steps, random_start=False, **kwargs)
+        if step_size is None:
+            self.step_size = 1.25 * self.eps / self.num_steps

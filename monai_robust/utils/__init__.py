@@ -1,0 +1,8 @@
+# Copyright (c) monai_robust contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+from __future__ import annotations
+
+from .enums import LpNorm, as_lp
+from .intensity import LinearIntensityMap
+
+__all__ = ["LinearIntensityMap", "LpNorm", "as_lp"]

@@ -1,0 +1,51 @@
+# Copyright (c) monai_robust contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+"""Shared fixtures: the one way tests reach ``../shared/data``, and small models trained on real images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.utils import SmallCNN, train_classifier
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SHARED_DATA = Path(os.environ.get("MONAI_ROBUST_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the project (override with ``MONAI_ROBUST_SHARED_DATA``)."""
+    if not (SHARED_DATA / "pneumoniamnist.npz").is_file():
+        pytest.fail(
+            f"real test data not found at {SHARED_DATA}: clone the project next to the 'shared' folder "
+            "(../shared/data) or set MONAI_ROBUST_SHARED_DATA.",
+            pytrace=False,
+        )
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def pneumonia(shared_data: Path) -> dict[str, torch.Tensor]:
+    """PneumoniaMNIST as float tensors in [0, 1], ``(N, 1, 28, 28)``, labels ``(N,)`` long."""
+    import numpy as np
+
+    with np.load(shared_data / "pneumoniamnist.npz") as f:
+        out = {}
+        for split in ("train", "val", "test"):
+            out[f"{split}_images"] = torch.from_numpy(f[f"{split}_images"]).float().div(255).unsqueeze(1)
+            out[f"{split}_labels"] = torch.from_numpy(f[f"{split}_labels"]).long().reshape(-1)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pneumonia_model(pneumonia: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A small CNN trained on PneumoniaMNIST's train split (a few seconds on CPU), in eval mode."""
+    torch.manual_seed(0)
+    net = SmallCNN(spatial_dims=2, in_channels=1, num_classes=2)
+    train_classifier(net, pneumonia["train_images"], pneumonia["train_labels"], epochs=3)
+    return net.eval()

@@ -1,0 +1,51 @@
+# Copyright (c) monai_robust contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+"""Test helpers: tiny 2D/3D classifiers built with MONAI's factories, a quick trainer, and the input types."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.networks.layers.factories import Conv, Pool
+from torch import nn
+
+__all__ = ["TEST_NDARRAYS", "SmallCNN", "train_classifier"]
+
+TEST_NDARRAYS = (np.array, torch.as_tensor, MetaTensor)
+
+
+class SmallCNN(nn.Module):
+    """conv-relu-pool x2, global average pool, linear: fast on CPU, 2D or 3D, with named feature layers."""
+
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, num_classes: int = 2, width: int = 16) -> None:
+        super().__init__()
+        conv, pool = Conv[Conv.CONV, spatial_dims], Pool[Pool.MAX, spatial_dims]
+        self.features = nn.Sequential(
+            conv(in_channels, width, 3, padding=1), nn.ReLU(), pool(2),
+            conv(width, 2 * width, 3, padding=1), nn.ReLU(), pool(2),
+            conv(2 * width, 2 * width, 3, padding=1), nn.ReLU(),
+        )
+        self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
+        self.dropout = nn.Dropout(0.2)
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.pool(self.features(x)).flatten(1)))
+
+
+def train_classifier(
+    net: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int = 3, batch_size: int = 64, lr: float = 3e-3
+) -> nn.Module:
+    """Plain Adam training, seeded by the caller."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    net.train()
+    n = images.shape[0]
+    for _ in range(epochs):
+        perm = torch.randperm(n)
+        for i in range(0, n, batch_size):
+            idx = perm[i : i + batch_size]
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(images[idx]), labels[idx]).backward()
+            opt.step()
+    return net.eval()
