@@ -11,11 +11,13 @@ from .base import Attack, ThreatModel, attack_mode, default_loss, is_adversarial
 from .fgsm import FGSM
 from .functional import batch_view, clip_to_bounds, lp_norm, lp_normalize, lp_project, random_start
 from .pgd import BIM, PGD
+from .smia import SMIA, prediction_kl
 
 __all__ = [
     "BIM",
     "FGSM",
     "PGD",
+    "SMIA",
     "Attack",
     "ThreatModel",
     "attack_mode",
@@ -26,5 +28,6 @@ __all__ = [
     "lp_norm",
     "lp_normalize",
     "lp_project",
+    "prediction_kl",
     "random_start",
 ]

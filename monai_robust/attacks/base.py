@@ -102,9 +102,11 @@ class ThreatModel:
         return cls(eps, lp, bounds, f"zeta={zeta:g} (L{as_lp(lp).value})")
 
 
-def _check_eps(eps: Any) -> float:
+def _check_eps(eps: Any, allow_inf: bool = False) -> float:
     if isinstance(eps, torch.Tensor) and eps.numel() == 1:
         eps = float(eps)
+    if allow_inf and (eps is None or (isinstance(eps, float) and eps == math.inf)):
+        return math.inf  # minimal-perturbation attacks (CW, DeepFool): no budget
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be a finite number >= 0, got eps={eps!r}.")
     return float(eps)
@@ -133,6 +135,11 @@ def _check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
     if not ok or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {name}={value!r}.")
     return float(value)
+
+
+def _take(value: float | torch.Tensor, index: torch.Tensor) -> float | torch.Tensor:
+    """A per-sample ``(N,)`` tensor indexed by ``index``; a scalar as it is."""
+    return value[index] if isinstance(value, torch.Tensor) and value.ndim > 0 else value
 
 
 def default_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -231,6 +238,9 @@ class Attack(Randomizable):
         ValueError: When an argument is out of range (the message quotes it).
     """
 
+    unbounded_eps: bool = False
+    """Minimal-perturbation attacks (CW, DeepFool) set this: ``eps=None`` or ``inf`` then means no budget."""
+
     def __init__(
         self,
         network: nn.Module,
@@ -252,7 +262,7 @@ class Attack(Randomizable):
         if loss is not None and not callable(loss):
             raise ValueError(f"loss must be callable(logits, labels), got {loss!r}.")
         self.network = network
-        self.eps = _check_eps(eps)
+        self.eps = _check_eps(eps, allow_inf=self.unbounded_eps)
         self.lp = as_lp("inf" if lp is None else lp)
         self.bounds = _check_bounds(bounds)
         self.loss = loss or default_loss
@@ -307,6 +317,25 @@ class Attack(Randomizable):
             self._check_output(out, x.shape[0], labels)
         return out.float()
 
+    def class_logits(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of at least two classes and ``(N,)`` class-index labels, for margin attacks (CW, DeepFool).
+
+        A single-logit (binary) head ``f`` becomes the two logits ``[0, f]``: class 1 wins exactly when ``f > 0``,
+        as in :func:`is_adversarial`.
+
+        Raises:
+            ValueError: For a multi-label head (labels shaped like logits with more than one column).
+        """
+        logits = self.logits(x, labels)
+        if logits.shape[1] == 1:
+            return torch.cat([torch.zeros_like(logits), logits], dim=1), labels.reshape(-1).long()
+        if labels.shape == logits.shape:
+            raise ValueError(
+                f"{type(self).__name__} needs class-index labels (N,); multi-label heads are not supported, got labels "
+                f"of shape {tuple(labels.shape)} for logits {tuple(logits.shape)}."
+            )
+        return logits, labels.reshape(-1).long()
+
     def objective(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The per-sample quantity an attack *ascends* at ``x``, and the logits there.
 
@@ -349,7 +378,10 @@ class Attack(Randomizable):
                 adv = clip_to_bounds(x + random_start(x, eps, self.lp, self._generator), self.bounds)
             done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
             step = batch_view(step_size, x)
-            for _ in range(num_steps):
+            compact = self.early_stop and type(self).objective is Attack.objective  # per-sample objective
+            if compact:  # forward only the samples not yet adversarial
+                adv = self._ascend_active(x, adv, labels, eps, step_size, num_steps)
+            for _ in range(0 if compact else num_steps):
                 adv.requires_grad_(True)
                 score, logits = self.objective(adv, labels)
                 (grad,) = torch.autograd.grad(score.sum(), adv)
@@ -373,6 +405,32 @@ class Attack(Randomizable):
                 best = torch.where(batch_view(better, x).bool(), adv, best)
                 best_score = torch.maximum(score, best_score)
         return best
+
+    def _ascend_active(
+        self,
+        x: torch.Tensor,
+        adv: torch.Tensor,
+        labels: torch.Tensor,
+        eps: float | torch.Tensor,
+        step_size: float | torch.Tensor,
+        num_steps: int,
+    ) -> torch.Tensor:
+        """The ``early_stop`` loop of :meth:`iterate` forwarding only the samples not yet adversarial: the same
+        iterates as masking them with ``torch.where``, at the cost of the samples still being attacked."""
+        adv = adv.clone()
+        active = torch.arange(x.shape[0], device=x.device)
+        for _ in range(num_steps):
+            cur = adv[active].requires_grad_(True)
+            score, logits = self.objective(cur, labels[active])
+            (grad,) = torch.autograd.grad(score.sum(), cur)
+            keep = ~self.success(logits.detach(), labels[active])
+            if not bool(keep.any()):
+                break
+            active, cur, grad = active[keep], cur.detach()[keep], grad[keep]
+            x0 = x[active]
+            new = cur + batch_view(_take(step_size, active), cur) * lp_normalize(grad, self.lp)
+            adv[active] = clip_to_bounds(x0 + lp_project(new - x0, _take(eps, active), self.lp), self.bounds)
+        return adv
 
     # ------------------------------------------------------------------ checks
     def _check_images(self, images: Any) -> torch.Tensor:
