@@ -8,12 +8,16 @@ L-inf / L2: FGSM, BIM, PGD; the loop is written once in :class:`~monai_robust.at
 from __future__ import annotations
 
 from .base import Attack, ThreatModel, attack_mode, default_loss, is_adversarial
+from .cw import CW
+from .deepfool import DeepFool
 from .fgsm import FGSM
 from .functional import batch_view, clip_to_bounds, lp_norm, lp_normalize, lp_project, random_start
 from .pgd import BIM, PGD
 from .smia import SMIA, prediction_kl
 
 __all__ = [
+    "CW",
+    "DeepFool",
     "BIM",
     "FGSM",
     "PGD",
