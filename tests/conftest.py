@@ -12,7 +12,7 @@ import torch
 
 from tests.utils import SmallCNN, train_classifier
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get("MONAI_ROBUST_TEST_THREADS", 1)))
 
 SHARED_DATA = Path(os.environ.get("MONAI_ROBUST_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 

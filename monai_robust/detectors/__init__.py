@@ -1,3 +1,51 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
+"""Adversarial-input detectors as ``nn.Module``s: fitted on clean and adversarial images, fitted statistics kept as
+buffers (so checkpoints carry them), one score per image (higher = more likely adversarial), 2D and 3D.
+
+KD + BU (Feinman et al. 2017), LID (Ma et al. 2018), Mahalanobis (Lee et al. 2018), deep-feature classifier (Ma et
+al. 2021); a calibrated runtime guard, and a detector-aware PGD for adaptive evaluation.
+"""
+
 from __future__ import annotations
+
+from .adaptive import DetectorAwarePGD
+from .base import (
+    Detector,
+    FeatureHook,
+    FittedModule,
+    Pooling,
+    as_batches,
+    detection_auc,
+    network_eval,
+    pool_features,
+    predicted_classes,
+)
+from .deep_features import DeepFeatureDetector
+from .guard import DetectorGuard
+from .kd_bu import KDBUDetector, mc_dropout
+from .lid import LIDDetector, lid_mle
+from .logistic import LogisticRegression
+from .mahalanobis import MahalanobisDetector, mahalanobis_distance
+
+__all__ = [
+    "DeepFeatureDetector",
+    "Detector",
+    "DetectorAwarePGD",
+    "DetectorGuard",
+    "FeatureHook",
+    "FittedModule",
+    "KDBUDetector",
+    "LIDDetector",
+    "LogisticRegression",
+    "MahalanobisDetector",
+    "Pooling",
+    "as_batches",
+    "detection_auc",
+    "lid_mle",
+    "mahalanobis_distance",
+    "mc_dropout",
+    "network_eval",
+    "pool_features",
+    "predicted_classes",
+]

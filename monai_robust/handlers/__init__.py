@@ -1,3 +1,20 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
+"""Ignite handlers: ε warm-up, catastrophic-overfitting monitor, perturbation statistics, report, TensorBoard."""
+
 from __future__ import annotations
+
+from .catastrophic_overfitting import CatastrophicOverfittingMonitor
+from .eps_schedule import EpsSchedule
+from .perturbation_stats import PerturbationStats
+from .report import RobustnessReport
+from .tensorboard_images import RobustnessTensorBoard, example_grid
+
+__all__ = [
+    "CatastrophicOverfittingMonitor",
+    "EpsSchedule",
+    "PerturbationStats",
+    "RobustnessReport",
+    "RobustnessTensorBoard",
+    "example_grid",
+]

@@ -2,6 +2,8 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 from __future__ import annotations
 
+from .clinical import class_probabilities, clinical_metrics, roc_auc, sensitivity_specificity
+from .perceptibility import perceptibility, perturbation_norms, psnr, ssim, summarize
 from .robustness import (
     attack_success_rate,
     fooling_rate,
@@ -10,12 +12,47 @@ from .robustness import (
     targeted_success_rate,
     to_class_predictions,
 )
+from .validity import (
+    ValidityCheck,
+    check_budget,
+    check_gradients,
+    check_iterative_vs_single_step,
+    check_monotone_in_eps,
+    check_randomness,
+    check_reference_attacks,
+    check_unbounded,
+    gradient_probe,
+    randomness_probe,
+    run_validity_checks,
+    summarize_checks,
+)
 
 __all__ = [
+    "ValidityCheck",
     "attack_success_rate",
+    "check_budget",
+    "check_gradients",
+    "check_iterative_vs_single_step",
+    "check_monotone_in_eps",
+    "check_randomness",
+    "check_reference_attacks",
+    "check_unbounded",
+    "class_probabilities",
+    "clinical_metrics",
     "fooling_rate",
+    "gradient_probe",
+    "perceptibility",
     "performance_retained",
+    "perturbation_norms",
+    "psnr",
+    "randomness_probe",
     "robust_accuracy",
+    "roc_auc",
+    "run_validity_checks",
+    "sensitivity_specificity",
+    "ssim",
+    "summarize",
+    "summarize_checks",
     "targeted_success_rate",
     "to_class_predictions",
 ]

@@ -1,0 +1,183 @@
+# Copyright (c) monai_robust contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+"""Universal adversarial perturbations: monai_robust vs ART's ``UniversalPerturbation`` and
+``TargetedUniversalPerturbation``, same model, same fitting images, same budget, in one run.
+
+The model is the PneumoniaMNIST CNN of ``tutorials/uap_pneumoniamnist.py`` (trained here, or loaded with
+``--model-cache``). The UAPs are fitted on ``--num-fit`` training images at ζ = 4 % (L2:
+``eps = 0.04 * mean ||x||_2`` of those images) and every tool stops at the same rule: a rate >= 0.8 on the fitting
+images (ART's ``delta=0.2``) or ``--passes`` passes. ART runs with the FGSM inner attack of Hirano et al. (L2,
+step eps / 10 as ours; ``targeted=True`` for the targeted attack) on a ``PyTorchClassifier`` with
+``clip_values=(0, 1)``; ours runs ``SGDUAP`` (the default) and ``IterativeUAP`` (FGSM inner, step eps / 10,
+minibatches of 32). All rates are then measured
+by the same code (``evaluate_uap``) on the fitting images and on the test split.
+
+Times are the minimum over ``--repeats`` runs of wall-clock and process-CPU seconds, one thread. On a shared machine
+the CPU time is the robust measure (other processes stretch the wall clock, not this process's CPU time).
+
+Run from the repository root::
+
+    python bench/universal.py [--data-dir ../shared/data] [--out bench/results/universal.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BENCH_DIR, MinTimer, machine_info, replace_readme_section, write_json  # noqa: E402
+
+from monai_robust.attacks.universal import SGDUAP, IterativeUAP, evaluate_uap  # noqa: E402
+
+ROOT = BENCH_DIR.parent
+BOUNDS = (0.0, 1.0)
+STOP = 0.8  # ART's delta = 0.2
+
+
+def _tutorial() -> Any:
+    spec = importlib.util.spec_from_file_location("uap_tutorial", ROOT / "tutorials" / "uap_pneumoniamnist.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _art_classifier(net: torch.nn.Module) -> Any:
+    from art.estimators.classification import PyTorchClassifier
+
+    return PyTorchClassifier(net, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=2,
+                             clip_values=BOUNDS, device_type="cpu")
+
+
+def _art_run(net: torch.nn.Module, x: np.ndarray, eps: float, passes: int, target: int | None) -> np.ndarray:
+    from art.attacks.evasion import TargetedUniversalPerturbation, UniversalPerturbation
+
+    clf = _art_classifier(net)
+    if target is None:
+        attack = UniversalPerturbation(clf, attacker="fgsm", attacker_params={"eps": eps / 10, "norm": 2},
+                                       delta=1 - STOP, max_iter=passes, eps=eps, norm=2, batch_size=32, verbose=False)
+        attack.generate(x)
+    else:
+        attack = TargetedUniversalPerturbation(clf, attacker="fgsm",
+                                               attacker_params={"eps": eps / 10, "norm": 2, "targeted": True},
+                                               delta=1 - STOP, max_iter=passes, eps=eps, norm=2)
+        y = np.zeros((len(x), 2), dtype=np.float32)
+        y[:, target] = 1
+        attack.generate(x, y=y)
+    return np.asarray(attack.noise)[0]
+
+
+def _rates(net: torch.nn.Module, delta: Any, fit_x: torch.Tensor, test_x: torch.Tensor, target: int | None) -> dict:
+    key = "fooling_rate" if target is None else "targeted_success_rate"
+    d = torch.as_tensor(delta, dtype=torch.float32)
+    return {
+        "fit_rate": evaluate_uap(net, d, fit_x, bounds=BOUNDS, target=target)[key],
+        "test_rate": evaluate_uap(net, d, test_x, bounds=BOUNDS, target=target)[key],
+        "delta_l2": float(d.norm()),
+    }
+
+
+def run_case(net: torch.nn.Module, fit_x: torch.Tensor, test_x: torch.Tensor, eps: float, passes: int,
+             repeats: int, art_repeats: int, seed: int, target: int | None) -> list[dict]:
+    """ART, then ours with the same stopping rule (rate >= STOP or ``passes``), then ours stopping as soon as the
+    rate on the fitting images reaches ART's (the time to an equal rate)."""
+    timer, results = MinTimer(), {}
+    case = "non-targeted" if target is None else f"targeted -> {target}"
+
+    def ours(cls: type, stop: float) -> torch.Tensor:
+        fitter = cls(net, eps, lp=2, bounds=BOUNDS, target=target, max_passes=passes, target_rate=stop)
+        return fitter.set_random_state(seed).fit(fit_x).delta
+
+    def record(name: str, fn: Any, n: int, stop_rule: str) -> None:
+        for _ in range(n):
+            delta = timer.time(name, fn)
+        results[name] = {"wall_s": timer.best[name], "cpu_s": timer.best_cpu[name],
+                         **_rates(net, delta, fit_x, test_x, target), "stop_rule": stop_rule}
+        print(case, name, {k: round(v, 4) if isinstance(v, float) else v for k, v in results[name].items()}, flush=True)
+
+    record("ART", lambda: _art_run(net, fit_x.numpy(), eps, passes, target), art_repeats, f">={STOP}")
+    art = results["ART"]
+    for label, cls in (("SGDUAP", SGDUAP), ("IterativeUAP (FGSM)", IterativeUAP)):
+        record(label, lambda c=cls: ours(c, STOP), repeats, f">={STOP}")
+    stop = max(art["fit_rate"], 1e-6)
+    for label, cls in (("SGDUAP", SGDUAP), ("IterativeUAP (FGSM)", IterativeUAP)):
+        record(f"{label}, to ART's rate", lambda c=cls: ours(c, stop), repeats, f">={stop:.3f} (ART's)")
+    rows = []
+    for name, r in results.items():
+        row = {"case": case, "tool": name, **r}
+        if name != "ART":
+            row["speedup_wall_vs_art"] = art["wall_s"] / r["wall_s"]
+            row["speedup_cpu_vs_art"] = art["cpu_s"] / r["cpu_s"]
+            row["fit_rate_ge_art"] = r["fit_rate"] >= art["fit_rate"]
+            row["test_rate_ge_art"] = r["test_rate"] >= art["test_rate"]
+        rows.append(row)
+    return rows
+
+
+def markdown(payload: dict) -> str:
+    s = payload["setup"]
+    lines = [
+        f"`python bench/universal.py` ({payload['machine']['date']}, {payload['machine']['cpu']}, 1 thread, load "
+        f"{payload['machine'].get('load_avg_1min_at_start')} at start). PneumoniaMNIST CNN (test accuracy "
+        f"{s['model_test_acc']:.3f}); UAPs fitted on {s['num_fit']} training images at zeta = 4 % L2 "
+        f"(eps = {s['eps']:.3f}); every tool stops at rate >= {STOP} on the fitting images or {s['passes']} passes; "
+        "ART and IterativeUAP with the FGSM inner attack (L2 step eps / 10). Rates are measured by the same code; "
+        f"times are the minimum over repeats (ART {s['art_repeats']}, ours {s['repeats']}).",
+        "",
+        "| case | tool | stops at | wall s | CPU s | fit rate | test rate | speed-up vs ART (wall / CPU) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in payload["results"]:
+        sp = "" if r["tool"] == "ART" else f"{r['speedup_wall_vs_art']:.1f}x / {r['speedup_cpu_vs_art']:.1f}x"
+        lines.append(f"| {r['case']} | {r['tool']} | {r['stop_rule']} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | "
+                     f"{r['fit_rate']:.3f} | {r['test_rate']:.3f} | {sp} |")
+    lines += ["", "Rate: fooling rate (non-targeted) or targeted success rate, on the fitting images (fit) and the "
+              "624 test images (test). Rows \"to ART's rate\" stop as soon as the rate on the fitting images reaches "
+              "ART's final rate (time to an equal rate). Raw numbers: `bench/results/universal.json`."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "universal.json")
+    p.add_argument("--readme", type=Path, default=BENCH_DIR / "README.md")
+    p.add_argument("--model-cache", type=Path, default=None, help="load/save the tutorial's trained CNN here")
+    p.add_argument("--num-fit", type=int, default=1000)
+    p.add_argument("--passes", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--art-repeats", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    logging.getLogger("art").setLevel(logging.ERROR)
+    tut = _tutorial()
+    data = tut.load_medmnist(args.data_dir / "pneumoniamnist.npz")
+    net, info = tut.get_model(data, 2, 6, args.seed, args.model_cache)
+    fit_x, test_x = data["train_images"][: args.num_fit], data["test_images"]
+    eps = 0.04 * float(fit_x.flatten(1).norm(dim=1).mean())
+    payload = {
+        "machine": machine_info(),
+        "setup": {"model_test_acc": info["test_acc"], "num_fit": len(fit_x), "zeta": 0.04, "lp": 2, "eps": eps,
+                  "passes": args.passes, "stop_rate": STOP, "repeats": args.repeats, "art_repeats": args.art_repeats,
+                  "art_inner": "fgsm (L2, step = UAP eps / 10, as IterativeUAP)", "ours_batch_size": 32},
+    }
+    payload["results"] = [
+        row
+        for target in (None, 0, 1)
+        for row in run_case(net, fit_x, test_x, eps, args.passes, args.repeats, args.art_repeats, args.seed, target)
+    ]
+    write_json(args.out, payload)
+    replace_readme_section(args.readme, "Universal perturbations", markdown(payload))
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,539 @@
+# Copyright (c) monai_robust contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+"""Automatic sanity checks of a robustness evaluation, after Carlini et al., "On Evaluating Adversarial
+Robustness", 2019 (https://arxiv.org/abs/1902.06705), Athalye et al., "Obfuscated Gradients Give a False Sense of
+Security", ICML 2018 (https://arxiv.org/abs/1802.00420) and AutoAttack's practice (Croce & Hein, ICML 2020,
+https://arxiv.org/abs/2003.01690).
+
+Two kinds of functions:
+
+* *probes* look at the model on a batch: :func:`gradient_probe` (input gradients finite and non-zero),
+  :func:`randomness_probe` (two forward passes in eval mode agree);
+* *checks* read the numbers of an evaluation (the ``results`` dict of
+  :class:`~monai_robust.engines.evaluator.RobustnessEvaluator`, also written as JSON) and the probes, and return a
+  :class:`ValidityCheck` verdict each; :func:`run_validity_checks` runs them all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ValidityCheck",
+    "check_budget",
+    "check_gradients",
+    "check_iterative_vs_single_step",
+    "check_monotone_in_eps",
+    "check_randomness",
+    "check_reference_attacks",
+    "check_unbounded",
+    "gradient_probe",
+    "randomness_probe",
+    "run_validity_checks",
+    "summarize_checks",
+]
+
+PASS, FAIL, WARN, SKIPPED = "pass", "fail", "warn", "skipped"
+
+
+@dataclass
+class ValidityCheck:
+    """The verdict of one check.
+
+    Args:
+        name: short identifier, e.g. ``"monotone_in_eps"``.
+        status: ``"pass"``, ``"fail"``, ``"warn"`` or ``"skipped"``.
+        message: one or two sentences for the report: what was found and what to do.
+        details: the numbers behind the verdict.
+        reference: where the check comes from.
+
+    Example::
+
+        >>> ValidityCheck("gradients", "pass", "input gradients are finite and non-zero").status
+        'pass'
+    """
+
+    name: str
+    status: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+    reference: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable record."""
+        return asdict(self)
+
+
+_CARLINI = "Carlini et al. 2019, https://arxiv.org/abs/1902.06705"
+_ATHALYE = "Athalye et al. 2018, https://arxiv.org/abs/1802.00420"
+
+
+# ---------------------------------------------------------------------------------------------------- probes
+def _margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Label logit minus the best other logit (a single logit ``f``: ``f`` for label 1, ``-f`` for label 0)."""
+    if logits.shape[1] == 1:
+        return logits[:, 0] * (labels.reshape(-1).float() * 2 - 1)
+    y = labels.reshape(-1).long()
+    own = logits.gather(1, y[:, None]).squeeze(1)
+    return own - logits.scatter(1, y[:, None], -math.inf).amax(dim=1)
+
+
+def gradient_probe(network: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """Input gradients of the cross-entropy loss and of the logit margin on a batch: are they finite and non-zero?
+
+    A zero margin gradient means a non-differentiable (shattered) operation in the forward; a zero loss gradient
+    with a non-zero margin gradient means a saturated softmax (use a margin loss, e.g. CW's or DLR). The network's
+    mode and parameter gradients are restored afterwards.
+
+    Args:
+        network: the classifier, logits ``(N, classes)``.
+        images: ``(N, C, *spatial)`` on the network's device.
+        labels: ``(N,)`` class indices.
+
+    Returns:
+        ``{"n", "nonfinite_fraction", "zero_margin_fraction", "zero_loss_fraction", "mean_abs_gradient"}``:
+        fractions of samples (a sample's gradient is zero when every entry is exactly 0).
+
+    Example::
+
+        >>> gradient_probe(net, images, labels)["zero_margin_fraction"]
+        0.0
+    """
+    from monai_robust.attacks.base import attack_mode, default_loss  # lazy: metrics do not import attacks
+
+    x = images.detach().clone().float()
+    with attack_mode(network):
+        x.requires_grad_(True)
+        logits = network(x).float()
+        (g_loss,) = torch.autograd.grad(default_loss(logits, labels).sum(), x, retain_graph=True, allow_unused=True)
+        (g_margin,) = torch.autograd.grad(_margin(logits, labels).sum(), x, allow_unused=True)
+    n = x.shape[0]
+    g_loss = torch.zeros_like(x) if g_loss is None else g_loss
+    g_margin = torch.zeros_like(x) if g_margin is None else g_margin
+    flat_l, flat_m = g_loss.reshape(n, -1), g_margin.reshape(n, -1)
+    nonfinite = ~torch.isfinite(flat_l).all(dim=1) | ~torch.isfinite(flat_m).all(dim=1)
+    finite = flat_l[torch.isfinite(flat_l)]
+    return {
+        "n": int(n),
+        "nonfinite_fraction": float(nonfinite.float().mean()),
+        "zero_margin_fraction": float((flat_m == 0).all(dim=1).float().mean()),
+        "zero_loss_fraction": float((flat_l == 0).all(dim=1).float().mean()),
+        "mean_abs_gradient": float(finite.abs().mean()) if finite.numel() else math.nan,
+    }
+
+
+def randomness_probe(network: nn.Module, images: torch.Tensor, num_passes: int = 2) -> dict[str, Any]:
+    """Forwards a batch ``num_passes`` times in eval mode: a model whose outputs differ is randomised (dropout kept
+    on, random transforms in the forward, stochastic defenses), and gradient attacks must then average over its
+    randomness (EOT, Athalye et al. 2018).
+
+    Args:
+        network: the classifier.
+        images: ``(N, C, *spatial)`` on the network's device.
+        num_passes: forward passes to compare (>= 2).
+
+    Returns:
+        ``{"randomized": bool, "max_abs_difference": float, "passes": int}``.
+
+    Raises:
+        ValueError: When ``num_passes < 2``.
+
+    Example::
+
+        >>> randomness_probe(net.eval(), images)["randomized"]
+        False
+    """
+    if not isinstance(num_passes, int) or num_passes < 2:
+        raise ValueError(f"num_passes must be an integer >= 2, got num_passes={num_passes!r}.")
+    from monai_robust.attacks.base import attack_mode
+
+    with attack_mode(network), torch.no_grad():
+        outs = [network(images).float() for _ in range(num_passes)]
+    diff = max(float((o - outs[0]).abs().max()) for o in outs[1:])
+    scale = max(float(outs[0].abs().max()), 1.0)
+    return {"randomized": bool(diff > 1e-5 * scale), "max_abs_difference": diff, "passes": num_passes}
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _points(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every successful (attack, eps) point: name, kind, lp, eps, accuracy, reference flag."""
+    out = []
+    for name, a in results.get("attacks", {}).items():
+        for r in a.get("results", []):
+            if r.get("status") == "ok" and _finite(r.get("accuracy")):
+                out.append(
+                    {
+                        "attack": name,
+                        "kind": a.get("kind"),
+                        "lp": a.get("lp"),
+                        "eps": r.get("eps"),
+                        "accuracy": r["accuracy"],
+                        "reference": bool(a.get("reference")),
+                        "n": r.get("n"),
+                    }
+                )
+    return out
+
+
+def _same_eps(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-12)
+
+
+def _tolerance(tol: float, n: Any) -> float:
+    """The allowed slack: ``tol``, but never less than one sample."""
+    return max(float(tol), 1.0 / n if isinstance(n, int) and n > 0 else 0.0)
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+def check_monotone_in_eps(results: dict[str, Any], tol: float = 0.0) -> ValidityCheck:
+    """Robust accuracy must not increase with ε for any attack (a larger ball contains the smaller one).
+
+    With the evaluator's ``reuse_smaller_eps=True`` this holds by construction and the check is skipped.
+
+    Args:
+        results: an evaluation's results.
+        tol: allowed increase (fraction); at least one sample.
+
+    Returns:
+        The verdict; ``details["violations"]`` lists ``[attack, eps_small, eps_large, acc_small, acc_large]``.
+
+    Example::
+
+        >>> check_monotone_in_eps(results).status
+        'pass'
+    """
+    name, ref = "monotone_in_eps", _CARLINI
+    if results.get("meta", {}).get("reuse_smaller_eps"):
+        return ValidityCheck(
+            name,
+            SKIPPED,
+            "robust accuracy is non-increasing in eps by construction (reuse_smaller_eps=True: a sample fooled at a "
+            "smaller eps counts as fooled at every larger one); evaluate with reuse_smaller_eps=False to test the "
+            "attacks themselves.",
+            reference=ref,
+        )
+    bad = []
+    by_attack: dict[str, list[dict[str, Any]]] = {}
+    for p in _points(results):
+        if p["eps"] is not None:
+            by_attack.setdefault(p["attack"], []).append(p)
+    for attack, pts in by_attack.items():
+        pts = sorted(pts, key=lambda p: p["eps"])
+        for lo, hi in zip(pts, pts[1:]):
+            if hi["accuracy"] > lo["accuracy"] + _tolerance(tol, hi["n"]):
+                bad.append([attack, lo["eps"], hi["eps"], lo["accuracy"], hi["accuracy"]])
+    if not any(len(v) > 1 for v in by_attack.values()):
+        return ValidityCheck(name, SKIPPED, "no attack was run at more than one eps.", reference=ref)
+    if bad:
+        return ValidityCheck(
+            name,
+            FAIL,
+            f"robust accuracy increases with eps for {sorted({b[0] for b in bad})}: the attack is not converging "
+            "(too few steps, a too large or too small step size) or gradients are masked.",
+            {"violations": bad},
+            ref,
+        )
+    return ValidityCheck(name, PASS, "robust accuracy is non-increasing in eps for every attack.", reference=ref)
+
+
+def check_iterative_vs_single_step(results: dict[str, Any], tol: float = 0.01) -> ValidityCheck:
+    """Iterative attacks (PGD, BIM, APGD) must be at least as strong as single-step ones (FGSM) at the same ε and
+    Lp: a single step that beats many suggests masked gradients or a broken step size.
+
+    Args:
+        results: an evaluation's results.
+        tol: allowed excess robust accuracy of the iterative attack (fraction); at least one sample.
+
+    Returns:
+        The verdict; ``details["violations"]`` lists ``[iterative, single_step, lp, eps, acc_iter, acc_single]``.
+
+    Example::
+
+        >>> check_iterative_vs_single_step(results).status
+        'pass'
+    """
+    name, ref = "iterative_vs_single_step", _CARLINI
+    pts = _points(results)
+    it = [p for p in pts if p["kind"] == "iterative"]
+    ss = [p for p in pts if p["kind"] == "single-step"]
+    pairs, bad = 0, []
+    for a in it:
+        for b in ss:
+            if a["lp"] == b["lp"] and _same_eps(a["eps"], b["eps"]):
+                pairs += 1
+                if a["accuracy"] > b["accuracy"] + _tolerance(tol, a["n"]):
+                    bad.append([a["attack"], b["attack"], a["lp"], a["eps"], a["accuracy"], b["accuracy"]])
+    if not pairs:
+        return ValidityCheck(name, SKIPPED, "no iterative and single-step attack share an eps and Lp norm.", reference=ref)
+    if bad:
+        return ValidityCheck(
+            name,
+            FAIL,
+            "a single-step attack is stronger than an iterative one at the same eps: raise the number of steps, "
+            "check the step size, or suspect gradient masking.",
+            {"violations": bad, "pairs": pairs},
+            ref,
+        )
+    return ValidityCheck(
+        name, PASS, f"iterative attacks are at least as strong as single-step ones ({pairs} pairs).", {"pairs": pairs}, ref
+    )
+
+
+def check_reference_attacks(results: dict[str, Any], tol: float = 0.01) -> ValidityCheck:
+    """A white-box gradient attack must not be beaten by random noise of the same norm, by a gradient-free attack or
+    by a transfer attack (the evaluator's noise controls and the attacks marked as references).
+
+    Args:
+        results: an evaluation's results (``controls["noise"]`` and attacks with ``reference=True``).
+        tol: allowed excess robust accuracy of the white-box attack (fraction); at least one sample.
+
+    Returns:
+        The verdict; ``details["violations"]`` lists ``[white_box, reference, lp, eps, acc_white, acc_reference]``.
+
+    Example::
+
+        >>> check_reference_attacks(results).status
+        'pass'
+    """
+    name, ref = "reference_attacks", _CARLINI
+    pts = _points(results)
+    refs = [p for p in pts if p["reference"]]
+    for c in results.get("controls", {}).get("noise", []):
+        if _finite(c.get("accuracy")):
+            refs.append({"attack": f"noise(L{c['lp']})", "lp": c["lp"], "eps": c["eps"], "accuracy": c["accuracy"]})
+    white = [p for p in pts if not p["reference"] and p["kind"] in ("iterative", "single-step", "minimal")]
+    pairs, bad = 0, []
+    for w in white:
+        for r in refs:
+            if w["lp"] == r["lp"] and _same_eps(w["eps"], r["eps"]):
+                pairs += 1
+                if w["accuracy"] > r["accuracy"] + _tolerance(tol, w["n"]):
+                    bad.append([w["attack"], r["attack"], w["lp"], w["eps"], w["accuracy"], r["accuracy"]])
+    if not pairs:
+        return ValidityCheck(name, SKIPPED, "no noise control or reference attack shares an eps with a white-box one.", reference=ref)
+    if bad:
+        return ValidityCheck(
+            name,
+            FAIL,
+            "random noise or a gradient-free/transfer attack beats a white-box attack at the same budget: the "
+            "gradients are probably masked or obfuscated (try BPDA/EOT, a margin loss, more steps).",
+            {"violations": bad, "pairs": pairs},
+            ref,
+        )
+    return ValidityCheck(
+        name, PASS, f"no noise control or reference attack beats a white-box attack ({pairs} pairs).", {"pairs": pairs}, ref
+    )
+
+
+def check_budget(results: dict[str, Any], rtol: float = 1e-4) -> ValidityCheck:
+    """Every adversarial example respects its budget ``||δ||_p <= eps`` and the bounds of the data.
+
+    Args:
+        results: an evaluation's results (``max_norm`` and ``out_of_bounds`` per attack and eps).
+        rtol: relative slack on the budget for floating-point error.
+
+    Returns:
+        The verdict; ``details["violations"]`` lists ``[attack, eps, max_norm, out_of_bounds]``.
+
+    Example::
+
+        >>> check_budget(results).status
+        'pass'
+    """
+    name = "budget_and_bounds"
+    bad, seen = [], 0
+    for attack, a in results.get("attacks", {}).items():
+        for r in a.get("results", []):
+            if r.get("status") != "ok":
+                continue
+            seen += 1
+            eps, mx, oob = r.get("eps"), r.get("max_norm"), r.get("out_of_bounds", 0)
+            over = _finite(eps) and _finite(mx) and mx > eps * (1 + rtol) + 1e-7
+            if over or (oob or 0) > 0:
+                bad.append([attack, eps, mx, oob])
+    if not seen:
+        return ValidityCheck(name, SKIPPED, "no attack result to check.")
+    if bad:
+        return ValidityCheck(
+            name, FAIL, "some adversarial examples exceed their eps budget or leave the data bounds.", {"violations": bad}
+        )
+    return ValidityCheck(name, PASS, "every adversarial example is within its eps budget and the data bounds.")
+
+
+def check_unbounded(results: dict[str, Any], probes: dict[str, Any], max_accuracy: float = 0.05) -> ValidityCheck:
+    """An attack with an unbounded (or very large) budget must drive accuracy to about 0; otherwise the attack or
+    the gradients are broken.
+
+    Reads ``probes["unbounded"]`` (``{attack: {"eps", "accuracy", "n"}}``: iterative attacks re-run at growing
+    budgets up to the whole data range, ``accuracy`` the lowest reached) and the ``eps=None`` results of
+    minimal-perturbation attacks (CW, DeepFool).
+
+    Args:
+        results: an evaluation's results.
+        probes: the evaluator's probe results.
+        max_accuracy: largest accuracy accepted as "about 0".
+
+    Returns:
+        The verdict; ``details`` maps each attack to its accuracy at the unbounded budget.
+
+    Example::
+
+        >>> check_unbounded(results, probes).status
+        'pass'
+    """
+    name = "unbounded_eps"
+    found = {k: dict(v) for k, v in probes.get("unbounded", {}).items()}
+    for attack, a in results.get("attacks", {}).items():
+        for r in a.get("results", []):
+            if r.get("status") == "ok" and r.get("eps") is None and _finite(r.get("accuracy")):
+                found[attack] = {"eps": None, "accuracy": r["accuracy"], "n": r.get("n")}
+    if not found:
+        return ValidityCheck(
+            name, SKIPPED, "no iterative attack factory nor unbounded attack to run at a very large eps.", reference=_CARLINI
+        )
+    bad = {k: v for k, v in found.items() if "error" in v or not (_finite(v.get("accuracy")) and v["accuracy"] <= max_accuracy)}
+    if bad:
+        return ValidityCheck(
+            name,
+            FAIL,
+            f"with an unbounded budget accuracy stays above {max_accuracy:g} for {sorted(bad)}: the attack cannot "
+            "reach the decision boundary (broken attack, masked or zero gradients, too few steps).",
+            found,
+            _CARLINI,
+        )
+    return ValidityCheck(name, PASS, f"an unbounded budget drives accuracy to <= {max_accuracy:g}.", found, _CARLINI)
+
+
+def check_gradients(probes: dict[str, Any], max_zero_fraction: float = 0.5) -> ValidityCheck:
+    """Input gradients must be finite and non-zero (:func:`gradient_probe`).
+
+    Args:
+        probes: the evaluator's probes; reads ``probes["gradients"]``.
+        max_zero_fraction: fail above this fraction of samples with an all-zero margin gradient; a smaller non-zero
+            fraction (or saturated-softmax zeros) is a warning.
+
+    Returns:
+        The verdict with the probe's numbers.
+
+    Example::
+
+        >>> check_gradients({"gradients": gradient_probe(net, images, labels)}).status
+        'pass'
+    """
+    name, g = "gradients", probes.get("gradients")
+    if not g:
+        return ValidityCheck(name, SKIPPED, "no gradient probe was run.", reference=_ATHALYE)
+    if "error" in g:
+        return ValidityCheck(name, FAIL, f"input gradients could not be computed: {g['error']}", g, _ATHALYE)
+    if g["nonfinite_fraction"] > 0:
+        return ValidityCheck(
+            name, FAIL, f"{g['nonfinite_fraction']:.0%} of samples have NaN/Inf input gradients.", g, _ATHALYE
+        )
+    if g["zero_margin_fraction"] > max_zero_fraction:
+        return ValidityCheck(
+            name,
+            FAIL,
+            f"{g['zero_margin_fraction']:.0%} of samples have an all-zero input gradient: a non-differentiable "
+            "operation masks the gradients; gradient attacks are meaningless here (use BPDA or gradient-free attacks).",
+            g,
+            _ATHALYE,
+        )
+    if g["zero_margin_fraction"] > 0 or g["zero_loss_fraction"] > 0:
+        return ValidityCheck(
+            name,
+            WARN,
+            f"{g['zero_margin_fraction']:.0%} of samples have a zero margin gradient and {g['zero_loss_fraction']:.0%} "
+            "a zero loss gradient (saturated softmax): add a margin-loss attack (CW, DLR).",
+            g,
+            _ATHALYE,
+        )
+    return ValidityCheck(name, PASS, "input gradients are finite and non-zero for every probed sample.", g, _ATHALYE)
+
+
+def check_randomness(probes: dict[str, Any]) -> ValidityCheck:
+    """A model whose eval-mode outputs differ between two passes is randomised: gradient attacks must then use
+    Expectation over Transformation (EOT) or their robust accuracy is overstated.
+
+    Args:
+        probes: the evaluator's probes; reads ``probes["randomness"]``.
+
+    Returns:
+        ``"fail"`` for a randomised model (with the EOT advice), else ``"pass"``.
+
+    Example::
+
+        >>> check_randomness({"randomness": randomness_probe(net, images)}).status
+        'pass'
+    """
+    name, r = "randomized_model", probes.get("randomness")
+    if not r:
+        return ValidityCheck(name, SKIPPED, "no randomness probe was run.", reference=_ATHALYE)
+    if "error" in r:
+        return ValidityCheck(name, FAIL, f"the randomness probe failed: {r['error']}", r, _ATHALYE)
+    if r["randomized"]:
+        return ValidityCheck(
+            name,
+            FAIL,
+            f"two forward passes in eval mode differ (max |diff| = {r['max_abs_difference']:.3g}): the model is "
+            "randomised; attack it with Expectation over Transformation (EOT: average gradients over many passes) before "
+            "trusting these robust accuracies.",
+            r,
+            _ATHALYE,
+        )
+    return ValidityCheck(name, PASS, "the model is deterministic in eval mode.", r, _ATHALYE)
+
+
+def run_validity_checks(
+    results: dict[str, Any], probes: dict[str, Any] | None = None, tol: float = 0.01, max_accuracy: float = 0.05
+) -> list[ValidityCheck]:
+    """Runs every check on an evaluation's results and probes.
+
+    Args:
+        results: an evaluation's results.
+        probes: ``{"gradients", "randomness", "unbounded"}`` from the evaluator (missing ones are skipped).
+        tol: tolerance of the comparisons between attacks (fraction of samples).
+        max_accuracy: accuracy accepted as "about 0" at an unbounded budget.
+
+    Returns:
+        The verdicts, in a fixed order.
+
+    Example::
+
+        >>> [c.status for c in run_validity_checks(results, probes)]
+    """
+    probes = probes or {}
+    return [
+        check_monotone_in_eps(results, 0.0),
+        check_iterative_vs_single_step(results, tol),
+        check_reference_attacks(results, tol),
+        check_unbounded(results, probes, max_accuracy),
+        check_gradients(probes),
+        check_randomness(probes),
+        check_budget(results),
+    ]
+
+
+def summarize_checks(checks: Sequence[ValidityCheck]) -> dict[str, int]:
+    """Counts of each status among ``checks``.
+
+    Example::
+
+        >>> summarize_checks([ValidityCheck("a", "pass", ""), ValidityCheck("b", "fail", "")])
+        {'pass': 1, 'fail': 1, 'warn': 0, 'skipped': 0}
+    """
+    out = {PASS: 0, FAIL: 0, WARN: 0, SKIPPED: 0}
+    for c in checks:
+        out[c.status] = out.get(c.status, 0) + 1
+    return out

@@ -1,0 +1,123 @@
+# Copyright (c) monai_robust contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_robust.metrics.validity import (
+    check_budget,
+    check_gradients,
+    check_iterative_vs_single_step,
+    check_monotone_in_eps,
+    check_randomness,
+    check_reference_attacks,
+    check_unbounded,
+    gradient_probe,
+    randomness_probe,
+    run_validity_checks,
+    summarize_checks,
+)
+from tests.utils import SmallCNN
+
+
+def results(pgd=(0.6, 0.3, 0.1), fgsm=(0.7, 0.5, 0.4), noise=(0.9, 0.9, 0.8), reuse=False, max_norm=None, oob=0):
+    eps = [0.01, 0.02, 0.04]
+
+    def rows(accs, kind):
+        return [
+            {"eps": e, "status": "ok", "accuracy": a, "n": 100, "max_norm": e if max_norm is None else max_norm, "out_of_bounds": oob}
+            for e, a in zip(eps, accs)
+        ]
+
+    return {
+        "meta": {"reuse_smaller_eps": reuse},
+        "attacks": {
+            "pgd": {"kind": "iterative", "lp": "inf", "reference": False, "results": rows(pgd, "iterative")},
+            "fgsm": {"kind": "single-step", "lp": "inf", "reference": False, "results": rows(fgsm, "single-step")},
+        },
+        "controls": {"noise": [{"lp": "inf", "eps": e, "accuracy": a} for e, a in zip(eps, noise)]},
+    }
+
+
+def test_healthy_results_pass():
+    r = results()
+    assert check_monotone_in_eps(r).status == "pass"
+    assert check_iterative_vs_single_step(r).status == "pass"
+    assert check_reference_attacks(r).status == "pass"
+    assert check_budget(r).status == "pass"
+    assert check_monotone_in_eps(results(reuse=True)).status == "skipped"
+
+
+@pytest.mark.parametrize(
+    "check, r",
+    [
+        (check_monotone_in_eps, results(pgd=(0.3, 0.6, 0.1))),
+        (check_iterative_vs_single_step, results(pgd=(0.8, 0.6, 0.5))),
+        (check_reference_attacks, results(pgd=(0.95, 0.3, 0.1))),
+        (check_budget, results(max_norm=0.05)),
+        (check_budget, results(oob=2)),
+    ],
+)
+def test_bad_results_fail(check, r):
+    verdict = check(r)
+    assert verdict.status == "fail" and verdict.details["violations"]
+
+
+def test_one_sample_tolerance():
+    # 0.61 vs 0.60 with n=100 is one sample: not a violation
+    assert check_monotone_in_eps(results(pgd=(0.60, 0.61, 0.1))).status == "pass"
+
+
+def test_unbounded():
+    r = results()
+    assert check_unbounded(r, {"unbounded": {"pgd": {"eps": 1.0, "accuracy": 0.0, "n": 32}}}).status == "pass"
+    assert check_unbounded(r, {"unbounded": {"pgd": {"eps": 1.0, "accuracy": 0.4, "n": 32}}}).status == "fail"
+    assert check_unbounded(r, {}).status == "skipped"
+    r["attacks"]["cw"] = {"kind": "minimal", "lp": "2", "results": [{"eps": None, "status": "ok", "accuracy": 0.3}]}
+    assert check_unbounded(r, {}).status == "fail"
+
+
+class Rounded(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = SmallCNN(2, 1, 2, width=4)
+
+    def forward(self, x):
+        return self.net(torch.round(x * 4) / 4)
+
+
+class Noisy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = SmallCNN(2, 1, 2, width=4)
+
+    def forward(self, x):
+        return self.net(F.dropout(x, 0.5, training=True))
+
+
+def test_probes_detect_masking_and_randomness():
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 2, (8,))
+    net = SmallCNN(2, 1, 2, width=4).train()
+    g = gradient_probe(net, x, y)
+    assert g["zero_margin_fraction"] == 0 and g["nonfinite_fraction"] == 0 and g["mean_abs_gradient"] > 0
+    assert net.training and all(p.grad is None for p in net.parameters())  # state restored
+    assert check_gradients({"gradients": g}).status == "pass"
+    masked = gradient_probe(Rounded(), x, y)
+    assert masked["zero_margin_fraction"] == 1.0 and check_gradients({"gradients": masked}).status == "fail"
+    assert check_randomness({"randomness": randomness_probe(net, x)}).status == "pass"
+    verdict = check_randomness({"randomness": randomness_probe(Noisy(), x)})
+    assert verdict.status == "fail" and "EOT" in verdict.message
+    with pytest.raises(ValueError, match="num_passes"):
+        randomness_probe(net, x, num_passes=1)
+
+
+def test_run_all_and_summary():
+    checks = run_validity_checks(results(), {})
+    assert [c.name for c in checks][:3] == ["monotone_in_eps", "iterative_vs_single_step", "reference_attacks"]
+    counts = summarize_checks(checks)
+    assert sum(counts.values()) == len(checks) and counts["skipped"] == 3  # no probes given
+    assert all(isinstance(c.to_dict()["message"], str) for c in checks)

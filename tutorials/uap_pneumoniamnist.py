@@ -1,0 +1,281 @@
+# Copyright (c) monai_robust contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+"""Universal adversarial perturbations on real medical images: the evidence for ``monai_robust.attacks.universal``.
+
+What it does (CPU, one thread, a few minutes):
+
+1. trains a small CNN (MONAI layer factories) on the PneumoniaMNIST train split, keeping the epoch with the best
+   validation accuracy, and reports its test accuracy;
+2. fits non-targeted UAPs at ζ = 4 % (L2) on training images with ``SGDUAP`` and ``IterativeUAP`` (FGSM and
+   DeepFool inner attacks) and measures their fooling rate on the *test* split against uniform and Gaussian
+   noise of the same L2 norm; also a ζ sweep;
+3. fits a targeted UAP towards each class and measures the targeted success rate on the test split vs the controls;
+4. fits UAPs on non-medical natural images (random crops of matplotlib's sample photograph, ζ relative to the
+   medical images, Minagi et al. 2022) and measures them on the test split;
+5. runs two rounds of adversarial retraining against UAPs (Hirano et al. 2021);
+6. repeats the non-targeted and targeted fits for a 3D CNN on AdrenalMNIST3D.
+
+Every number goes to ``bench/results/universal_evidence.json``.
+
+Usage::
+
+    python tutorials/uap_pneumoniamnist.py [--data-dir ../shared/data] [--out bench/results/universal_evidence.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.networks.layers.factories import Conv, Pool
+from torch import nn
+
+from monai_robust.attacks.uap_sources import noise_control, photo_crops
+from monai_robust.attacks.universal import SGDUAP, IterativeUAP, evaluate_uap, uap_adversarial_retraining
+
+ROOT = Path(__file__).resolve().parents[1]
+BOUNDS = (0.0, 1.0)
+
+
+def make_cnn(spatial_dims: int, width: int = 32, num_classes: int = 2) -> nn.Module:
+    """2D: conv-relu-pool x2, conv-relu, global average pool, linear. 3D: the same with stride-2 convolutions
+    instead of pooling (3D convolutions are slow on CPU)."""
+    conv = Conv[Conv.CONV, spatial_dims]
+    if spatial_dims == 2:
+        pool = Pool[Pool.MAX, spatial_dims]
+        features = [conv(1, width, 3, padding=1), nn.ReLU(), pool(2), conv(width, 2 * width, 3, padding=1), nn.ReLU(),
+                    pool(2), conv(2 * width, 2 * width, 3, padding=1), nn.ReLU()]
+    else:
+        features = [conv(1, width, 3, stride=2, padding=1), nn.ReLU(), conv(width, 2 * width, 3, stride=2, padding=1),
+                    nn.ReLU(), conv(2 * width, 2 * width, 3, padding=1), nn.ReLU()]
+    return nn.Sequential(*features, Pool[Pool.ADAPTIVEAVG, spatial_dims](1), nn.Flatten(), nn.Dropout(0.2),
+                         nn.Linear(2 * width, num_classes))
+
+
+def load_medmnist(path: Path) -> dict[str, torch.Tensor]:
+    """A MedMNIST ``.npz`` as float images in [0, 1] with a channel axis, and long labels ``(N,)``."""
+    with np.load(path) as f:
+        out = {}
+        for split in ("train", "val", "test"):
+            out[f"{split}_images"] = torch.from_numpy(f[f"{split}_images"]).float().div(255).unsqueeze(1)
+            out[f"{split}_labels"] = torch.from_numpy(f[f"{split}_labels"]).long().reshape(-1)
+    return out
+
+
+def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, balanced: bool = False, batch: int = 256) -> float:
+    """Accuracy, or balanced accuracy (mean of the per-class recalls)."""
+    net.eval()
+    with torch.no_grad():
+        pred = torch.cat([net(x[i : i + batch]).argmax(1) for i in range(0, len(x), batch)])
+    if not balanced:
+        return float((pred == y).float().mean())
+    return float(torch.stack([(pred[y == c] == c).float().mean() for c in torch.unique(y)]).mean())
+
+
+def train_cnn(data: dict[str, torch.Tensor], spatial_dims: int, epochs: int, seed: int, width: int = 32,
+              lr: float = 3e-3, batch_size: int = 64, balanced: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """AdamW + one-cycle schedule; the state with the best validation accuracy is kept (test never used). With
+    ``balanced`` (imbalanced AdrenalMNIST3D, where predicting the majority class scores 77 %), the loss is weighted
+    by inverse class frequency and the epoch is chosen by balanced validation accuracy."""
+    torch.manual_seed(seed)
+    net = make_cnn(spatial_dims, width)
+    x, y = data["train_images"], data["train_labels"]
+    counts = torch.bincount(y).float()
+    weight = (counts.sum() / (len(counts) * counts)) if balanced else None
+    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
+    best, best_state, hist, t0 = -1.0, None, [], time.perf_counter()
+    for _ in range(epochs):
+        net.train()
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), batch_size):
+            idx = perm[i : i + batch_size]
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x[idx]), y[idx], weight=weight).backward()
+            opt.step()
+            sched.step()
+        val = accuracy(net, data["val_images"], data["val_labels"], balanced)
+        hist.append(val)
+        if val > best:
+            best, best_state = val, {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(best_state)
+    net.eval()
+    info = {"spatial_dims": spatial_dims, "width": width, "epochs": epochs, "balanced": balanced,
+            "val_selection_metric": "balanced_accuracy" if balanced else "accuracy", "val_per_epoch": hist,
+            "val_best": best, "test_acc": accuracy(net, data["test_images"], data["test_labels"]),
+            "test_balanced_acc": accuracy(net, data["test_images"], data["test_labels"], balanced=True),
+            "train_time_s": time.perf_counter() - t0}
+    return net, info
+
+
+def get_model(data: dict[str, torch.Tensor], spatial_dims: int, epochs: int, seed: int, cache: Path | None,
+              width: int = 32, balanced: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """Trains (or loads from ``cache``, written by an earlier run with the same settings) the CNN."""
+    if cache is not None and cache.is_file():
+        saved = torch.load(cache, map_location="cpu", weights_only=True)
+        net = make_cnn(spatial_dims, saved["info"]["width"])
+        net.load_state_dict(saved["state"])
+        return net.eval(), {**saved["info"], "loaded_from": str(cache)}
+    net, info = train_cnn(data, spatial_dims, epochs, seed, width, balanced=balanced)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state": net.state_dict(), "info": info}, cache)
+    return net, info
+
+
+def controls(net: nn.Module, delta: torch.Tensor, images: torch.Tensor, target: int | None, seed: int) -> dict:
+    """Rates of uniform and Gaussian noise of the same L2 norm as ``delta``."""
+    out = {}
+    for kind in ("uniform", "gaussian"):
+        noise = noise_control(delta, kind, 2, torch.Generator().manual_seed(seed))
+        ev = evaluate_uap(net, noise, images, bounds=BOUNDS, target=target)
+        out[kind] = ev["fooling_rate"] if target is None else ev["targeted_success_rate"]
+    return out
+
+
+def run_fit(fitter, fit_images: torch.Tensor, test: dict[str, torch.Tensor], net: nn.Module, seed: int,
+            reference: torch.Tensor | None = None) -> dict[str, Any]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    res = fitter.set_random_state(seed).fit(fit_images, reference=reference)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    by_label = evaluate_uap(net, res.delta, {"image": test["images"], "label": test["labels"]}, bounds=BOUNDS,
+                            target=res.target)
+    by_pred = evaluate_uap(net, res.delta, test["images"], bounds=BOUNDS, target=res.target)
+    out = {
+        "method": res.method, "eps": res.eps, "zeta": res.zeta, "lp": res.lp, "target": res.target,
+        "delta_l2": float(res.delta.norm()), "delta_linf": float(res.delta.abs().max()),
+        "fit_curve": res.curve, "fit_time_wall_s": wall, "fit_time_cpu_s": cpu,
+        "test_fooling_rate": by_label["fooling_rate"],
+        "test_per_class_fooling_rate_by_label": by_label["per_class_fooling_rate"],
+        "test_per_class_fooling_rate_by_clean_prediction": by_pred["per_class_fooling_rate"],
+        "test_clean_accuracy": by_label["clean_accuracy"], "test_perturbed_accuracy": by_label["perturbed_accuracy"],
+        "controls_same_l2_norm": controls(net, res.delta, test["images"], res.target, seed),
+    }
+    if res.target is not None:
+        out["test_targeted_success_rate"] = by_label["targeted_success_rate"]
+        out["test_per_class_targeted_success_rate_by_label"] = by_label["per_class_targeted_success_rate"]
+    return out
+
+
+def prediction_balance(net: nn.Module, images: torch.Tensor) -> dict[str, Any]:
+    with torch.no_grad():
+        pred = torch.cat([net(images[i : i + 256]).argmax(1) for i in range(0, len(images), 256)])
+    counts = torch.bincount(pred, minlength=2).tolist()
+    return {"clean_predictions_per_class": counts,
+            "one_directional_fooling_bound": max(counts) / len(pred)}
+
+
+def study(net: nn.Module, data: dict[str, torch.Tensor], num_fit: int, seed: int, zetas: list[float],
+          passes: int, iterative: bool) -> dict[str, Any]:
+    fit_x = data["train_images"][:num_fit]
+    test = {"images": data["test_images"], "labels": data["test_labels"]}
+    out: dict[str, Any] = {"fit_images": f"train[:{len(fit_x)}]", "eval_images": f"test ({len(test['images'])})",
+                           **prediction_balance(net, test["images"])}
+    nt = {"SGDUAP": run_fit(SGDUAP(net, zeta=0.04, lp=2, bounds=BOUNDS, max_passes=passes), fit_x, test, net, seed)}
+    if iterative:
+        for inner in ("fgsm", "deepfool"):
+            f = IterativeUAP(net, zeta=0.04, lp=2, bounds=BOUNDS, inner=inner, max_passes=min(passes, 5))
+            nt[f"IterativeUAP_{inner}"] = run_fit(f, fit_x, test, net, seed)
+    out["nontargeted_zeta_4pct_l2"] = nt
+    out["zeta_sweep_sgd_nontargeted"] = {
+        f"{z:g}": run_fit(SGDUAP(net, zeta=z, lp=2, bounds=BOUNDS, max_passes=passes), fit_x, test, net, seed)
+        for z in zetas
+    }
+    tg: dict[str, Any] = {}
+    for target in (0, 1):
+        tg[str(target)] = {"SGDUAP": run_fit(SGDUAP(net, zeta=0.04, lp=2, bounds=BOUNDS, target=target,
+                                                    max_passes=passes), fit_x, test, net, seed)}
+        if iterative:
+            f = IterativeUAP(net, zeta=0.04, lp=2, bounds=BOUNDS, target=target, max_passes=min(passes, 5))
+            tg[str(target)]["IterativeUAP_fgsm"] = run_fit(f, fit_x, test, net, seed)
+    out["targeted_zeta_4pct_l2"] = tg
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "universal_evidence.json")
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs-3d", type=int, default=20)
+    parser.add_argument("--num-fit", type=int, default=2000, help="training images the UAPs are fitted on")
+    parser.add_argument("--passes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model-cache", type=Path, default=None, help="load/save the trained 2D CNN here")
+    parser.add_argument("--model-cache-3d", type=Path, default=None, help="load/save the trained 3D CNN here")
+    parser.add_argument("--skip-3d", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    t_start = time.perf_counter()
+    report: dict[str, Any] = {
+        "script": "tutorials/uap_pneumoniamnist.py", "torch": torch.__version__, "threads": 1,
+        "machine": platform.machine(), "seed": args.seed, "bounds": list(BOUNDS),
+    }
+
+    # ---- 2D: PneumoniaMNIST
+    data = load_medmnist(args.data_dir / "pneumoniamnist.npz")
+    net, info = get_model(data, 2, args.epochs, args.seed, args.model_cache)
+    print(f"PneumoniaMNIST CNN: test {info['test_acc']:.4f}", flush=True)
+    report["pneumoniamnist"] = {"model": info, **study(net, data, args.num_fit, args.seed, [0.02, 0.04, 0.08],
+                                                         args.passes, iterative=True)}
+    print(json.dumps({k: v["test_fooling_rate"] for k, v in report["pneumoniamnist"]["nontargeted_zeta_4pct_l2"].items()}))
+
+    # ---- natural images: random crops of a photograph, zeta relative to the medical test images
+    natural = photo_crops(args.num_fit, 28, channels=1, generator=torch.Generator().manual_seed(args.seed))
+    test = {"images": data["test_images"], "labels": data["test_labels"]}
+    nat: dict[str, Any] = {"source": f"photo_crops: {args.num_fit} random crops of matplotlib's grace_hopper.jpg",
+                           "zeta_reference": "PneumoniaMNIST test images"}
+    nat["nontargeted"] = run_fit(SGDUAP(net, zeta=0.04, bounds=BOUNDS, max_passes=args.passes), natural, test, net,
+                                 args.seed, reference=data["test_images"])
+    for target in (0, 1):
+        nat[f"targeted_{target}"] = run_fit(
+            SGDUAP(net, zeta=0.04, bounds=BOUNDS, target=target, max_passes=args.passes), natural, test, net,
+            args.seed, reference=data["test_images"])
+    # the same crops with each image's mean and std set to those of the medical images (one statistic of the target
+    # domain, as the zeta budget already uses), clipped to [0, 1]
+    flat = natural.flatten(1)
+    m, s = float(data["test_images"].mean()), float(data["test_images"].std())
+    matched = ((flat - flat.mean(1, keepdim=True)) / flat.std(1, keepdim=True).clamp_min(1e-3) * s + m).clamp(0, 1)
+    matched = matched.reshape_as(natural)
+    for target in (0, 1):
+        nat[f"intensity_matched_targeted_{target}"] = run_fit(
+            SGDUAP(net, zeta=0.04, bounds=BOUNDS, target=target, max_passes=args.passes), matched, test, net,
+            args.seed, reference=data["test_images"])
+    report["pneumoniamnist"]["natural_images_zeta_4pct_l2"] = nat
+
+    # ---- adversarial retraining against UAPs (on a copy of the model)
+    net_rt = make_cnn(2, info["width"])
+    net_rt.load_state_dict(net.state_dict())
+    net_rt.eval()
+    fitter = SGDUAP(net_rt, zeta=0.04, bounds=BOUNDS, max_passes=5).set_random_state(args.seed)
+    train_sub = {"image": data["train_images"][: args.num_fit], "label": data["train_labels"][: args.num_fit]}
+    t0 = time.perf_counter()
+    rt = uap_adversarial_retraining(fitter, train_sub, torch.optim.Adam(net_rt.parameters(), 1e-4),
+                                    eval_source={"image": data["test_images"], "label": data["test_labels"]},
+                                    rounds=2, epochs=1, mix=0.5, seed=args.seed)
+    report["pneumoniamnist"]["adversarial_retraining"] = {**rt.__dict__, "rounds": 2, "epochs_per_round": 1,
+                                                          "mix": 0.5, "time_s": time.perf_counter() - t0}
+
+    # ---- 3D: AdrenalMNIST3D
+    if not args.skip_3d:
+        data3 = load_medmnist(args.data_dir / "adrenalmnist3d.npz")
+        net3, info3 = get_model(data3, 3, args.epochs_3d, args.seed, args.model_cache_3d, width=16, balanced=True)
+        print(f"AdrenalMNIST3D CNN: test {info3['test_acc']:.4f} balanced {info3['test_balanced_acc']:.4f}", flush=True)
+        report["adrenalmnist3d"] = {"model": info3, **study(net3, data3, len(data3["train_images"]), args.seed,
+                                                            [0.04], args.passes, iterative=False)}
+
+    report["total_time_s"] = time.perf_counter() - t_start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out} in {report['total_time_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
