@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-from monai.bundle import ConfigWorkflow
+import torch
+from monai.bundle import ConfigWorkflow, ckpt_export
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 TINY = {
@@ -45,6 +46,18 @@ def test_train_harden_evaluate(name: str, tmp_path: Path) -> None:
     assert 0.0 <= report["clean"]["accuracy"] <= 1.0
     assert (tmp_path / "outputs" / "report" / "index.html").is_file()
     assert list((tmp_path / "outputs").glob("events.out.tfevents.*"))
+
+    # the hardened checkpoint exports to TorchScript and verifies against metadata.json, as MONAI's CLI does it
+    configs = [str(BUNDLES / name / "configs" / c) for c in ("train.json", "harden.json")]
+    common = {"meta_file": str(BUNDLES / name / "configs" / "metadata.json"), "config_file": configs,
+              "bundle_root": str(tmp_path), **{k: v for k, v in TINY[name].items() if k != "batch_size"}}
+    ts = tmp_path / "model.ts"
+    ckpt_export("network_def", filepath=str(ts), ckpt_file=str(tmp_path / "models" / "model_hardened.pt"),
+                key_in_ckpt="model", **common)
+    scripted = torch.jit.load(str(ts))
+    size = TINY[name]["image_size"]
+    x = torch.rand(2, 1, *([size] * (3 if "ct" in name else 2)))
+    assert scripted(x).shape == (2, 2)
 
 
 def test_config_typo_is_named(tmp_path: Path) -> None:
