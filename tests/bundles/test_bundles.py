@@ -59,6 +59,15 @@ def test_train_harden_evaluate(name: str, tmp_path: Path) -> None:
     x = torch.rand(2, 1, *([size] * (3 if "ct" in name else 2)))
     assert scripted(x).shape == (2, 2)
 
+    # inference on the test split with the hardened checkpoint: one row of class probabilities per image
+    wf = _workflow(name, ["train.json", "harden.json", "inference.json"], tmp_path)
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    rows = (tmp_path / "outputs" / "predictions.csv").read_text().strip().splitlines()
+    n_test = len(json.loads((tmp_path / "data" / "dataset.json").read_text())["test"])
+    assert len(rows) == n_test and all(abs(sum(map(float, r.split(",")[1:])) - 1) < 1e-4 for r in rows)
+
 
 def test_config_typo_is_named(tmp_path: Path) -> None:
     wf = _workflow("robust_xray_classification", ["train.json"], tmp_path, **{"train#trainer#netwrk": "@network"})
