@@ -2,11 +2,12 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 """Adversarial attacks on MONAI classifiers, 2D and 3D, as plain PyTorch callables.
 
-L-inf / L2: FGSM, BIM, PGD; the loop is written once in :class:`~monai_robust.attacks.base.Attack`.
+L-inf / L2: FGSM, BIM, PGD, APGD, SMIA; minimal-perturbation CW and DeepFool; universal perturbations. The loop is written once in :class:`~monai_robust.attacks.base.Attack`.
 """
 
 from __future__ import annotations
 
+from .apgd import APGD, dlr_loss, targeted_dlr_loss
 from .base import Attack, ThreatModel, attack_mode, default_loss, is_adversarial
 from .cw import CW
 from .deepfool import DeepFool
@@ -14,8 +15,22 @@ from .fgsm import FGSM
 from .functional import batch_view, clip_to_bounds, lp_norm, lp_normalize, lp_project, random_start
 from .pgd import BIM, PGD
 from .smia import SMIA, prediction_kl
+from .uap_sources import NaturalImageDataset, noise_control, procedural_textures
+from .universal import SGDUAP, IterativeUAP, UAPResult, UniversalPerturbation, evaluate_uap, uap_adversarial_retraining
 
 __all__ = [
+    "APGD",
+    "SGDUAP",
+    "IterativeUAP",
+    "NaturalImageDataset",
+    "UAPResult",
+    "UniversalPerturbation",
+    "dlr_loss",
+    "evaluate_uap",
+    "noise_control",
+    "procedural_textures",
+    "targeted_dlr_loss",
+    "uap_adversarial_retraining",
     "CW",
     "DeepFool",
     "BIM",

@@ -90,8 +90,8 @@ class KDBUDetector(Detector):
 
     Raises:
         ValueError: When ``layers`` is not exactly one existing layer, ``bandwidth <= 0``, ``num_samples < 0``, or
-            ``num_samples > 0`` for a network without a dropout layer of rate > 0; at ``fit``, when a class has no
-            clean fitting image predicted in it.
+            ``num_samples > 0`` for a network without a dropout layer of rate > 0; at ``fit``, when fewer than two
+            clean fitting images are predicted in some class.
 
     Example::
 

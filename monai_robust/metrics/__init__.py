@@ -12,6 +12,7 @@ from .robustness import (
     targeted_success_rate,
     to_class_predictions,
 )
+from .universal import per_class_fooling_rate, per_class_targeted_success_rate
 from .validity import (
     ValidityCheck,
     check_budget,
@@ -28,6 +29,8 @@ from .validity import (
 )
 
 __all__ = [
+    "per_class_fooling_rate",
+    "per_class_targeted_success_rate",
     "ValidityCheck",
     "attack_success_rate",
     "check_budget",
