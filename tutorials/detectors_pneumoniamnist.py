@@ -27,7 +27,8 @@ Protocol:
 CW (``monai_robust/attacks/cw.py``) and SMIA (``monai_robust/attacks/smia.py``) are imported lazily: when missing,
 the JSON says so.
 
-Writes ``bench/results/detectors.json`` and prints the tables. CPU, ``torch.set_num_threads(1)``.
+Writes ``bench/results/detectors.json`` and prints the tables. CPU, ``torch.set_num_threads(1)``; about 7 minutes
+on a shared 2-core machine.
 
 Usage::
 

@@ -23,7 +23,7 @@ from .base import (
 )
 from .deep_features import DeepFeatureDetector
 from .guard import DetectorGuard
-from .kd_bu import KDBUDetector, mc_dropout
+from .kd_bu import KDBUDetector, mc_dropout, nearest_neighbour_bandwidth
 from .lid import LIDDetector, lid_mle
 from .logistic import LogisticRegression
 from .mahalanobis import MahalanobisDetector, mahalanobis_distance
@@ -45,6 +45,7 @@ __all__ = [
     "lid_mle",
     "mahalanobis_distance",
     "mc_dropout",
+    "nearest_neighbour_bandwidth",
     "network_eval",
     "pool_features",
     "predicted_classes",
