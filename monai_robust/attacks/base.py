@@ -102,6 +102,15 @@ class ThreatModel:
         return cls(eps, lp, bounds, f"zeta={zeta:g} (L{as_lp(lp).value})")
 
 
+def _unpack_threat(network: Any, eps: Any, lp: Any, bounds: Any) -> tuple[Any, Any, Any]:
+    """Checks ``network`` and takes ``eps``/``lp``/``bounds`` from a :class:`ThreatModel` (explicit values win)."""
+    if not isinstance(network, nn.Module):
+        raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
+    if isinstance(eps, ThreatModel):
+        return eps.eps, eps.lp if lp is None else lp, eps.bounds if bounds is None else bounds
+    return eps, lp, bounds
+
+
 def _check_eps(eps: Any, allow_inf: bool = False) -> float:
     if isinstance(eps, torch.Tensor) and eps.numel() == 1:
         eps = float(eps)
@@ -253,12 +262,7 @@ class Attack(Randomizable):
         early_stop: bool = False,
         amp: bool = False,
     ) -> None:
-        if not isinstance(network, nn.Module):
-            raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
-        if isinstance(eps, ThreatModel):
-            lp = eps.lp if lp is None else lp
-            bounds = eps.bounds if bounds is None else bounds
-            eps = eps.eps
+        eps, lp, bounds = _unpack_threat(network, eps, lp, bounds)
         if loss is not None and not callable(loss):
             raise ValueError(f"loss must be callable(logits, labels), got {loss!r}.")
         self.network = network

@@ -39,6 +39,7 @@ from monai_robust.attacks.base import (
     _check_eps,
     _check_positive,
     _check_positive_int,
+    _unpack_threat,
     attack_mode,
     default_loss,
 )
@@ -293,12 +294,7 @@ class UniversalPerturbation(Randomizable):
         summary_writer: Any = None,
         tag: str = "uap",
     ) -> None:
-        if not isinstance(network, nn.Module):
-            raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
-        if isinstance(eps, ThreatModel):
-            lp = eps.lp if lp is None else lp
-            bounds = eps.bounds if bounds is None else bounds
-            eps = eps.eps
+        eps, lp, bounds = _unpack_threat(network, eps, lp, bounds)
         if (eps is None) == (zeta is None):
             raise ValueError(f"give exactly one of eps (absolute) and zeta (relative), got eps={eps!r}, zeta={zeta!r}.")
         if zeta is not None and not (
