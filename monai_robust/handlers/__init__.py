@@ -7,12 +7,14 @@ from __future__ import annotations
 from .catastrophic_overfitting import CatastrophicOverfittingMonitor
 from .eps_schedule import EpsSchedule
 from .perturbation_stats import PerturbationStats
+from .prediction_writer import GuardedPredictionWriter
 from .report import RobustnessReport
 from .tensorboard_images import RobustnessTensorBoard, example_grid
 
 __all__ = [
     "CatastrophicOverfittingMonitor",
     "EpsSchedule",
+    "GuardedPredictionWriter",
     "PerturbationStats",
     "RobustnessReport",
     "RobustnessTensorBoard",

@@ -5,6 +5,7 @@ embedded phantom data, as `python -m monai.bundle run` would run it."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -13,9 +14,13 @@ import torch
 from monai.bundle import ConfigWorkflow, ckpt_export
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+# guard_fpr: the tiny validation splits hold 3-5 images (a 5 % FPR needs 20); guard_eps: a 1-epoch model is barely
+# input-sensitive, so the guard's fitting attack needs a large budget to change any prediction
 TINY = {
-    "robust_xray_classification": {"num_images": 24, "image_size": 32, "batch_size": 8},
-    "robust_ct_classification": {"num_images": 16, "image_size": 16, "batch_size": 4},
+    "robust_xray_classification": {"num_images": 24, "image_size": 32, "batch_size": 8, "guard_fpr": 0.25,
+                                   "guard_eps": 0.25},
+    "robust_ct_classification": {"num_images": 20, "image_size": 16, "batch_size": 4, "guard_fpr": 0.4,
+                                 "guard_eps": 0.25},
 }
 
 
@@ -36,14 +41,16 @@ def _workflow(name: str, configs: list[str], root: Path, **override) -> ConfigWo
 
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_train_harden_evaluate(name: str, tmp_path: Path) -> None:
-    wf = _workflow(name, ["train.json", "harden.json", "evaluate.json"], tmp_path)
+    wf = _workflow(name, ["train.json", "harden.json", "guard.json", "evaluate.json"], tmp_path)
     wf.initialize()
     wf.run()
     wf.finalize()
     assert (tmp_path / "data" / "dataset.json").is_file()
     assert (tmp_path / "models" / "model_hardened.pt").is_file()
+    assert (tmp_path / "models" / "guard.pt").is_file()
     report = json.loads((tmp_path / "outputs" / "report" / "robustness.json").read_text())
     assert 0.0 <= report["clean"]["accuracy"] <= 1.0
+    assert report["detector"]["detector"] == "DeepFeatureDetector" and report["detector"]["error"] is None
     assert (tmp_path / "outputs" / "report" / "index.html").is_file()
     assert list((tmp_path / "outputs").glob("events.out.tfevents.*"))
 
@@ -59,14 +66,23 @@ def test_train_harden_evaluate(name: str, tmp_path: Path) -> None:
     x = torch.rand(2, 1, *([size] * (3 if "ct" in name else 2)))
     assert scripted(x).shape == (2, 2)
 
-    # inference on the test split with the hardened checkpoint: one row of class probabilities per image
+    # inference on the test split with the hardened checkpoint and the fitted guard: one row per image with the
+    # class probabilities and the guard's verdict
     wf = _workflow(name, ["train.json", "harden.json", "inference.json"], tmp_path)
     wf.initialize()
     wf.run()
     wf.finalize()
-    rows = (tmp_path / "outputs" / "predictions.csv").read_text().strip().splitlines()
+    with open(tmp_path / "outputs" / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     n_test = len(json.loads((tmp_path / "data" / "dataset.json").read_text())["test"])
-    assert len(rows) == n_test and all(abs(sum(map(float, r.split(",")[1:])) - 1) < 1e-4 for r in rows)
+    assert len(rows) == n_test
+    for r in rows:
+        assert abs(float(r["p_normal"]) + float(r["p_lesion"]) - 1) < 1e-4
+        assert r["predicted_class"] in ("normal", "lesion") and Path(r["filename"]).is_file()
+        assert r["adversarial_suspected"] in ("True", "False")
+        assert (float(r["guard_score"]) > float(r["guard_threshold"])) == (r["adversarial_suspected"] == "True")
+    saved = json.loads((tmp_path / "outputs" / "predictions.json").read_text())
+    assert [s["guard"]["score"] for s in saved] == pytest.approx([float(r["guard_score"]) for r in rows])
 
 
 def test_config_typo_is_named(tmp_path: Path) -> None:
