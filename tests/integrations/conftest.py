@@ -1,0 +1,25 @@
+# Copyright (c) monai_robust contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+"""Fixtures shared by the clinical-integration tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def trained_xray_bundle(trained_xray_bundle: tuple[Path, Path, dict[str, Any]]) -> tuple[Path, Path, dict[str, Any]]:
+    """The tiny trained X-ray bundle of ``tests/conftest.py`` (trained once per session, network + detector guard),
+    with ``bundle_root`` included in the overrides so that integrations are built in one call.
+
+    Returns:
+        ``(bundle_dir, bundle_root, overrides)``: configs are read from ``bundle_dir``; ``bundle_root`` holds
+        ``models/model.pt``, ``models/guard.pt`` and ``data/`` (the phantom DICOMs and ``dataset.json``);
+        ``overrides`` (``bundle_root`` included) go to ``BundlePredictor(bundle_dir, **overrides)`` or
+        ``DicomScreener(bundle_dir, overrides=overrides)``.
+    """
+    bundle_dir, root, overrides = trained_xray_bundle
+    return bundle_dir, root, {**overrides, "bundle_root": str(root)}
