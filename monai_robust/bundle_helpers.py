@@ -220,6 +220,9 @@ class BundlePredictor:
         if device is not None:
             parser["device"] = torch.device(device)
         self.device = torch.device(parser.get_parsed_content("device"))
+        ckpt = Path(ckpt_file) if ckpt_file is not None else Path(parser.get_parsed_content("ckpt_file"))
+        if not ckpt.is_file():  # checked before the datalist: resolving it would generate phantoms in an empty root
+            raise FileNotFoundError(f"checkpoint {str(ckpt)!r} not found: train the bundle first (train.json).")
         datalist = Path(parser.get_parsed_content("datalist"))
         if not datalist.is_file():
             raise FileNotFoundError(f"the bundle's datalist {str(datalist)!r} is missing (class names and intensity map).")
@@ -227,9 +230,6 @@ class BundlePredictor:
         self.intensity_map = datalist_intensity_map(datalist)
         self.spatial_dims = int(parser.get_parsed_content("spatial_dims"))
         self.image_size = int(parser.get_parsed_content("image_size"))
-        ckpt = Path(ckpt_file) if ckpt_file is not None else Path(parser.get_parsed_content("ckpt_file"))
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"checkpoint {str(ckpt)!r} not found: train the bundle first (train.json).")
         self.network = parser.get_parsed_content("network_def").to(self.device)
         state = torch.load(ckpt, map_location=self.device, weights_only=True)
         state = state["model"] if isinstance(state.get("model"), dict) else state
