@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
         help="screen DICOM series with a bundle and write DICOM SR + JSON results",
         description="Screen DICOM series with a trained bundle; write one DICOM SR and one JSON per series.",
     )
+    sub.add_parser(
+        "serve",
+        add_help=False,
+        help="run a DICOM node (storage SCP) that screens received series and sends the SR on; see 'serve --help'",
+    )
     screen.add_argument("--bundle", required=True, help="bundle folder (configs/ read from here)")
     screen.add_argument(
         "--input", required=True, nargs="+", help="DICOM files or folders (read recursively, never modified)"
@@ -170,6 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["screen", "--bundle", "bundles/robust_xray_classification", "--input", "incoming", "--output", "out"])
         0
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        from monai_robust.integrations.dicom_node import main_serve
+
+        return main_serve(argv[1:])
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -177,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(e.code or 0)
     if args.command is None:
         parser.print_usage(sys.stderr)
-        print(f"{parser.prog}: error: a command is required (screen)", file=sys.stderr)
+        print(f"{parser.prog}: error: a command is required (screen, serve)", file=sys.stderr)
         return EXIT_USAGE
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
