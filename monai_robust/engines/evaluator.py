@@ -9,6 +9,11 @@ specificity, per class) clean and under each attack, attack success rate, perfor
 targeted success rates, detector AUC, perceptibility, and the validity checks of
 :mod:`monai_robust.metrics.validity`. Handlers in :mod:`monai_robust.handlers` write the JSON/HTML report and
 TensorBoard records.
+
+Data-parallel runs (``torch.distributed`` initialised, one evaluator per rank on its shard of the test set, e.g.
+through ``monai.data.DistributedSampler(even_divisible=False, shuffle=False)``) gather every rank's per-sample
+values, counts and errors once, when the epoch completes, so every rank's results (and the report of rank 0)
+cover each test image exactly once.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from monai.engines import SupervisedEvaluator
 from monai.engines.utils import IterationEvents, default_prepare_batch
-from monai.metrics import Cumulative, compute_roc_auc
+from monai.metrics import compute_roc_auc
 from monai.utils import CommonKeys as Keys
 from monai.utils import IgniteInfo, convert_to_tensor, min_version, optional_import
 from torch import nn
@@ -122,13 +128,37 @@ class _Plan:
         return [e for e, _ in self.attacks]
 
 
+class _Store:
+    """Per-sample tensors of this process, concatenated on request. Unlike MONAI's ``Cumulative`` it never
+    communicates: a data-parallel evaluator gathers every rank's stores once, when the epoch completes
+    (``RobustnessEvaluator._gather_ranks``), so partial results of a failing rank never wait in a collective."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[torch.Tensor, ...]] = []
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def extend(self, *data: torch.Tensor) -> None:
+        self._parts.append(tuple(data))
+        self._n += int(data[0].shape[0])
+
+    def get_buffer(self) -> list[torch.Tensor]:
+        return [torch.cat(column) for column in zip(*self._parts)]
+
+    def replace(self, data: Sequence[torch.Tensor]) -> None:
+        self._parts = [tuple(data)]
+        self._n = int(data[0].shape[0])
+
+
 class _Buffer:
-    """Per-sample values of one (attack, ε) across batches (MONAI ``Cumulative``: DDP-gatherable)."""
+    """Per-sample values of one (attack, ε) across batches."""
 
     FIELDS = ("logits", "norm", "linf", "l2", "psnr", "ssim", "score", "out_of_bounds")
 
     def __init__(self) -> None:
-        self.data = Cumulative()
+        self.data = _Store()
         self.n_attacked = 0
         self.time_s = 0.0
         self.cpu_time_s = 0.0
@@ -184,10 +214,21 @@ class RobustnessEvaluator(SupervisedEvaluator):
     multi-label target; an empty loader is refused at construction. An exception in one attack is recorded with
     its message and the attack skipped from then on; every other result is kept.
 
+    **Data-parallel** (``torch.distributed`` initialised, world size > 1, each rank evaluating its own shard, e.g.
+    through ``monai.data.DistributedSampler(dataset, even_divisible=False, shuffle=False)``: a sampler that pads
+    shards would count padded images twice): when the epoch completes, every rank's per-sample values, attack
+    counts, times and errors are gathered (one ``all_gather_object``), so each rank's ``results`` cover the whole
+    test set; an attack that failed on one rank is failed everywhere. The validity probes and example panels are
+    those of each rank's first batch. A ``DistributedDataParallel`` network (and attack network) is evaluated
+    through its ``module``, with rank 0's buffers (BatchNorm statistics) broadcast when the run starts, as DDP's
+    next forward would do: evaluation needs no gradient synchronisation, and DDP's collectives would block when
+    ranks run different numbers of attack steps (early stop, retired samples, uneven shards).
+
     Args:
         device: the device of the network and batches.
         val_data_loader: the test data (any iterable of batches ``prepare_batch`` understands).
-        network: the classifier, logits ``(N, classes)`` (``classes = 1``: binary head thresholded at 0).
+        network: the classifier, logits ``(N, classes)`` (``classes = 1``: binary head thresholded at 0); a
+            ``DistributedDataParallel`` wrapper is evaluated through its ``module``.
         attacks: ``{name: attack or factory}``; a factory is called as ``factory(eps=e)`` for each ε in ``eps``.
             An attack whose ``network`` is not ``network`` is a transfer attack and counts as a reference.
         eps: the ε list (model-input units) of every factory, or ``{name: [eps, ...]}`` per factory. ``None`` or
@@ -288,12 +329,17 @@ class RobustnessEvaluator(SupervisedEvaluator):
     ) -> None:
         if not isinstance(network, nn.Module):
             raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
+        ddp_buffers = isinstance(network, nn.parallel.DistributedDataParallel) and network.broadcast_buffers
+        network = _unwrap_ddp(network)
         try:
             empty = len(val_data_loader) == 0  # type: ignore[arg-type]
         except TypeError:
             empty = False  # an iterable without a length: checked when the epoch ends
         if empty:
-            raise ValueError("val_data_loader is empty: there is nothing to evaluate.")
+            shard = ""
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                shard = f" (rank {dist.get_rank()} of {dist.get_world_size()}: fewer test images than ranks?)"
+            raise ValueError(f"val_data_loader is empty{shard}: there is nothing to evaluate.")
         if detector is not None and not callable(detector):
             raise ValueError(f"detector must be callable(images) -> (N,) scores, got {detector!r}.")
         if intensity_map is not None and not isinstance(intensity_map, LinearIntensityMap):
@@ -338,6 +384,7 @@ class RobustnessEvaluator(SupervisedEvaluator):
         self.bounds = self._resolve_bounds(bounds)
         self.results: dict[str, Any] = {}
         self.examples: dict[str, Any] = {}
+        self._ddp_buffers = ddp_buffers
         self._reset_run()
 
         self.add_event_handler(Events.STARTED, self._on_started)
@@ -404,7 +451,7 @@ class RobustnessEvaluator(SupervisedEvaluator):
             single = kind == "minimal" and not first.early_stop
             if single:  # one run at the largest budget (None = unbounded sorts last) serves every eps
                 made = [(e, made[-1][1]) for e, _ in made]
-            transfer = first.network is not self.network
+            transfer = _unwrap_ddp(first.network) is not self.network
             plans.append(
                 _Plan(
                     name=name,
@@ -431,16 +478,20 @@ class RobustnessEvaluator(SupervisedEvaluator):
         return attack
 
     def _prepare(self, attack: Attack) -> Attack:
-        """A copy with the evaluator's ``early_stop`` and ``amp`` applied (the caller's object is not changed)."""
+        """A copy with the evaluator's ``early_stop`` and ``amp`` applied and a ``DistributedDataParallel`` network
+        unwrapped (the caller's object is not changed)."""
         amp = self.amp and self.state.device is not None and self.state.device.type == "cuda"
         stop = self.early_stop and not getattr(attack, "unbounded_eps", False)
-        if not (amp or stop):
+        ddp = isinstance(getattr(attack, "network", None), nn.parallel.DistributedDataParallel)
+        if not (amp or stop or ddp):
             return attack
         out = copy.copy(attack)
         if stop:
             out.early_stop = True
         if amp:
             out.amp = True
+        if ddp:
+            out.network = _unwrap_ddp(attack.network)
         return out
 
     def _build_uaps(self, uaps: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -478,7 +529,7 @@ class RobustnessEvaluator(SupervisedEvaluator):
 
     # ------------------------------------------------------------------------------------------ run state
     def _reset_run(self) -> None:
-        self._clean = Cumulative()
+        self._clean = _Store()
         self._buffers: dict[str, _Buffer] = {}
         self._errors: list[dict[str, Any]] = []
         self._probes: dict[str, Any] = {}
@@ -499,6 +550,9 @@ class RobustnessEvaluator(SupervisedEvaluator):
     def _on_started(self, engine: Engine) -> None:
         self._reset_run()
         self.results = {}
+        if self._ddp_buffers and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for buffer in self.network.buffers():  # as DDP's next forward would: BatchNorm statistics of rank 0
+                dist.broadcast(buffer, src=0)
         for plan in self.plans:
             plan.failed.clear()
             if self.seed is not None:
@@ -512,7 +566,57 @@ class RobustnessEvaluator(SupervisedEvaluator):
             self._bar.close()
             self._bar = None
         self._complete = True
+        self._gather_ranks()
         self.compute_results()
+
+    def _gather_ranks(self) -> None:
+        """Data-parallel runs: merges every rank's per-sample stores (in rank order), attack counts, times, failures
+        and errors into this rank's, so ``compute_results`` covers the whole test set on every rank. Called by every
+        rank at the end of the epoch (one collective); a no-op without ``torch.distributed`` or with one rank."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+            return
+        local = {
+            "clean": self._clean.get_buffer() if len(self._clean) else None,
+            "buffers": {
+                k: (b.data.get_buffer() if len(b.data) else None, b.n_attacked, b.time_s, b.cpu_time_s, b.batches)
+                for k, b in self._buffers.items()
+            },
+            "failed": [dict(p.failed) for p in self.plans],
+            "errors": self._errors,
+            "num_classes": self._num_classes,
+        }
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, local)
+        for i, plan in enumerate(self.plans):
+            for part in parts:
+                for eps, msg in part["failed"][i].items():
+                    plan.failed.setdefault(eps, msg)
+        errors: list[dict[str, Any]] = []
+        for part in parts:
+            errors += [e for e in part["errors"] if e not in errors]
+        self._errors = errors
+        self._num_classes = next((p["num_classes"] for p in parts if p["num_classes"] is not None), None)
+        ranks = [p for p in parts if p["clean"] is not None]
+        if not ranks:
+            return
+        self._clean.replace([torch.cat(column) for column in zip(*(p["clean"] for p in ranks))])
+        keys = list(dict.fromkeys(k for p in ranks for k in p["buffers"]))
+        failed = {eps_key(plan.name, eps) for plan in self.plans for eps in plan.failed}
+        buffers: dict[str, _Buffer] = {}
+        for key in keys:
+            if key in failed:
+                continue
+            entries = [p["buffers"].get(key) for p in ranks]
+            if any(e is None or e[0] is None for e in entries):
+                self._errors.append({"where": key, "error": "not evaluated on every rank: left out of the results"})
+                continue
+            buf = buffers[key] = _Buffer()
+            buf.data.replace([torch.cat(column) for column in zip(*(e[0] for e in entries))])
+            buf.n_attacked = sum(e[1] for e in entries)
+            buf.time_s = sum(e[2] for e in entries)
+            buf.cpu_time_s = sum(e[3] for e in entries)
+            buf.batches = sum(e[4] for e in entries)
+        self._buffers = buffers
 
     def _on_completed(self, engine: Engine) -> None:
         if not self.results:
@@ -1123,6 +1227,13 @@ class RobustnessEvaluator(SupervisedEvaluator):
 def _clock() -> tuple[float, float]:
     """Wall-clock and process-CPU seconds now."""
     return time.perf_counter(), time.process_time()
+
+
+def _unwrap_ddp(network: Any) -> Any:
+    """The module inside a ``DistributedDataParallel`` wrapper (anything else as is)."""
+    while isinstance(network, nn.parallel.DistributedDataParallel):
+        network = network.module
+    return network
 
 
 def _positive(v: Any) -> bool:

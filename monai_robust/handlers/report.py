@@ -1,7 +1,8 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
 """``RobustnessReport``: writes a robustness evaluation (JSON, PNG figures, HTML page, console table) when the
-evaluator's epoch completes, and whatever was computed when the run fails."""
+evaluator's epoch completes, and whatever was computed when the run fails. In a data-parallel run only rank 0
+writes (the evaluator's results already cover every rank's shard)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+import torch.distributed as dist
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_robust.report.table import format_table
@@ -27,6 +29,11 @@ __all__ = ["RobustnessReport"]
 logger = logging.getLogger(__name__)
 
 
+def _is_writer() -> bool:
+    """False on ranks other than 0 of an initialised ``torch.distributed`` process group."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def _default_results(engine: Any) -> dict[str, Any] | None:
     return getattr(engine.state, "robustness", None) or getattr(engine, "results", None) or None
 
@@ -34,7 +41,8 @@ def _default_results(engine: Any) -> dict[str, Any] | None:
 class RobustnessReport:
     """Writes ``robustness.json`` (every number), PNG figures and ``index.html`` into ``output_dir``, and prints
     the summary table, when the evaluation epoch completes. If the run raises, the results computed so far are
-    written (marked ``meta.complete = false``) before the exception goes on.
+    written (marked ``meta.complete = false``) before the exception goes on. When ``torch.distributed`` is
+    initialised only rank 0 writes and prints.
 
     Args:
         output_dir: the report folder (created if needed).
@@ -93,7 +101,7 @@ class RobustnessReport:
         """Writes the partial results (if any). A :class:`RobustnessEvaluator` re-raises ``e`` itself; any other
         engine gets ``e`` re-raised here, as ignite's convention for exception handlers requires."""
         results = self.results_transform(engine)
-        if results:
+        if results and _is_writer():
             try:
                 self._write(engine, results)
                 logger.error("evaluation failed (%s); partial results written to %s", e, self.output_dir)
@@ -103,6 +111,8 @@ class RobustnessReport:
             raise e
 
     def _write(self, engine: Engine, results: dict[str, Any]) -> None:
+        if not _is_writer():
+            return
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.html:
             self.paths = write_report(results, self.output_dir, self.examples_transform(engine), title=self.title)
