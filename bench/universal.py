@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine_info(),
         "setup": {"model_test_acc": info["test_acc"], "num_fit": len(fit_x), "zeta": 0.04, "lp": 2, "eps": eps,
                   "passes": args.passes, "stop_rate": STOP, "repeats": args.repeats, "art_repeats": args.art_repeats,
-                  "art_inner": "fgsm (L2, step = UAP eps / 10, as IterativeUAP)", "ours_batch_size": 32},
+                  "art_inner": "fgsm (L2, step = UAP eps / 10, as IterativeUAP)", "ours_batch_size": {"SGDUAP": 16, "IterativeUAP": 32}, "sgduap_step": "eps / 6, x0.8 per pass"},
     }
     payload["results"] = [
         row
