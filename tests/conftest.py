@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.utils import SmallCNN, train_classifier
+from tests.utils import SmallCNN, run_bundle, train_classifier
 
 torch.set_num_threads(int(os.environ.get("MONAI_ROBUST_TEST_THREADS", 1)))
 
@@ -65,20 +65,6 @@ def trained_xray_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
         ``(bundle_dir, bundle_root, overrides)``: configs in ``bundle_dir``, ``models/``, ``data/`` under
         ``bundle_root``; pass ``bundle_root=..., **overrides`` to ``BundlePredictor`` or ``ConfigWorkflow``.
     """
-    from monai.bundle import ConfigWorkflow
-
     root = tmp_path_factory.mktemp("xray_bundle")
-    configs = XRAY_BUNDLE / "configs"
-    wf = ConfigWorkflow(
-        config_file=[str(configs / "train.json"), str(configs / "guard.json")],
-        meta_file=str(configs / "metadata.json"),
-        logging_file=str(configs / "logging.conf"),
-        workflow_type=None,
-        bundle_root=str(root),
-        num_epochs=1,
-        **TINY_XRAY,
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
+    run_bundle(XRAY_BUNDLE, ["train.json", "guard.json"], root, num_epochs=1, **TINY_XRAY)
     return XRAY_BUNDLE, root, dict(TINY_XRAY)

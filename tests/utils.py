@@ -4,6 +4,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 from monai.data import MetaTensor
@@ -49,3 +53,22 @@ def train_classifier(
             nn.functional.cross_entropy(net(images[idx]), labels[idx]).backward()
             opt.step()
     return net.eval()
+
+
+def run_bundle(bundle: Path, configs: Sequence[str], bundle_root: Path, **overrides: Any) -> None:
+    """Runs ``configs`` (file names in ``bundle/configs``) of a bundle through MONAI's ``ConfigWorkflow``, as
+    ``python -m monai.bundle run --bundle_root bundle_root`` would, with ``overrides`` as command-line overrides."""
+    from monai.bundle import ConfigWorkflow
+
+    folder = Path(bundle) / "configs"
+    wf = ConfigWorkflow(
+        config_file=[str(folder / c) for c in configs],
+        meta_file=str(folder / "metadata.json"),
+        logging_file=str(folder / "logging.conf"),
+        workflow_type=None,
+        bundle_root=str(bundle_root),
+        **overrides,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()

@@ -29,6 +29,7 @@ from monai_robust.integrations.dicom import (
     non_image_reason,
     write_result,
 )
+from tests.utils import run_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 # highdicom warns about source patient names of one component (e.g. "CQ500-CT-310"): the sources are real files
@@ -256,22 +257,9 @@ def test_missing_optional_tags_and_duplicates(screener: DicomScreener, shared_da
 def test_3d_bundle_screens_volumes(shared_data: Path, tmp_path: Path) -> None:
     """A 3D bundle takes the position-sorted slices of a classic series, or the frames of a multi-frame instance, as
     one volume; a single 2D image is refused with the reason."""
-    from monai.bundle import ConfigWorkflow
-
     bundle = REPO / "bundles" / "robust_ct_classification"
     tiny = {"num_images": 20, "image_size": 16, "batch_size": 4}
-    wf = ConfigWorkflow(
-        config_file=str(bundle / "configs" / "train.json"),
-        meta_file=str(bundle / "configs" / "metadata.json"),
-        logging_file=str(bundle / "configs" / "logging.conf"),
-        workflow_type=None,
-        bundle_root=str(tmp_path),
-        num_epochs=1,
-        **tiny,
-    )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
+    run_bundle(bundle, ["train.json"], tmp_path, num_epochs=1, **tiny)
     screener = DicomScreener(
         bundle, SeriesRules(modalities=("CT", "MR")), overrides={"bundle_root": str(tmp_path), **tiny}
     )
