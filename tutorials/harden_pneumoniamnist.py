@@ -13,12 +13,21 @@ soft threshold at a quantile, mean-centred shrinkage, non-local means) is traine
 with the highest worst-case robust accuracy at 1/255 (PGD-10, normal and straight-through gradients) is kept. The
 test split is only used for the final table.
 
-Writes ``bench/results/harden.json`` and ``bench/results/harden.md``. CPU, one thread: the recorded run took 65 minutes
-of wall time on a 2-core machine shared with other jobs (load about 12), much less on an idle core.
+Writes ``harden.json`` and ``harden.md`` to ``--output-dir`` (default ``bench/results``). CPU, one thread: the recorded
+run took 65 minutes of wall time on a 2-core machine shared with other jobs (load about 12), much less on an idle core.
+``--tiny`` shrinks everything (256 training, 48 validation and 48 test images, 1 epoch, 2-step attacks) to seconds:
+a smoke test of the API, not a measurement (the tiny models barely train).
+
+API shown: :class:`~monai_robust.attacks.pgd.PGD` and :class:`~monai_robust.attacks.apgd.APGD` (``attack(x, y)`` ->
+adversarial ``x``), :func:`~monai_robust.networks.utils.insert_blocks` (denoising blocks into an existing network by
+module name), :func:`~monai_robust.networks.utils.straight_through_mode` (BPDA), and adversarial training on MONAI's
+``SupervisedTrainer`` through :class:`~monai_robust.engines.training.PGDATIteration` and
+:class:`~monai_robust.handlers.eps_schedule.EpsSchedule`.
 
 Usage::
 
-    python tutorials/harden_pneumoniamnist.py [--data ../shared/data/pneumoniamnist.npz] [--epochs 8]
+    python tutorials/harden_pneumoniamnist.py [--npz ../shared/data/pneumoniamnist.npz] [--output-dir bench/results]
+    python tutorials/harden_pneumoniamnist.py --tiny --output-dir /tmp/harden   # seconds
 """
 
 from __future__ import annotations
@@ -54,15 +63,21 @@ except ImportError:  # another part of the project; PGD only without it
     APGD = None
 
 ROOT = Path(__file__).resolve().parents[1]
-BOUNDS = (0.0, 1.0)
+BOUNDS = (0.0, 1.0)  # the threat model lives in model-input units: images scaled to [0, 1]
 EPS_LIST = (0.5, 1.0, 2.0, 4.0)  # in 1/255
 INSERT_AFTER = ["features.3", "features.7"]  # after the first two pooling stages: 16@14x14 and 32@7x7
+# candidate denoising blocks: factories ``(spatial_dims, in_channels) -> nn.Module`` as insert_blocks expects
 BLOCKS = {
     "topk": partial(TopKSparsify, k=0.25),
     "soft_quantile": partial(SoftThreshold, mode="quantile", quantile=0.5),
     "mean_centred": partial(MeanCentredSparsify, alpha=0.5),
     "nonlocal": partial(NonLocalDenoise, affinity="gaussian"),
 }
+# full settings (the evidence run) and the --tiny smoke-test settings; explicit flags override either
+FULL = {"epochs": 8, "at_steps": 5, "warmup_epochs": 2, "pgd_steps": 20, "apgd_steps": 25, "max_train": None,
+        "max_eval": None}
+TINY = {"epochs": 1, "at_steps": 2, "warmup_epochs": 1, "pgd_steps": 2, "apgd_steps": 2, "max_train": 256,
+        "max_eval": 48}
 
 
 class SmallCNN(nn.Module):
@@ -83,19 +98,25 @@ class SmallCNN(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
-def load(path: Path) -> dict[str, torch.Tensor]:
+def load(path: Path, max_train: int | None = None, max_eval: int | None = None) -> dict[str, torch.Tensor]:
+    """The three splits of a MedMNIST ``.npz`` as float images in [0, 1] ``(N, 1, 28, 28)`` and labels ``(N,)``;
+    the first ``max_train`` training and ``max_eval`` validation and test images when given."""
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: PneumoniaMNIST .npz not found (pass --npz).")
     with np.load(path) as f:
         out = {}
-        for split in ("train", "val", "test"):
-            out[f"{split}_x"] = torch.from_numpy(f[f"{split}_images"]).float().div(255).unsqueeze(1)
-            out[f"{split}_y"] = torch.from_numpy(f[f"{split}_labels"]).long().reshape(-1)
+        for split, n in (("train", max_train), ("val", max_eval), ("test", max_eval)):
+            out[f"{split}_x"] = torch.from_numpy(f[f"{split}_images"][:n]).float().div(255).unsqueeze(1)
+            out[f"{split}_y"] = torch.from_numpy(f[f"{split}_labels"][:n]).long().reshape(-1)
     return out
 
 
 def build(block: str | None) -> nn.Module:
+    """A fresh SmallCNN (same initial weights every time), with ``block`` inserted after ``INSERT_AFTER``."""
     torch.manual_seed(0)
     net = SmallCNN()
     if block is not None:
+        # insert_blocks finds the modules by name and reads the channel count at each point from example_input
         insert_blocks(net, INSERT_AFTER, BLOCKS[block], example_input=torch.zeros(1, 1, 28, 28))
     return net
 
@@ -108,6 +129,8 @@ def train(net: nn.Module, data: dict[str, torch.Tensor], epochs: int, adversaria
     kwargs: dict[str, Any] = {}
     handlers = []
     if adversarial is not None:
+        # PGD-AT: the iteration_update crafts PGD examples on the batch (gradients on, model in eval mode while
+        # attacking) and trains on them; EpsSchedule ramps the attack's eps from 0 over the warm-up epochs
         attack = PGD(net, adversarial["eps"], num_steps=adversarial["num_steps"], bounds=BOUNDS)
         attack.set_random_state(0)
         iteration = PGDATIteration(attack)
@@ -123,7 +146,8 @@ def train(net: nn.Module, data: dict[str, torch.Tensor], epochs: int, adversaria
     trainer.run()
     if adversarial is not None:
         m = trainer.state.metrics
-        print(f"    last epoch: clean acc {m['clean_acc']:.3f}, adv acc {m['adv_acc']:.3f} at eps {m['eps'] * 255:.1f}/255")
+        print(f"    last epoch: clean acc {m['clean_acc']:.3f}, adv acc {m['adv_acc']:.3f} "
+              f"at eps {m['eps'] * 255:.1f}/255")
     return time.perf_counter() - start
 
 
@@ -139,6 +163,7 @@ def correct_under(net: nn.Module, attack_fn: Any, x: torch.Tensor, y: torch.Tens
 
 
 def make_attack(kind: str, net: nn.Module, eps: float, steps: int) -> Any:
+    """A seeded PGD or APGD (L-inf, random start) on ``net``: ``attack(x, y)`` returns adversarial ``x``."""
     if kind == "PGD":
         attack = PGD(net, eps, num_steps=steps, bounds=BOUNDS)
     else:
@@ -149,6 +174,7 @@ def make_attack(kind: str, net: nn.Module, eps: float, steps: int) -> Any:
 
 def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, has_blocks: bool, pgd_steps: int,
              apgd_steps: int) -> dict[str, Any]:
+    """Clean accuracy and AUC, then robust accuracy per eps, attack and gradient, and the per-sample worst case."""
     net.eval()
     with torch.no_grad():
         probs = torch.cat([torch.softmax(net(x[i : i + 256]), 1) for i in range(0, x.shape[0], 256)])
@@ -164,6 +190,8 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, has_blocks: bool,
         worst = clean.clone()
         entry: dict[str, Any] = {}
         for kind, steps in kinds:
+            # a defense must not be credited for masking gradients: every network with blocks is attacked twice,
+            # through its own gradient and through the identity (straight-through / BPDA) gradient of the blocks
             for grad in ("normal", "straight_through"):
                 if grad == "straight_through" and not has_blocks:
                     entry[f"{kind}-{steps}/{grad}"] = entry[f"{kind}-{steps}/normal"]  # no block: same gradient
@@ -199,6 +227,8 @@ def select_block(data: dict[str, torch.Tensor], epochs: int) -> tuple[str, dict[
 
 
 def markdown(results: dict[str, Any], standard_clean: float) -> str:
+    """The results as one Markdown table per eps."""
+    standard_clean = standard_clean or float("nan")  # a --tiny model may get nothing right
     rows = list(results["rows"].items())
     keys = list(next(iter(rows))[1]["robust"]["1/255"].keys())
     lines = []
@@ -215,25 +245,39 @@ def markdown(results: dict[str, Any], standard_clean: float) -> str:
 
 
 def main() -> None:
+    # ---- settings: full by default, --tiny for a few seconds; explicit flags override both
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "pneumoniamnist.npz")
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--npz", "--data", dest="npz", type=Path,
+                        default=ROOT.parent / "shared" / "data" / "pneumoniamnist.npz", help="PneumoniaMNIST .npz")
+    parser.add_argument("--output-dir", "--out", dest="output_dir", type=Path, default=ROOT / "bench" / "results",
+                        help="where harden.json and harden.md go")
+    parser.add_argument("--tiny", action="store_true", help=f"smoke-test settings {TINY}")
+    parser.add_argument("--max-train", type=int, help="first N training images (default: all)")
+    parser.add_argument("--max-eval", type=int, help="first N validation and N test images (default: all)")
+    parser.add_argument("--epochs", type=int)
     parser.add_argument("--at-eps", type=float, default=2.0, help="training budget, in 1/255")
-    parser.add_argument("--at-steps", type=int, default=5)
-    parser.add_argument("--warmup-epochs", type=int, default=2)
-    parser.add_argument("--pgd-steps", type=int, default=20)
-    parser.add_argument("--apgd-steps", type=int, default=25)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--at-steps", type=int)
+    parser.add_argument("--warmup-epochs", type=int)
+    parser.add_argument("--pgd-steps", type=int)
+    parser.add_argument("--apgd-steps", type=int)
     args = parser.parse_args()
+    for key, value in (TINY if args.tiny else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)
     t0 = time.perf_counter()
-    data = load(args.data)
+
+    # ---- data: the .npz's train / val / test splits as tensors in [0, 1]
+    data = load(args.npz, args.max_train, args.max_eval)
     adversarial = {"eps": args.at_eps / 255, "num_steps": args.at_steps, "warmup_epochs": args.warmup_epochs}
 
+    # ---- 1. choose the denoising block on the validation split (never on test)
     print("selecting the block on the validation split")
     block, selection = select_block(data, args.epochs)
     print(f"  -> {block}")
+
+    # ---- 2. train the four variants and attack each on the test split
     rows: dict[str, Any] = {}
     for name, blk, adv in [("standard", None, None), (f"blocks only ({block})", block, None),
                            ("adversarial training only", None, adversarial),
@@ -243,18 +287,22 @@ def main() -> None:
         seconds = train(net, data, args.epochs, adv)
         rows[name] = evaluate(net, data["test_x"], data["test_y"], blk is not None, args.pgd_steps, args.apgd_steps)
         rows[name]["train_seconds"] = round(seconds, 1)
+    # ---- 3. results: JSON (every number) and Markdown (the tables)
     standard_clean = rows["standard"]["clean_accuracy"]
     best = max((r for n, r in rows.items() if n != "standard"), key=lambda r: r["robust"]["1/255"]["worst_case"])
     results = {
         "config": {
-            "data": str(args.data.name), "n_train": int(data["train_x"].shape[0]), "n_test": int(data["test_x"].shape[0]),
+            "data": str(args.npz.name), "n_train": int(data["train_x"].shape[0]),
+            "n_test": int(data["test_x"].shape[0]),
             "model": "SmallCNN(width=16), conv-BN-ReLU, Adam 3e-3, batch 64", "epochs": args.epochs,
-            "blocks_after": INSERT_AFTER, "block_candidates": {k: repr(v.func(2, 1, **v.keywords)) for k, v in BLOCKS.items()},
+            "blocks_after": INSERT_AFTER,
+            "block_candidates": {k: repr(v.func(2, 1, **v.keywords)) for k, v in BLOCKS.items()},
             "adversarial_training": f"PGD-{args.at_steps} AT (Madry), eps {args.at_eps:g}/255 L-inf, step 2.5 eps/"
                                     f"{args.at_steps}, linear eps warm-up over {args.warmup_epochs} epochs",
             "eval_attacks": f"PGD-{args.pgd_steps} (random start, step 2.5 eps/{args.pgd_steps})"
                             + (f", APGD-CE {args.apgd_steps} steps" if APGD is not None else ", APGD unavailable"),
             "eps_units": "model input, images scaled to [0, 1]",
+            "tiny": args.tiny, "max_train": args.max_train, "max_eval": args.max_eval,
             "threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         },
@@ -263,14 +311,14 @@ def main() -> None:
         "goal": {
             "standard_clean_accuracy": standard_clean,
             "best_hardened_worst_case_1/255": best["robust"]["1/255"]["worst_case"],
-            "retained_at_1/255": best["robust"]["1/255"]["worst_case"] / standard_clean,
-            "retained_at_2/255": best["robust"]["2/255"]["worst_case"] / standard_clean,
+            "retained_at_1/255": best["robust"]["1/255"]["worst_case"] / (standard_clean or float("nan")),
+            "retained_at_2/255": best["robust"]["2/255"]["worst_case"] / (standard_clean or float("nan")),
             "target_at_1/255": 0.9,
         },
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "harden.json").write_text(json.dumps(results, indent=2) + "\n")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "harden.json").write_text(json.dumps(results, indent=2) + "\n")
     md = ["# Hardening on PneumoniaMNIST", "",
           f"Generated by `tutorials/harden_pneumoniamnist.py` ({results['config']['date']}, CPU, 1 thread, "
           f"{results['total_seconds']:.0f} s). {results['config']['model']}, {args.epochs} epochs; "
@@ -284,8 +332,9 @@ def main() -> None:
           "| block | val clean acc | val worst robust acc |", "|---|---|---|"]
     md += [f"| {k} | {v['val_clean_accuracy']:.3f} | {v['val_worst_robust_accuracy_1/255_pgd10']:.3f} |"
            for k, v in selection.items()]
-    (args.out / "harden.md").write_text("\n".join(md) + "\n")
+    (args.output_dir / "harden.md").write_text("\n".join(md) + "\n")
     print(json.dumps(results["goal"], indent=2))
+    print(f"wrote {args.output_dir / 'harden.json'} and harden.md in {results['total_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

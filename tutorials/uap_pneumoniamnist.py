@@ -16,11 +16,22 @@ What it does (CPU, one thread, a few minutes):
 6. repeats the non-targeted (with a ζ sweep) and targeted fits for a 3D CNN on AdrenalMNIST3D, trained with a
    class-weighted loss and chosen by balanced validation accuracy (the classes are 77 % / 23 %).
 
-Every number goes to ``bench/results/universal_evidence.json``.
+Every number goes to ``universal_evidence.json`` in ``--output-dir`` (default ``bench/results``). ``--tiny`` shrinks
+everything (a few hundred images, 1 epoch, 1 pass) to seconds: a smoke test of the API, not a measurement.
+
+API shown: a UAP fitter (:class:`~monai_robust.attacks.universal.SGDUAP`,
+:class:`~monai_robust.attacks.universal.IterativeUAP`) is built on a network with a budget (``zeta``: the L2 norm
+of δ relative to the mean image norm) and ``fit(images)`` returns a result with the one perturbation ``delta``;
+:func:`~monai_robust.attacks.universal.evaluate_uap` measures it on other images;
+:func:`~monai_robust.attacks.uap_sources.noise_control` draws random noise of the same norm (the control a UAP must
+beat) and :func:`~monai_robust.attacks.uap_sources.photo_crops` natural images to fit on;
+:func:`~monai_robust.attacks.universal.uap_adversarial_retraining` retrains against UAPs.
 
 Usage::
 
-    python tutorials/uap_pneumoniamnist.py [--data-dir ../shared/data] [--out bench/results/universal_evidence.json]
+    python tutorials/uap_pneumoniamnist.py [--npz ../shared/data/pneumoniamnist.npz]
+        [--npz3d ../shared/data/adrenalmnist3d.npz] [--output-dir bench/results]
+    python tutorials/uap_pneumoniamnist.py --tiny --output-dir /tmp/uap   # seconds
 """
 
 from __future__ import annotations
@@ -41,7 +52,12 @@ from monai_robust.attacks.uap_sources import noise_control, photo_crops
 from monai_robust.attacks.universal import SGDUAP, IterativeUAP, evaluate_uap, uap_adversarial_retraining
 
 ROOT = Path(__file__).resolve().parents[1]
-BOUNDS = (0.0, 1.0)
+BOUNDS = (0.0, 1.0)  # model-input range: images scaled to [0, 1]
+# full settings (the evidence run) and the --tiny smoke-test settings; explicit flags override either
+FULL = {"epochs": 6, "epochs_3d": 20, "num_fit": 2000, "passes": 10, "retrain_passes": 5, "max_train": None,
+        "max_eval": None, "max_train_3d": None, "max_eval_3d": None}
+TINY = {"epochs": 1, "epochs_3d": 1, "num_fit": 48, "passes": 1, "retrain_passes": 1, "max_train": 512, "max_eval": 64,
+        "max_train_3d": 64, "max_eval_3d": 32}
 
 
 def make_cnn(spatial_dims: int, width: int = 32, num_classes: int = 2) -> nn.Module:
@@ -59,13 +75,16 @@ def make_cnn(spatial_dims: int, width: int = 32, num_classes: int = 2) -> nn.Mod
                          nn.Linear(2 * width, num_classes))
 
 
-def load_medmnist(path: Path) -> dict[str, torch.Tensor]:
-    """A MedMNIST ``.npz`` as float images in [0, 1] with a channel axis, and long labels ``(N,)``."""
+def load_medmnist(path: Path, max_train: int | None = None, max_eval: int | None = None) -> dict[str, torch.Tensor]:
+    """A MedMNIST ``.npz`` as float images in [0, 1] with a channel axis, and long labels ``(N,)``; the first
+    ``max_train`` training and ``max_eval`` validation and test images when given."""
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: MedMNIST .npz not found.")
     with np.load(path) as f:
         out = {}
-        for split in ("train", "val", "test"):
-            out[f"{split}_images"] = torch.from_numpy(f[f"{split}_images"]).float().div(255).unsqueeze(1)
-            out[f"{split}_labels"] = torch.from_numpy(f[f"{split}_labels"]).long().reshape(-1)
+        for split, n in (("train", max_train), ("val", max_eval), ("test", max_eval)):
+            out[f"{split}_images"] = torch.from_numpy(f[f"{split}_images"][:n]).float().div(255).unsqueeze(1)
+            out[f"{split}_labels"] = torch.from_numpy(f[f"{split}_labels"][:n]).long().reshape(-1)
     return out
 
 
@@ -143,9 +162,15 @@ def controls(net: nn.Module, delta: torch.Tensor, images: torch.Tensor, target: 
 
 def run_fit(fitter, fit_images: torch.Tensor, test: dict[str, torch.Tensor], net: nn.Module, seed: int,
             reference: torch.Tensor | None = None) -> dict[str, Any]:
+    """Fits one UAP on ``fit_images`` and measures it on the test images, beside noise controls of the same norm.
+
+    ``reference``: the images that zeta is relative to, when they are not the fitting images (natural images)."""
+    # fit: one perturbation delta (1, C, H, W) for all images, within the zeta budget
     t0, c0 = time.perf_counter(), time.process_time()
     res = fitter.set_random_state(seed).fit(fit_images, reference=reference)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    # evaluate on unseen test images: with labels (fooling = a correct prediction turned wrong) and without them
+    # (fooling = the prediction changed), per class too
     by_label = evaluate_uap(net, res.delta, {"image": test["images"], "label": test["labels"]}, bounds=BOUNDS,
                             target=res.target)
     by_pred = evaluate_uap(net, res.delta, test["images"], bounds=BOUNDS, target=res.target)
@@ -166,6 +191,8 @@ def run_fit(fitter, fit_images: torch.Tensor, test: dict[str, torch.Tensor], net
 
 
 def prediction_balance(net: nn.Module, images: torch.Tensor) -> dict[str, Any]:
+    """Clean predictions per class: a UAP that pushes every image to one class cannot fool more than the share of
+    the images predicted as the other class (the bound next to the non-targeted fooling rates)."""
     with torch.no_grad():
         pred = torch.cat([net(images[i : i + 256]).argmax(1) for i in range(0, len(images), 256)])
     counts = torch.bincount(pred, minlength=2).tolist()
@@ -175,6 +202,7 @@ def prediction_balance(net: nn.Module, images: torch.Tensor) -> dict[str, Any]:
 
 def study(net: nn.Module, data: dict[str, torch.Tensor], num_fit: int, seed: int, zetas: list[float],
           passes: int, iterative: bool) -> dict[str, Any]:
+    """Non-targeted UAPs at zeta 4 % (and a zeta sweep), then targeted UAPs towards each class."""
     fit_x = data["train_images"][:num_fit]
     test = {"images": data["test_images"], "labels": data["test_labels"]}
     out: dict[str, Any] = {"fit_images": f"train[:{len(fit_x)}]", "eval_images": f"test ({len(test['images'])})",
@@ -201,34 +229,57 @@ def study(net: nn.Module, data: dict[str, torch.Tensor], num_fit: int, seed: int
 
 
 def main() -> None:
+    # ---- settings: full by default, --tiny for seconds; explicit flags override both
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "universal_evidence.json")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--epochs-3d", type=int, default=20)
-    parser.add_argument("--num-fit", type=int, default=2000, help="training images the UAPs are fitted on")
-    parser.add_argument("--passes", type=int, default=10)
+    data_dir = ROOT.parent / "shared" / "data"
+    parser.add_argument("--npz", type=Path, default=data_dir / "pneumoniamnist.npz", help="PneumoniaMNIST .npz")
+    parser.add_argument("--npz3d", type=Path, default=data_dir / "adrenalmnist3d.npz", help="AdrenalMNIST3D .npz")
+    parser.add_argument("--data-dir", type=Path, default=None, help="a folder holding both .npz files (sets both)")
+    parser.add_argument("--output-dir", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the JSON file (default: OUTPUT_DIR/universal_evidence.json)")
+    parser.add_argument("--tiny", action="store_true", help=f"smoke-test settings {TINY}")
+    parser.add_argument("--max-train", type=int, help="first N training images (default: all)")
+    parser.add_argument("--max-eval", type=int, help="first N validation and N test images (default: all)")
+    parser.add_argument("--max-train-3d", type=int, help="first N training volumes in 3D (default: all)")
+    parser.add_argument("--max-eval-3d", type=int, help="first N validation and N test volumes in 3D (default: all)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--epochs-3d", type=int)
+    parser.add_argument("--num-fit", type=int, help="training images the UAPs are fitted on")
+    parser.add_argument("--passes", type=int, help="passes over the fitting images per UAP fit")
+    parser.add_argument("--retrain-passes", type=int, help="passes per UAP fit inside adversarial retraining")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model-cache", type=Path, default=None, help="load/save the trained 2D CNN here")
     parser.add_argument("--model-cache-3d", type=Path, default=None, help="load/save the trained 3D CNN here")
     parser.add_argument("--skip-3d", action="store_true")
     args = parser.parse_args()
+    for key, value in (TINY if args.tiny else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.data_dir is not None:
+        args.npz, args.npz3d = args.data_dir / "pneumoniamnist.npz", args.data_dir / "adrenalmnist3d.npz"
+    out = args.out if args.out is not None else args.output_dir / "universal_evidence.json"
     torch.set_num_threads(1)
     t_start = time.perf_counter()
     report: dict[str, Any] = {
         "script": "tutorials/uap_pneumoniamnist.py", "torch": torch.__version__, "threads": 1,
         "machine": platform.machine(), "seed": args.seed, "bounds": list(BOUNDS),
     }
+    limits = {k: getattr(args, k) for k in ("max_train", "max_eval", "max_train_3d", "max_eval_3d")}
+    if args.tiny or any(v is not None for v in limits.values()):  # else the evidence JSON keeps its keys
+        report["subset"] = {"tiny": args.tiny, **limits}
 
-    # ---- 2D: PneumoniaMNIST
-    data = load_medmnist(args.data_dir / "pneumoniamnist.npz")
+    # ---- 1. a 2D classifier on PneumoniaMNIST (the model the UAPs attack)
+    data = load_medmnist(args.npz, args.max_train, args.max_eval)
     net, info = get_model(data, 2, args.epochs, args.seed, args.model_cache)
     print(f"PneumoniaMNIST CNN: test {info['test_acc']:.4f}", flush=True)
+    # ---- 2./3. non-targeted and targeted UAPs fitted on training images, measured on the test split
     report["pneumoniamnist"] = {"model": info, **study(net, data, args.num_fit, args.seed, [0.02, 0.04, 0.08],
                                                          args.passes, iterative=True)}
-    print(json.dumps({k: v["test_fooling_rate"] for k, v in report["pneumoniamnist"]["nontargeted_zeta_4pct_l2"].items()}))
+    nontargeted = report["pneumoniamnist"]["nontargeted_zeta_4pct_l2"]
+    print(json.dumps({k: v["test_fooling_rate"] for k, v in nontargeted.items()}))
 
-    # ---- natural images: random crops of a photograph, zeta relative to the medical test images
+    # ---- 4. natural images: random crops of a photograph, zeta relative to the medical test images
     natural = photo_crops(args.num_fit, 28, channels=1, generator=torch.Generator().manual_seed(args.seed))
     test = {"images": data["test_images"], "labels": data["test_labels"]}
     nat: dict[str, Any] = {"source": f"photo_crops: {args.num_fit} random crops of matplotlib's grace_hopper.jpg",
@@ -251,11 +302,12 @@ def main() -> None:
             args.seed, reference=data["test_images"])
     report["pneumoniamnist"]["natural_images_zeta_4pct_l2"] = nat
 
-    # ---- adversarial retraining against UAPs (on a copy of the model)
+    # ---- 5. adversarial retraining against UAPs (on a copy of the model): each round fits a UAP on the current
+    # model, trains on a mix of clean and perturbed images, and measures a freshly fitted UAP on the test split
     net_rt = make_cnn(2, info["width"])
     net_rt.load_state_dict(net.state_dict())
     net_rt.eval()
-    fitter = SGDUAP(net_rt, zeta=0.04, bounds=BOUNDS, max_passes=5).set_random_state(args.seed)
+    fitter = SGDUAP(net_rt, zeta=0.04, bounds=BOUNDS, max_passes=args.retrain_passes).set_random_state(args.seed)
     train_sub = {"image": data["train_images"][: args.num_fit], "label": data["train_labels"][: args.num_fit]}
     t0 = time.perf_counter()
     rt = uap_adversarial_retraining(fitter, train_sub, torch.optim.Adam(net_rt.parameters(), 1e-4),
@@ -264,9 +316,9 @@ def main() -> None:
     report["pneumoniamnist"]["adversarial_retraining"] = {**rt.__dict__, "rounds": 2, "epochs_per_round": 1,
                                                           "mix": 0.5, "time_s": time.perf_counter() - t0}
 
-    # ---- 3D: AdrenalMNIST3D
+    # ---- 6. the same fitters on 3D volumes: AdrenalMNIST3D (the API does not change with the spatial rank)
     if not args.skip_3d:
-        data3 = load_medmnist(args.data_dir / "adrenalmnist3d.npz")
+        data3 = load_medmnist(args.npz3d, args.max_train_3d, args.max_eval_3d)
         net3, info3 = get_model(data3, 3, args.epochs_3d, args.seed, args.model_cache_3d, width=16, balanced=True)
         print(f"AdrenalMNIST3D CNN: test {info3['test_acc']:.4f} balanced {info3['test_balanced_acc']:.4f}", flush=True)
         # the volumes are binary masks (about 1.6 % of the voxels are 1), so zeta is relative to a small norm: the
@@ -275,9 +327,9 @@ def main() -> None:
                                                             [0.04, 0.08, 0.16], args.passes, iterative=False)}
 
     report["total_time_s"] = time.perf_counter() - t_start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.out} in {report['total_time_s']:.0f} s")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out} in {report['total_time_s']:.0f} s")
 
 
 if __name__ == "__main__":
