@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -139,9 +140,19 @@ def fit_guard(
     if n_clean == 0:
         raise ValueError("fit_data yielded no images: the guard needs a non-empty fitting split.")
     if n_adv == 0:
-        raise ValueError(f"the attack {attack!r} changed no prediction on the {n_clean} fitting images; use a stronger attack.")
+        raise ValueError(
+            f"the attack {attack!r} changed no prediction on the {n_clean} fitting images, so there is nothing to "
+            "learn adversarial inputs from: use a stronger attack (in the bundles: a larger `--guard_eps`)."
+        )
+    calibration = [_image_label(b, device)[0] for b in calibration_data]
+    n_cal, need = sum(len(c) for c in calibration), math.ceil(1 / guard.fpr - 1e-9)
+    if n_cal < need:
+        raise ValueError(
+            f"calibrating the guard at fpr={guard.fpr} needs at least {need} clean images, the calibration data has "
+            f"{n_cal}: give more validation images or a larger fpr (in the bundles: `--guard_fpr`)."
+        )
     guard.detector.fit(clean, [a for a in adversarial if len(a)])
-    guard.calibrate([_image_label(b, device)[0] for b in calibration_data])
+    guard.calibrate(calibration)
     logger.info(
         "detector guard fitted on %d clean / %d adversarial images; threshold %.4g at fpr %.3g (calibration fpr %.3g)",
         n_clean, n_adv, float(guard.threshold), guard.fpr, float(guard.calibration_fpr),
