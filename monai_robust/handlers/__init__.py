@@ -7,6 +7,7 @@ from __future__ import annotations
 from .catastrophic_overfitting import CatastrophicOverfittingMonitor
 from .eps_schedule import EpsSchedule
 from .perturbation_stats import PerturbationStats
+from .precise_bn import PreciseBatchNorm
 from .prediction_writer import GuardedPredictionWriter
 from .report import RobustnessReport
 from .tensorboard_images import RobustnessTensorBoard, example_grid
@@ -16,6 +17,7 @@ __all__ = [
     "EpsSchedule",
     "GuardedPredictionWriter",
     "PerturbationStats",
+    "PreciseBatchNorm",
     "RobustnessReport",
     "RobustnessTensorBoard",
     "example_grid",
