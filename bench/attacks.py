@@ -198,9 +198,11 @@ def run_model(
     quality: dict[tuple[str, str], tuple[float, float]] = {}
     for r in range(repeats):
         for a in attacks:
-            for p, _ in frozen:  # the floor is measured next to every attack, so that it sees the same load
+            # the floor of each attack is its own k forward+backward passes, timed right before it: the same load
+            # and the same number of samples (repeats) as the attack's time, so the minima compare fairly
+            for p, _ in frozen:
                 p.requires_grad_(False)
-            timer.time("floor", lambda: _floor_step(net, x, y), per_call=2)
+            timer.time(f"floor/{a.name}", lambda: _floor_step(net, x, y), per_call=a.k or 1)
             for p, flag in frozen:
                 p.requires_grad_(flag)
             for lib in libs + (("art_b1",) if a.minimal and "art" in libs else ()):
@@ -236,11 +238,11 @@ def run_model(
                     print(f"[{name}] skipped {a.name} / {lib}: {type(e).__name__}: {e}", file=sys.stderr)
             print(f"[{name}] repeat {r + 1}/{repeats} {a.name}: " + ", ".join(
                 f"{lib} {timer.best.get(f'{a.name}/{lib}', math.nan):.2f}s" for lib in libs
-            ) + f" (floor/step {timer.best['floor']:.3f}s)", file=sys.stderr, flush=True)
+            ) + f" (floor/step {timer.best[f'floor/{a.name}']:.3f}s)", file=sys.stderr, flush=True)
 
     rows = []
-    floor_wall, floor_cpu = timer.best["floor"], timer.best_cpu["floor"]
     for a in attacks:
+        floor_wall, floor_cpu = timer.best[f"floor/{a.name}"], timer.best_cpu[f"floor/{a.name}"]
         row: dict[str, Any] = {
             "model": name, "input": list(shape), "attack": a.name, "k": a.k,
             "floor_step_wall_s": floor_wall, "floor_step_cpu_s": floor_cpu,
@@ -291,7 +293,7 @@ def markdown(payload: dict) -> str:
         f"{s['repeats']} repeat(s), the three libraries interleaved. Times are the process CPU seconds (with one "
         "thread the robust measure on a shared machine: other processes stretch the wall clock, not this CPU time; "
         "wall-clock times are in the JSON). *Floor* = k x one forward+backward w.r.t. the input (parameters "
-        "frozen), measured in the same run; **x floor** = time / floor (CPU; *wall* = the same from wall-clock).",
+        "frozen), timed right before each attack in every repeat; **x floor** = time / floor (CPU; *wall* = the same from wall-clock).",
         "ART's classifier takes the loss gradient with `loss.backward()`, so it also computes the parameters' "
         "gradients; torchattacks and ours take the input gradient only. APGD-10 is 10 forward+backward passes and one "
         "forward (the last iterate's value), as in Algorithm 1 of the paper; torchattacks' APGD adds one more of each. "
