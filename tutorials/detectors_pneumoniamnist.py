@@ -72,6 +72,7 @@ from monai_robust.detectors import (
     Detector,
     DetectorAwarePGD,
     DetectorGuard,
+    FeatureSqueezingDetector,
     KDBUDetector,
     LIDDetector,
     MahalanobisDetector,
@@ -108,6 +109,8 @@ DETECTORS: dict[str, Callable[[nn.Module, tuple[str, ...]], Detector]] = {
     "LID": lambda net, layers: LIDDetector(net, layers, k=20, batch_size=100),
     "Mahalanobis": lambda net, layers: MahalanobisDetector(net, layers),
     "DFeat": lambda net, layers: DeepFeatureDetector(net, layers),
+    "DFeat+FS": lambda net, layers: FeatureSqueezingDetector(net, ("bits:4", "median:2"), combine="logistic",
+                                                             layers=layers, hidden_units=32),
 }
 
 

@@ -4,7 +4,7 @@
 buffers (so checkpoints carry them), one score per image (higher = more likely adversarial), 2D and 3D.
 
 KD + BU (Feinman et al. 2017), LID (Ma et al. 2018), Mahalanobis (Lee et al. 2018), deep-feature classifier (Ma et
-al. 2021); a calibrated runtime guard, and a detector-aware PGD for adaptive evaluation.
+al. 2021), feature squeezing (Xu et al. 2018, alone or with deep features); a calibrated runtime guard, and a detector-aware PGD for adaptive evaluation.
 """
 
 from __future__ import annotations
@@ -27,13 +27,16 @@ from .kd_bu import KDBUDetector, mc_dropout, nearest_neighbour_bandwidth
 from .lid import LIDDetector, lid_mle
 from .logistic import LogisticRegression
 from .mahalanobis import MahalanobisDetector, mahalanobis_distance
+from .squeeze import Combine, FeatureSqueezingDetector, bit_depth_reduction, median_smoothing
 
 __all__ = [
+    "Combine",
     "DeepFeatureDetector",
     "Detector",
     "DetectorAwarePGD",
     "DetectorGuard",
     "FeatureHook",
+    "FeatureSqueezingDetector",
     "FittedModule",
     "KDBUDetector",
     "LIDDetector",
@@ -41,10 +44,12 @@ __all__ = [
     "MahalanobisDetector",
     "Pooling",
     "as_batches",
+    "bit_depth_reduction",
     "detection_auc",
     "lid_mle",
     "mahalanobis_distance",
     "mc_dropout",
+    "median_smoothing",
     "nearest_neighbour_bandwidth",
     "network_eval",
     "pool_features",
