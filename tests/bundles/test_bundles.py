@@ -94,3 +94,13 @@ def test_config_typo_is_named(tmp_path: Path) -> None:
     wf.initialize()
     with pytest.raises(Exception, match="no_such_key"):
         wf.run()
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_verify_net_in_out(name: str, tmp_path: Path) -> None:
+    """``python -m monai.bundle verify_net_in_out`` against ``metadata.json``'s ``network_data_format``."""
+    from monai.bundle import verify_net_in_out
+
+    configs = BUNDLES / name / "configs"
+    verify_net_in_out("network_def", meta_file=str(configs / "metadata.json"), config_file=str(configs / "train.json"),
+                      bundle_root=str(tmp_path), n=2, num_images=TINY[name]["num_images"])
