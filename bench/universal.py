@@ -53,7 +53,7 @@ def _art_classifier(net: torch.nn.Module) -> Any:
     from art.estimators.classification import PyTorchClassifier
 
     return PyTorchClassifier(net, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=2,
-                             clip_values=BOUNDS, device_type="cpu")
+                             clip_values=BOUNDS, device_type="gpu" if next(net.parameters()).is_cuda else "cpu")
 
 
 def _art_run(net: torch.nn.Module, x: np.ndarray, eps: float, passes: int, target: int | None) -> np.ndarray:
@@ -155,17 +155,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--art-repeats", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="torch device of the model (cuda for the GPU comparison)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     logging.getLogger("art").setLevel(logging.ERROR)
     tut = _tutorial()
     data = tut.load_medmnist(args.data_dir / "pneumoniamnist.npz")
     net, info = tut.get_model(data, 2, 6, args.seed, args.model_cache)
+    net = net.to(args.device)  # ART and ours run where the model is; the images stay on the CPU and are moved
     fit_x, test_x = data["train_images"][: args.num_fit], data["test_images"]
     eps = 0.04 * float(fit_x.flatten(1).norm(dim=1).mean())
     payload = {
         "machine": machine_info(),
-        "setup": {"model_test_acc": info["test_acc"], "num_fit": len(fit_x), "zeta": 0.04, "lp": 2, "eps": eps,
+        "setup": {"model_test_acc": info["test_acc"], "device": args.device, "num_fit": len(fit_x), "zeta": 0.04, "lp": 2, "eps": eps,
                   "passes": args.passes, "stop_rate": STOP, "repeats": args.repeats, "art_repeats": args.art_repeats,
                   "art_inner": "fgsm (L2, step = UAP eps / 10, as IterativeUAP)", "ours_batch_size": {"SGDUAP": 16, "IterativeUAP": 32}, "sgduap_step": "eps / 6, x0.8 per pass"},
     }
