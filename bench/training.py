@@ -29,9 +29,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 try:  # python bench/training.py, or python -m bench.training
-    from _common import BENCH_DIR, machine_info, replace_readme_section, write_json
+    from _common import BENCH_DIR, load_tutorial, machine_info, replace_readme_section, write_json
 except ImportError:  # pragma: no cover
-    from bench._common import BENCH_DIR, machine_info, replace_readme_section, write_json
+    from bench._common import BENCH_DIR, load_tutorial, machine_info, replace_readme_section, write_json
 
 from monai_robust.attacks.pgd import PGD
 from monai_robust.engines.training import FastATIteration, PGDATIteration, TRADESIteration
@@ -40,22 +40,7 @@ BOUNDS = (0.0, 1.0)
 EPS = 2 / 255
 
 
-class SmallCNN(nn.Module):
-    """conv-BN-ReLU-pool x2, conv-BN-ReLU, global average pooling, linear (the model of the hardening tutorial)."""
-
-    def __init__(self, width: int = 16) -> None:
-        super().__init__()
-        w = width
-        self.features = nn.Sequential(
-            nn.Conv2d(1, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(),
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(4 * w, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(self.features(x)).flatten(1))
+SmallCNN = load_tutorial("harden_pneumoniamnist").SmallCNN  # the model of the hardening tutorial
 
 
 def _iteration(method: str, net: nn.Module, k: int) -> Any:

@@ -23,7 +23,6 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -33,20 +32,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BENCH_DIR, MinTimer, machine_info, replace_readme_section, write_json  # noqa: E402
+from _common import BENCH_DIR, MinTimer, load_tutorial, machine_info, replace_readme_section, write_json  # noqa: E402
 
 from monai_robust.attacks.universal import SGDUAP, IterativeUAP, evaluate_uap  # noqa: E402
 
 ROOT = BENCH_DIR.parent
 BOUNDS = (0.0, 1.0)
 STOP = 0.8  # ART's delta = 0.2
-
-
-def _tutorial() -> Any:
-    spec = importlib.util.spec_from_file_location("uap_tutorial", ROOT / "tutorials" / "uap_pneumoniamnist.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _art_classifier(net: torch.nn.Module) -> Any:
@@ -159,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     logging.getLogger("art").setLevel(logging.ERROR)
-    tut = _tutorial()
+    tut = load_tutorial("uap_pneumoniamnist")
     data = tut.load_medmnist(args.data_dir / "pneumoniamnist.npz")
     net, info = tut.get_model(data, 2, 6, args.seed, args.model_cache)
     net = net.to(args.device)  # ART and ours run where the model is; the images stay on the CPU and are moved

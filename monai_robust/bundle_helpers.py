@@ -164,16 +164,10 @@ def fit_guard(
 
 
 def _image_label(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if isinstance(batch, dict):
-        x, y = batch["image"], batch.get("label")
-    elif isinstance(batch, (tuple, list)):
-        x, y = batch[0], batch[1] if len(batch) > 1 else None
-    else:
-        x, y = batch, None
-    x = torch.as_tensor(x).as_subclass(torch.Tensor).to(device).float()
-    if y is not None:
-        y = torch.as_tensor(y).as_subclass(torch.Tensor).to(device).long().reshape(-1)
-    return x, y
+    from monai_robust.attacks.uap_sources import split_batch
+
+    x, y = split_batch(batch, "guard data")
+    return x.to(device).float(), (None if y is None else y.to(device).long())
 
 
 class BundlePredictor:

@@ -862,12 +862,12 @@ class RobustnessEvaluator(SupervisedEvaluator):
         correct: torch.Tensor,
         adversarial: dict[str, Any],
     ) -> None:
-        reuse = self.reuse_smaller_eps
-        broken = ~correct if reuse else torch.zeros_like(correct)
-        adv_x, adv_logits = x.clone(), logits.clone()
         if plan.single_run:
             self._run_single(engine, plan, x, y, logits, correct, adversarial)
             return
+        reuse = self.reuse_smaller_eps
+        broken = ~correct if reuse else torch.zeros_like(correct)
+        adv_x, adv_logits = x.clone(), logits.clone()
         for eps, attack in plan.attacks:
             key = eps_key(plan.name, eps)
             if eps in plan.failed:

@@ -5,13 +5,15 @@ evaluation-mode predictions match the trained weights."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from monai_robust.attacks.uap_sources import split_batch
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -79,9 +81,8 @@ class PreciseBatchNorm:
                 for i, batch in enumerate(self.loader):
                     if self.num_batches is not None and i >= self.num_batches:
                         break
-                    x = batch[self.image_key] if isinstance(batch, dict) else batch[0] if isinstance(
-                        batch, (tuple, list)) else batch
-                    self.network(torch.as_tensor(x).as_subclass(torch.Tensor).to(device))
+                    x, _ = split_batch(batch[self.image_key] if isinstance(batch, Mapping) else batch, "precise BN")
+                    self.network(x.to(device))
         finally:
             for m, momentum in zip(layers, momenta):
                 m.momentum = momentum
