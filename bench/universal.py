@@ -9,7 +9,9 @@ The model is the PneumoniaMNIST CNN of ``tutorials/uap_pneumoniamnist.py`` (trai
 images (ART's ``delta=0.2``) or ``--passes`` passes. ART runs with the FGSM inner attack of Hirano et al. (L2,
 step eps / 10 as ours; ``targeted=True`` for the targeted attack) on a ``PyTorchClassifier`` with
 ``clip_values=(0, 1)``; ours runs ``SGDUAP`` (the default) and ``IterativeUAP`` (FGSM inner, step eps / 10,
-minibatches of 32). All rates are then measured
+minibatches of 32). A second non-targeted case (``--deepfool-passes``, default 2) runs ART's *default* inner
+attack, DeepFool with ART's defaults (100 iterations, overshoot 1e-6), against ``IterativeUAP`` with the same
+DeepFool settings. All rates are then measured
 by the same code (``evaluate_uap``) on the fitting images and on the test split.
 
 Times are the minimum over ``--repeats`` runs of wall-clock and process-CPU seconds, one thread. On a shared machine
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,12 +51,15 @@ def _art_classifier(net: torch.nn.Module) -> Any:
                              clip_values=BOUNDS, device_type="gpu" if next(net.parameters()).is_cuda else "cpu")
 
 
-def _art_run(net: torch.nn.Module, x: np.ndarray, eps: float, passes: int, target: int | None) -> np.ndarray:
+def _art_run(net: torch.nn.Module, x: np.ndarray, eps: float, passes: int, target: int | None,
+             inner: str = "fgsm", seed: int = 0) -> np.ndarray:
     from art.attacks.evasion import TargetedUniversalPerturbation, UniversalPerturbation
 
     clf = _art_classifier(net)
+    random.seed(seed)  # ART shuffles the fitting images with Python's random module
     if target is None:
-        attack = UniversalPerturbation(clf, attacker="fgsm", attacker_params={"eps": eps / 10, "norm": 2},
+        params = {"eps": eps / 10, "norm": 2} if inner == "fgsm" else {"verbose": False}  # DeepFool: ART's defaults
+        attack = UniversalPerturbation(clf, attacker=inner, attacker_params=params,
                                        delta=1 - STOP, max_iter=passes, eps=eps, norm=2, batch_size=32, verbose=False)
         attack.generate(x)
     else:
@@ -77,14 +83,17 @@ def _rates(net: torch.nn.Module, delta: Any, fit_x: torch.Tensor, test_x: torch.
 
 
 def run_case(net: torch.nn.Module, fit_x: torch.Tensor, test_x: torch.Tensor, eps: float, passes: int,
-             repeats: int, art_repeats: int, seed: int, target: int | None) -> list[dict]:
+             repeats: int, art_repeats: int, seed: int, target: int | None, inner: str = "fgsm") -> list[dict]:
     """ART, then ours with the same stopping rule (rate >= STOP or ``passes``), then ours stopping as soon as the
-    rate on the fitting images reaches ART's (the time to an equal rate)."""
+    rate on the fitting images reaches ART's (the time to an equal rate). ``inner`` is ART's and IterativeUAP's
+    inner attack: ``"fgsm"`` (L2, step eps / 10) or ``"deepfool"`` (ART's default: 100 iterations, overshoot 1e-6)."""
     timer, results = MinTimer(), {}
-    case = "non-targeted" if target is None else f"targeted -> {target}"
+    case = ("non-targeted" if target is None else f"targeted -> {target}") + (", DeepFool inner" if inner == "deepfool" else "")
+    iterative = {"inner": "deepfool", "inner_steps": 100, "overshoot": 1e-6} if inner == "deepfool" else {}
 
     def ours(cls: type, stop: float) -> torch.Tensor:
-        fitter = cls(net, eps, lp=2, bounds=BOUNDS, target=target, max_passes=passes, target_rate=stop)
+        kw = iterative if cls is IterativeUAP else {}
+        fitter = cls(net, eps, lp=2, bounds=BOUNDS, target=target, max_passes=passes, target_rate=stop, **kw)
         return fitter.set_random_state(seed).fit(fit_x).delta
 
     def record(name: str, fn: Any, n: int, stop_rule: str) -> None:
@@ -94,13 +103,14 @@ def run_case(net: torch.nn.Module, fit_x: torch.Tensor, test_x: torch.Tensor, ep
                          **_rates(net, delta, fit_x, test_x, target), "stop_rule": stop_rule}
         print(case, name, {k: round(v, 4) if isinstance(v, float) else v for k, v in results[name].items()}, flush=True)
 
-    record("ART", lambda: _art_run(net, fit_x.numpy(), eps, passes, target), art_repeats, f">={STOP}")
+    record("ART", lambda: _art_run(net, fit_x.numpy(), eps, passes, target, inner, seed), art_repeats, f">={STOP}")
     art = results["ART"]
-    for label, cls in (("SGDUAP", SGDUAP), ("IterativeUAP (FGSM)", IterativeUAP)):
-        record(label, lambda c=cls: ours(c, STOP), repeats, f">={STOP}")
+    label = f"IterativeUAP ({'DeepFool' if inner == 'deepfool' else 'FGSM'})"
+    for name, cls in (("SGDUAP", SGDUAP), (label, IterativeUAP)):
+        record(name, lambda c=cls: ours(c, STOP), repeats, f">={STOP}")
     stop = max(art["fit_rate"], 1e-6)
-    for label, cls in (("SGDUAP", SGDUAP), ("IterativeUAP (FGSM)", IterativeUAP)):
-        record(f"{label}, to ART's rate", lambda c=cls: ours(c, stop), repeats, f">={stop:.3f} (ART's)")
+    for name, cls in (("SGDUAP", SGDUAP), (label, IterativeUAP)):
+        record(f"{name}, to ART's rate", lambda c=cls: ours(c, stop), repeats, f">={stop:.3f} (ART's)")
     rows = []
     for name, r in results.items():
         row = {"case": case, "tool": name, **r}
@@ -120,7 +130,11 @@ def markdown(payload: dict) -> str:
         f"{payload['machine'].get('load_avg_1min_at_start')} at start). PneumoniaMNIST CNN (test accuracy "
         f"{s['model_test_acc']:.3f}); UAPs fitted on {s['num_fit']} training images at zeta = 4 % L2 "
         f"(eps = {s['eps']:.3f}); every tool stops at rate >= {STOP} on the fitting images or {s['passes']} passes; "
-        "ART and IterativeUAP with the FGSM inner attack (L2 step eps / 10). Rates are measured by the same code; "
+        "ART and IterativeUAP with the FGSM inner attack (L2 step eps / 10) of Hirano et al."
+        + (f"; in the \"DeepFool inner\" case with ART's default inner attack (DeepFool with ART's defaults: 100 "
+           f"iterations, overshoot 1e-6; ours the same) for {s['deepfool_passes']} passes"
+           if s.get("deepfool_passes") else "")
+        + ". Rates are measured by the same code; "
         f"times are the minimum over repeats (ART {s['art_repeats']}, ours {s['repeats']}).",
         "",
         "| case | tool | stops at | wall s | CPU s | fit rate | test rate | speed-up vs ART (wall / CPU) |",
@@ -144,6 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model-cache", type=Path, default=None, help="load/save the tutorial's trained CNN here")
     p.add_argument("--num-fit", type=int, default=1000)
     p.add_argument("--passes", type=int, default=5)
+    p.add_argument("--deepfool-passes", type=int, default=2,
+                   help="passes of the case with ART's default inner attack (DeepFool, about 2 CPU-minutes a pass)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--art-repeats", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -161,13 +177,18 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine_info(),
         "setup": {"model_test_acc": info["test_acc"], "device": args.device, "num_fit": len(fit_x), "zeta": 0.04, "lp": 2, "eps": eps,
                   "passes": args.passes, "stop_rate": STOP, "repeats": args.repeats, "art_repeats": args.art_repeats,
-                  "art_inner": "fgsm (L2, step = UAP eps / 10, as IterativeUAP)", "ours_batch_size": {"SGDUAP": 16, "IterativeUAP": 32}, "sgduap_step": "eps / 6, x0.8 per pass"},
+                  "art_inner": "fgsm (L2, step = UAP eps / 10, as IterativeUAP)", "ours_batch_size": {"SGDUAP": 16, "IterativeUAP": 32}, "sgduap_step": "eps / 6, x0.8 per pass",
+                  "deepfool_passes": args.deepfool_passes,
+                  "deepfool_inner": "ART's defaults (100 iterations, overshoot 1e-6, 10 class gradients); ours the same"},
     }
     payload["results"] = [
         row
         for target in (None, 0, 1)
         for row in run_case(net, fit_x, test_x, eps, args.passes, args.repeats, args.art_repeats, args.seed, target)
     ]
+    if args.deepfool_passes > 0:
+        payload["results"] += run_case(net, fit_x, test_x, eps, args.deepfool_passes, args.repeats, args.art_repeats,
+                                       args.seed, None, inner="deepfool")
     write_json(args.out, payload)
     replace_readme_section(args.readme, "Universal perturbations", markdown(payload))
     return payload

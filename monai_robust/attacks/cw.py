@@ -56,7 +56,11 @@ class CW(Attack):
         confidence: margin ``kappa`` (>= 0) by which the adversarial class must win, in logit units.
         learning_rate: Adam's learning rate in tanh space (> 0).
         abort_early: end a round when the batch's total objective has not improved by 0.01 % over the last
-            ``num_steps // 10`` steps (the authors' early abort).
+            ``num_steps // 10`` steps (the authors' early abort). It also ends the shrinking of the perturbations
+            that are already adversarial: with few steps and one binary-search round (torchattacks' setting:
+            50 steps, ``c = 1``) on 512 PneumoniaMNIST test images the robust accuracy at L2 0.25 / 0.5 was
+            0.672 / 0.398 with it and 0.619 / 0.266 without, for 1.5x the time. Turn it off when reporting
+            accuracy at L2 thresholds with a short budget.
         kwargs: ``lp`` (must be 2), ``targeted``, ``early_stop`` (end the attack as soon as every sample has an
             adversarial within ``eps``; faster for robust accuracy, but the perturbations are then not minimal),
             ``amp``, as in :class:`~monai_robust.attacks.base.Attack`.
