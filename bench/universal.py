@@ -42,6 +42,11 @@ from monai_robust.attacks.universal import SGDUAP, IterativeUAP, evaluate_uap  #
 ROOT = BENCH_DIR.parent
 BOUNDS = (0.0, 1.0)
 STOP = 0.8  # ART's delta = 0.2
+# per inner attack: its name in the tables, ART's attacker_params (from the UAP eps), IterativeUAP's keywords
+INNER = {
+    "fgsm": ("FGSM", lambda eps: {"eps": eps / 10, "norm": 2}, {}),
+    "deepfool": ("DeepFool", lambda eps: {"verbose": False}, {"inner": "deepfool", "inner_steps": 100, "overshoot": 1e-6}),
+}
 
 
 def _art_classifier(net: torch.nn.Module) -> Any:
@@ -58,8 +63,7 @@ def _art_run(net: torch.nn.Module, x: np.ndarray, eps: float, passes: int, targe
     clf = _art_classifier(net)
     random.seed(seed)  # ART shuffles the fitting images with Python's random module
     if target is None:
-        params = {"eps": eps / 10, "norm": 2} if inner == "fgsm" else {"verbose": False}  # DeepFool: ART's defaults
-        attack = UniversalPerturbation(clf, attacker=inner, attacker_params=params,
+        attack = UniversalPerturbation(clf, attacker=inner, attacker_params=INNER[inner][1](eps),
                                        delta=1 - STOP, max_iter=passes, eps=eps, norm=2, batch_size=32, verbose=False)
         attack.generate(x)
     else:
@@ -88,8 +92,8 @@ def run_case(net: torch.nn.Module, fit_x: torch.Tensor, test_x: torch.Tensor, ep
     rate on the fitting images reaches ART's (the time to an equal rate). ``inner`` is ART's and IterativeUAP's
     inner attack: ``"fgsm"`` (L2, step eps / 10) or ``"deepfool"`` (ART's default: 100 iterations, overshoot 1e-6)."""
     timer, results = MinTimer(), {}
-    case = ("non-targeted" if target is None else f"targeted -> {target}") + (", DeepFool inner" if inner == "deepfool" else "")
-    iterative = {"inner": "deepfool", "inner_steps": 100, "overshoot": 1e-6} if inner == "deepfool" else {}
+    inner_name, _, iterative = INNER[inner]
+    case = ("non-targeted" if target is None else f"targeted -> {target}") + ("" if inner == "fgsm" else f", {inner_name} inner")
 
     def ours(cls: type, stop: float) -> torch.Tensor:
         kw = iterative if cls is IterativeUAP else {}
@@ -105,7 +109,7 @@ def run_case(net: torch.nn.Module, fit_x: torch.Tensor, test_x: torch.Tensor, ep
 
     record("ART", lambda: _art_run(net, fit_x.numpy(), eps, passes, target, inner, seed), art_repeats, f">={STOP}")
     art = results["ART"]
-    label = f"IterativeUAP ({'DeepFool' if inner == 'deepfool' else 'FGSM'})"
+    label = f"IterativeUAP ({inner_name})"
     for name, cls in (("SGDUAP", SGDUAP), (label, IterativeUAP)):
         record(name, lambda c=cls: ours(c, STOP), repeats, f">={STOP}")
     stop = max(art["fit_rate"], 1e-6)
@@ -181,14 +185,13 @@ def main(argv: list[str] | None = None) -> dict:
                   "deepfool_passes": args.deepfool_passes,
                   "deepfool_inner": "ART's defaults (100 iterations, overshoot 1e-6, 10 class gradients); ours the same"},
     }
+    cases = [(None, "fgsm", args.passes), (0, "fgsm", args.passes), (1, "fgsm", args.passes)]
+    cases += [(None, "deepfool", args.deepfool_passes)] if args.deepfool_passes > 0 else []
     payload["results"] = [
         row
-        for target in (None, 0, 1)
-        for row in run_case(net, fit_x, test_x, eps, args.passes, args.repeats, args.art_repeats, args.seed, target)
+        for target, inner, passes in cases
+        for row in run_case(net, fit_x, test_x, eps, passes, args.repeats, args.art_repeats, args.seed, target, inner)
     ]
-    if args.deepfool_passes > 0:
-        payload["results"] += run_case(net, fit_x, test_x, eps, args.deepfool_passes, args.repeats, args.art_repeats,
-                                       args.seed, None, inner="deepfool")
     write_json(args.out, payload)
     replace_readme_section(args.readme, "Universal perturbations", markdown(payload))
     return payload
