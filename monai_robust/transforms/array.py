@@ -13,6 +13,7 @@ applied before them can still be inverted (the record stays, saying the image is
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,11 +28,9 @@ from monai.transforms import RandomizableTransform, Transform
 from monai.transforms.inverse import TraceableTransform
 from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type, convert_to_tensor
 
-import math
-
 from monai_robust.attacks.base import Attack, BoundedAttack
-from monai_robust.attacks.threat import _check_bounds
 from monai_robust.attacks.functional import clip_to_bounds
+from monai_robust.attacks.threat import _check_bounds
 
 __all__ = [
     "ADVERSARIAL_META_KEY",
