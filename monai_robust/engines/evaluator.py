@@ -230,6 +230,7 @@ class RobustnessEvaluator(SupervisedEvaluator):
     def _on_started(self, engine: Engine) -> None:
         self._reset_run()
         self.results = {}
+        engine.state.robustness = {}  # never a previous run's numbers for this run's handlers
         if self._ddp_buffers and distributed():
             for buffer in self.network.buffers():  # as DDP's next forward would: BatchNorm statistics of rank 0
                 dist.broadcast(buffer, src=0)
@@ -283,7 +284,6 @@ class RobustnessEvaluator(SupervisedEvaluator):
             x = x.float()
         y = check_labels(batch[1], x.shape[0], self.state.device)
         logits = self._predict(x)
-        check_finite(logits, "logits", "the clean pass")
         if self._first:
             self._first_batch(x, y, logits)
         else:
@@ -320,6 +320,7 @@ class RobustnessEvaluator(SupervisedEvaluator):
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"the network must return logits (N, classes) with N={x.shape[0]}, got {shape}.")
+        check_finite(out, "logits", "the evaluated network")
         return convert_to_tensor(out, track_meta=False).float()
 
     # ------------------------------------------------------------------------------------------ first batch
