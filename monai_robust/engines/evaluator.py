@@ -2,9 +2,11 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 """``RobustnessEvaluator``: one pass over a test set that answers "how robust is my model?".
 
-This module is the engine (plans in, one iteration per batch); :mod:`~monai_robust.engines.plans` holds what is run,
-:mod:`~monai_robust.engines.accumulate` the per-sample stores, :mod:`~monai_robust.engines.results` the results
-schema and :mod:`~monai_robust.engines.probes` the model probes behind the validity checks.
+This module is the engine (plans in, one iteration per batch). Around it: :mod:`~monai_robust.engines.plans` (what is
+run, and the options), :mod:`~monai_robust.engines.inputs` (input checks, UAPs, noise controls),
+:mod:`~monai_robust.engines.recorder` and :mod:`~monai_robust.engines.accumulate` (per-sample MONAI ``Cumulative``
+stores, counts, the merge over ranks), :mod:`~monai_robust.engines.results` (the results schema) and
+:mod:`~monai_robust.engines.probes` (the model probes behind the validity checks).
 """
 
 from __future__ import annotations
