@@ -36,7 +36,8 @@ class PGD(BoundedAttack):
         random_start: start from a uniform random point of the ball (``False`` gives BIM).
         kwargs: ``lp``, ``bounds``, ``loss``, ``targeted``, ``early_stop``, ``amp`` as in
             :class:`~monai_robust.attacks.base.Attack` (mixed precision by default where the hardware has native
-            bf16; the samples not adversarial in fp32 get ``ceil(num_steps / 5)`` more fp32 steps).
+            bf16: the first ``num_steps - ceil(num_steps / 5)`` steps in bf16, the rest in fp32 for the samples
+            not adversarial in fp32 after them).
 
     Raises:
         ValueError: When ``eps < 0``, ``step_size <= 0`` or ``rel_step_size <= 0`` (or both given),
@@ -95,21 +96,28 @@ class PGD(BoundedAttack):
             return self._default_rel_step * eps / self.num_steps
         return self.step_size if self.rel_step_size is None else self.rel_step_size * eps
 
+    @property
+    def refine_steps(self) -> int:
+        """The steps a mixed-precision call runs in fp32, on the samples not adversarial in fp32 after the others:
+        ``ceil(num_steps / 5)``, taken from ``num_steps`` so that the attack keeps its number of steps."""
+        return math.ceil(self.num_steps / 5)
+
     def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
+        mixed = self._precision is not None and self.exact_amp
         return self.iterate(
             images,
             labels,
             eps=eps,
             step_size=self.step_for(eps),
-            num_steps=self.num_steps,
+            num_steps=self.num_steps - (self.refine_steps if mixed else 0),
             random_init=self.random_start,
             num_restarts=self.num_restarts,
         )
 
     def refine(self, x: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
-        """``ceil(num_steps / 5)`` more fp32 steps of the attack's own step size from the mixed-precision result,
-        for the samples not adversarial in fp32 (each leaves as soon as it is)."""
-        return self._ascend_active(x, adv, labels, eps, self.step_for(eps), math.ceil(self.num_steps / 5))
+        """The last :attr:`refine_steps` steps in fp32, from the low-precision iterate, for the samples not
+        adversarial in fp32 (each leaves as soon as it is)."""
+        return self._ascend_active(x, adv, labels, eps, self.step_for(eps), self.refine_steps)
 
 
 class BIM(PGD):
