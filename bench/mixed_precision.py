@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -133,12 +134,14 @@ def run_net(name: str, args: argparse.Namespace) -> list[dict]:
                 if mode == "mixed":
                     report = attack.last_precision
                     refined += report.refined
-                    assert bool((report.success == ~out[-1]).all()), "the fp32 check disagrees with the fp32 forward"
+                    if not bool((report.success == ~out[-1]).all()):
+                        raise RuntimeError(f"{attack_name}: the fp32 check disagrees with the fp32 forward")
             correct[mode] = torch.cat(out)
         n = len(y)
         fp32, mixed = (float(correct[m].float().mean()) for m in ("fp32", "mixed"))
+        eps = f"{attack.eps * 255:g}/255" if attack.lp.value == "inf" else f"{attack.eps:g}"
         row = {
-            "net": name, "attack": attack_name, "n": n, "clean_acc": float(clean.float().mean()),
+            "net": name, "attack": attack_name, "eps": eps, "n": n, "clean_acc": float(clean.float().mean()),
             "robust_acc_fp32": fp32, "robust_acc_mixed": mixed, "diff": mixed - fp32,
             "ci95_fp32": _interval(int(correct["fp32"].sum()), n), "ci95_mixed": _interval(int(correct["mixed"].sum()), n),
             "balanced_fp32": _balanced(correct["fp32"], y), "balanced_mixed": _balanced(correct["mixed"], y),
@@ -152,31 +155,36 @@ def run_net(name: str, args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def markdown(payload: dict) -> str:
-    m, s = payload["machine"], payload["settings"]
+def markdown(payloads: list[dict]) -> str:
+    """The ``## Mixed precision`` section from one or more result payloads (e.g. one per network)."""
+    m, s = payloads[0]["machine"], payloads[0]["settings"]
+    commands = "; ".join(f"`{p['settings']['command'].strip()}`" for p in payloads)
     lines = [
         f"Measured {m['date']} on {m['cpu']} (CPU flags {', '.join(s['cpu_bf16_flags']) or 'none'}; mixed = "
-        f"{s['dtype']} autocast iterations, fp32 check and refinement), torch {m['torch']}, MONAI {m['monai']}. "
-        f"Command: `{s['command']}`. L-inf eps = {s['eps_inf'] * 255:g}/255, L2 eps = {s['eps_l2']:g}, "
-        f"{s['steps']} steps (default step sizes), the first n PneumoniaMNIST test images; the same seeds in both "
-        "precisions; networks trained briefly (SmallCNN 28x28 3 epochs; DenseNet121-2D 64x64, 1 epoch on "
-        f"{s['train_images'] or 'all'} training images). Accuracy only (timings: `## Attacks`). "
-        "*only fp32 / only mixed* = images broken by one precision and not the other; *refined* = samples given "
-        "fp32 steps after the bf16 iterations.",
+        f"{s['dtype']} autocast iterations, fp32 check and refinement), torch {m['torch']}, MONAI {m['monai']}, "
+        f"one thread. Commands: {commands}. Default step sizes (PGD 2.5 eps / steps, BIM 1.25 eps / steps); in "
+        "mixed precision PGD and BIM run their last ceil(steps / 5) steps in fp32 on the samples not yet broken in "
+        "fp32, FGSM redoes the step in fp32 on those samples, APGD adds ceil(steps / 5) fp32 steps of eps / 4 on "
+        "them. The first n PneumoniaMNIST test images, the same seeds in both precisions; networks trained briefly "
+        "from fixed seeds (SmallCNN 28x28: 3 epochs, Adam 1e-3; DenseNet121-2D on the images upsampled to 64x64: "
+        "1 epoch on the first 2560 of a fixed permutation of the training images). Robust accuracy is decided by "
+        "the fp32 model; accuracy only, no timings (`## Attacks`). *only fp32 / only mixed* = images broken by one "
+        "precision and not the other; *refined* = samples given fp32 steps.",
         "",
-        "| net | attack | n | clean acc | robust acc fp32 [95 % CI] | robust acc mixed [95 % CI] | diff | "
+        "| net | attack | eps | n | clean acc | robust acc fp32 [95 % CI] | robust acc mixed [95 % CI] | diff | "
         "balanced fp32 / mixed | only fp32 / only mixed | refined | within ±0.005 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in payload["results"]:
+    for r in (r for p in payloads for r in p["results"]):
         ci_f, ci_m = r["ci95_fp32"], r["ci95_mixed"]
         lines.append(
-            f"| {r['net']} | {r['attack']} | {r['n']} | {r['clean_acc']:.3f} | {r['robust_acc_fp32']:.4f} "
+            f"| {r['net']} | {r['attack']} | {r.get('eps', '?')} | {r['n']} | {r['clean_acc']:.3f} | {r['robust_acc_fp32']:.4f} "
             f"[{ci_f[0]:.3f}, {ci_f[1]:.3f}] | {r['robust_acc_mixed']:.4f} [{ci_m[0]:.3f}, {ci_m[1]:.3f}] | "
             f"{r['diff']:+.4f} | {r['balanced_fp32']:.3f} / {r['balanced_mixed']:.3f} | {r['only_fp32_broke']} / "
             f"{r['only_mixed_broke']} | {r['refined']} | {'yes' if r['within_target'] else 'NO'} |"
         )
-    lines += ["", "Regenerate: `python bench/mixed_precision.py` (`--nets`, `--n`, `--steps`, `--eps-inf`, `--eps-l2`)."]
+    lines += ["", "Regenerate: `python bench/mixed_precision.py` (`--nets`, `--n`, `--steps`, `--eps-inf`, `--eps-l2`; "
+              "`--render a.json b.json` rewrites this section from stored results)."]
     return "\n".join(lines)
 
 
@@ -195,7 +203,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "mixed_precision.json")
     p.add_argument("--readme", type=Path, default=BENCH_DIR / "README.md")
     p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--render", nargs="+", type=Path, help="only rewrite the README section from these results JSONs")
     args = p.parse_args(argv)
+    if args.render:
+        payloads = [json.loads(path.read_text()) for path in args.render]
+        replace_readme_section(args.readme, "Mixed precision", markdown(payloads))
+        return payloads[0]
     torch.set_num_threads(args.threads)
     dtype = low_precision_dtype(True, "cpu")
     settings = {
@@ -210,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_json(args.out, payload)
     payload["settings"]["wall_s"] = time.perf_counter() - start
     write_json(args.out, payload)
-    table = markdown(payload)
+    table = markdown([payload])
     if not args.no_readme:
         replace_readme_section(args.readme, "Mixed precision", table)
     print(table)

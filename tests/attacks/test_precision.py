@@ -8,8 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from monai_robust.attacks import APGD, BIM, CW, FGSM, PGD, SMIA, is_adversarial
-from monai_robust.attacks import precision
+from monai_robust.attacks import APGD, BIM, CW, FGSM, PGD, SMIA, is_adversarial, precision
 from monai_robust.attacks.functional import lp_norm
 
 EPS = {"inf": 0.05, 2: 0.5}
