@@ -149,11 +149,11 @@ class Square(Attack):
         dims, channels = x.ndim - 2, x.shape[1]
         p = square_fraction(iteration, self.num_queries, self.p_init)
         side = max(int(round((p * x[0].numel() / channels) ** (1.0 / dims))), 1)
-        side = min(side, min(x.shape[2:]))
         if self.lp == LpNorm.L2:
-            side = max(side, min(3, min(x.shape[2:])))
-            side -= 1 if side % 2 == 0 and side > 1 else 0  # odd, so the pattern has a centre
-        return side
+            side = max(side, 3)
+            side += 1 if side % 2 == 0 else 0  # odd, so the pattern has a centre (the authors round up)
+        side = min(side, min(x.shape[2:]))
+        return side - (1 if self.lp == LpNorm.L2 and side % 2 == 0 and side > 1 else 0)
 
     def _windows(self, x: torch.Tensor, side: int) -> torch.Tensor:
         """Flat spatial indices ``(N, side^d)`` of one random window per sample."""
