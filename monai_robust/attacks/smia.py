@@ -75,9 +75,27 @@ class SMIA(PGD):
     * ``β = 0`` is exactly :class:`PGD` with the same settings (with ``random_start=False``, the default,
       that is :class:`BIM`); the ``β = 0`` branch skips the smoothed forward pass.
 
-    Where our reading of the paper leaves a choice open (the KL direction, the gradient path through the
-    smoothed branch, smoothing the whole image or only δ), the choices above are ours, stated so that results
-    can be compared. Each step costs one forward and backward pass of a ``2N`` batch (``N`` when ``β = 0``).
+    What the paper fixes, and what we could not check. Only the abstract and the OpenReview page of the paper
+    (https://openreview.net/forum?id=QfTXQiGYudJ) were reachable when this was written, not its full text, so no
+    equation numbers are quoted here as verified. The abstract fixes: an objective made of a *loss deviation*
+    term, which increases the divergence between the prediction on the adversarial example and the ground truth,
+    and a *loss stabilization* term, which keeps the predictions on the example and on its *smoothed* input
+    similar; the authors analyse the objective through the KL divergence, and generate the perturbation
+    iteratively. Unverified here, hence stated as our choices: the form ``deviation - β · stabilization`` with a
+    KL stabilization term in the direction above, the sign-gradient step of BIM/PGD with projection onto the
+    ``eps`` ball, whether the smoothed input is ``G ∗ (x + δ)`` or ``x + G ∗ δ``, whether its prediction is a
+    constant target, and every default (β = 1, σ = 1 px, a 4σ kernel, step ``1.25 eps / num_steps``, 10 steps, no
+    random start). One public third-party implementation (for segmentation) smooths the signed-gradient step
+    rather than the image, uses cross-entropy against the *detached* prediction on that smoothed step as the
+    stabilization term, and steps by ``eps`` per iteration without projection; of our options,
+    ``smoothing="perturbation"`` with ``detach_smoothed=True`` is the closest. Compare SMIA with BIM/PGD at the
+    same ``step_size``, ``num_steps`` and start (``bench/smia.py`` does), not at their differing defaults.
+
+    Cost: each step is one forward and backward pass of a ``2N`` batch (``N`` when ``β = 0``) plus the blur and its
+    backward, about 2x a PGD step. The blur is a product with a banded matrix per spatial axis (see
+    :meth:`smooth`); with MONAI's 1-channel separable convolutions it cost as much as a small 3D network, which
+    made a 3D SMIA step ~2.5-3.3x a PGD step (process CPU time, small 3D CNNs on 4 volumes of 32^3 and 48^3;
+    ~1.95-2.3x after the change; every step does exactly one forward pass of 2N samples, counted with a hook).
 
     Args:
         network: classifier returning logits ``(N, classes)``.
