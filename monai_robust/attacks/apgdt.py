@@ -10,8 +10,9 @@ from typing import Any
 import torch
 
 from monai_robust.attacks.apgd import APGD
-from monai_robust.attacks.base import _check_positive_int, is_adversarial
+from monai_robust.attacks.base import is_adversarial
 from monai_robust.attacks.targets import attack_over_targets
+from monai_robust.attacks.threat import _check_positive_int
 
 __all__ = ["APGDT", "apgdt_loss"]
 
@@ -81,7 +82,8 @@ class APGDT(APGD):
 
     Args:
         network: classifier returning logits ``(N, classes)`` (``classes`` >= 1; multi-label heads are refused).
-        eps: Lp radius in model-input units (or a :class:`~monai_robust.attacks.base.ThreatModel`).
+        eps: default Lp radius in model-input units (or a :class:`~monai_robust.attacks.base.ThreatModel`, or
+            ``None`` to give it at each call).
         num_target_classes: how many of the most likely wrong classes to target (>= 1; at most ``classes - 1`` are
             used).
         num_steps: iterations per run (>= 1); the paper uses 100.
@@ -102,7 +104,7 @@ class APGDT(APGD):
     _repr_keys = APGD._repr_keys + ("num_target_classes",)
 
     def __init__(
-        self, network: torch.nn.Module, eps: Any, *, num_target_classes: int = 9, num_steps: int = 100, **kwargs: Any
+        self, network: torch.nn.Module, eps: Any = None, *, num_target_classes: int = 9, num_steps: int = 100, **kwargs: Any
     ) -> None:
         for key in ("targeted", "loss"):
             if kwargs.get(key):
@@ -110,13 +112,13 @@ class APGDT(APGD):
         super().__init__(network, eps, num_steps=num_steps, **kwargs)
         self.num_target_classes = _check_positive_int("num_target_classes", num_target_classes)
 
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
         with torch.no_grad():
             logits, y = self.class_logits(images, labels)
         success = is_adversarial(logits, y)
 
         def run(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, _: int) -> tuple[torch.Tensor, torch.Tensor]:
-            points, _, ok = self._run(x, torch.stack([y, t], dim=1))  # APGD's per-sample state carries the target
+            points, _, ok = self._apgd(x, torch.stack([y, t], dim=1), eps)  # APGD's per-sample state carries the target
             return points, ok
 
         return attack_over_targets(images, y, logits, success, self.num_target_classes, self.num_restarts, run)

@@ -14,10 +14,11 @@ import torch
 
 from monai_robust.attacks.apgd import APGD
 from monai_robust.attacks.apgdt import APGDT
-from monai_robust.attacks.base import Attack, _check_positive_int, is_adversarial
+from monai_robust.attacks.base import BoundedAttack, is_adversarial
 from monai_robust.attacks.fab import FAB
 from monai_robust.attacks.functional import lp_norm
 from monai_robust.attacks.square import Square
+from monai_robust.attacks.threat import _check_positive_int
 from monai_robust.utils.enums import LpNorm
 
 __all__ = ["STANDARD_ATTACKS", "AutoAttack", "AutoAttackResult"]
@@ -53,7 +54,7 @@ class AutoAttackResult:
         return dict(Counter(self.broken_by))
 
 
-class AutoAttack(Attack):
+class AutoAttack(BoundedAttack):
     r"""AutoAttack, standard version: APGD-CE, APGD-T, FAB-T and Square run in this order, each only on the
     samples that every earlier attack left correctly classified; a sample counts as broken by the first attack
     that misclassifies it within the budget (the per-sample worst case over the ensemble).
@@ -81,7 +82,8 @@ class AutoAttack(Attack):
 
     Args:
         network: classifier returning logits ``(N, classes)``.
-        eps: Lp radius in model-input units (or a :class:`~monai_robust.attacks.base.ThreatModel`).
+        eps: default Lp radius in model-input units (or a :class:`~monai_robust.attacks.base.ThreatModel`, or
+            ``None`` to give it at each call).
         attacks: names from :data:`STANDARD_ATTACKS`, run in the given order (default all four, standard order).
         num_steps: iterations of APGD-CE, APGD-T and FAB-T (>= 1).
         num_queries: Square's queries per sample (>= 1).
@@ -97,6 +99,7 @@ class AutoAttack(Attack):
 
         >>> aa = AutoAttack(net, eps=8 / 255, bounds=(0.0, 1.0)).set_random_state(0)
         >>> adv, result = aa.run(images, labels)  # (N, C, H, W) or (N, C, D, H, W)
+        >>> adv_small, result_small = aa.run(images, labels, eps=2 / 255)
         >>> robust_accuracy = float(result.robust.float().mean())
     """
 
@@ -105,7 +108,7 @@ class AutoAttack(Attack):
     def __init__(
         self,
         network: torch.nn.Module,
-        eps: Any,
+        eps: Any = None,
         *,
         attacks: Sequence[str] = STANDARD_ATTACKS,
         num_steps: int = 100,
@@ -129,30 +132,30 @@ class AutoAttack(Attack):
         self.num_target_classes = _check_positive_int("num_target_classes", num_target_classes)
         common = {"lp": self.lp, "bounds": self.bounds, "amp": self.amp, "early_stop": True}
         targets = {"num_target_classes": self.num_target_classes}
-        build = {
-            "apgd-ce": lambda: APGD(network, self.eps, num_steps=self.num_steps, **common),
-            "apgd-t": lambda: APGDT(network, self.eps, num_steps=self.num_steps, **targets, **common),
-            "fab-t": lambda: FAB(network, self.eps, num_steps=self.num_steps, **targets, **common),
-            "square": lambda: Square(network, self.eps, num_queries=self.num_queries, **common),
+        build = {  # no eps of their own: the ensemble passes the call's budget to each
+            "apgd-ce": lambda: APGD(network, num_steps=self.num_steps, **common),
+            "apgd-t": lambda: APGDT(network, num_steps=self.num_steps, **targets, **common),
+            "fab-t": lambda: FAB(network, num_steps=self.num_steps, **targets, **common),
+            "square": lambda: Square(network, num_queries=self.num_queries, **common),
         }
-        self.attacks: dict[str, Attack] = {name: build[name]() for name in names}
+        self.attacks: dict[str, BoundedAttack] = {name: build[name]() for name in names}
         self.last_result: AutoAttackResult | None = None
 
-    def run(self, images: Any, labels: Any) -> tuple[Any, AutoAttackResult]:
+    def run(self, images: Any, labels: Any, eps: float | None = None) -> tuple[Any, AutoAttackResult]:
         """The adversarial images (as :meth:`__call__` returns them) and what broke each sample.
 
         Args:
             images: ``(N, C, *spatial)`` ndarray, Tensor or MetaTensor inside ``bounds``.
             labels: ``(N,)`` or ``(N, 1)`` class indices (0/1 for a single-logit head).
+            eps: the Lp radius in model-input units; default the constructor's.
 
         Returns:
             ``(adversarial images, AutoAttackResult)``.
         """
-        adv = self(images, labels)
+        adv = self(images, labels, eps)
         return adv, self.last_result
 
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        eps = self.eps
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
         with torch.no_grad():  # class_logits refuses multi-label heads before any attack runs
             robust = ~is_adversarial(*self.class_logits(images, labels))
         broken_by: list[str | None] = [None if r else CLEAN for r in robust.tolist()]
@@ -162,7 +165,7 @@ class AutoAttack(Attack):
             if idx.numel() == 0:
                 break
             attack._generator, attack._checked = self._generator, False  # seeded through this ensemble
-            out = attack.perturb(images[idx], labels[idx])
+            out = attack.perturb(images[idx], labels[idx], eps)
             self._check_budget(name, out, images[idx], eps)
             with torch.no_grad():
                 fooled = is_adversarial(self.logits(out, labels[idx]), labels[idx])

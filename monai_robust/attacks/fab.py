@@ -11,9 +11,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from monai_robust.attacks.base import Attack, _check_positive, _check_positive_int, is_adversarial
+from monai_robust.attacks.base import BoundedAttack, is_adversarial
 from monai_robust.attacks.functional import batch_view, clip_to_bounds, lp_norm
 from monai_robust.attacks.targets import attack_over_targets
+from monai_robust.attacks.threat import _check_positive, _check_positive_int
 from monai_robust.utils.enums import LpNorm
 
 __all__ = ["FAB", "project_hyperplane"]
@@ -132,7 +133,7 @@ def project_hyperplane(
     return project(u, wu, bu) * scale
 
 
-class FAB(Attack):
+class FAB(BoundedAttack):
     r"""FAB-T, the targeted fast adaptive boundary attack used as in AutoAttack: for each of the most likely wrong
     classes, iterate towards the linearised decision boundary with the smallest possible step, biased back to the
     clean image; return an adversarial point within ``eps`` where one was found, else the clean image.
@@ -157,7 +158,8 @@ class FAB(Attack):
 
     Args:
         network: classifier returning logits ``(N, classes)`` (``classes`` >= 1; multi-label heads are refused).
-        eps: Lp radius in model-input units (or a :class:`~monai_robust.attacks.base.ThreatModel`).
+        eps: default Lp radius in model-input units (or a :class:`~monai_robust.attacks.base.ThreatModel`, or
+            ``None`` to give it at each call).
         num_steps: iterations per run (>= 1).
         num_restarts: runs per target (>= 1).
         num_target_classes: how many of the most likely wrong classes to target (>= 1; at most ``classes - 1``).
@@ -180,7 +182,7 @@ class FAB(Attack):
     def __init__(
         self,
         network: torch.nn.Module,
-        eps: Any,
+        eps: Any = None,
         *,
         num_steps: int = 100,
         num_restarts: int = 1,
@@ -207,14 +209,13 @@ class FAB(Attack):
             raise ValueError(f"beta must lie in (0, 1], got beta={beta!r}.")
         self.alpha_max, self.eta, self.beta = float(alpha_max), float(eta), float(beta)
 
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        eps = self.eps
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
         with torch.no_grad():
             logits, y = self.class_logits(images, labels)
         success = is_adversarial(logits, y)
 
         def run(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, restart: int) -> tuple[torch.Tensor, torch.Tensor]:
-            best, norm = self._run(x, y, t, eps, restart > 0)
+            best, norm = self._fab(x, y, t, eps, restart > 0)
             return best, norm <= eps * (1 + 1e-6)
 
         return attack_over_targets(images, y, logits, success, self.num_target_classes, self.num_restarts, run)
@@ -229,7 +230,7 @@ class FAB(Attack):
         t = t / batch_view(lp_norm(t, self.lp).clamp_min(1e-12), t)
         return clip_to_bounds(x0 + 0.5 * eps * t, self.bounds)
 
-    def _run(
+    def _fab(
         self, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, eps: float, random_start: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One run towards targets ``t``: the closest adversarial point found (else ``x0``) and its Lp distance
@@ -239,13 +240,13 @@ class FAB(Attack):
         best, best_norm = x0.clone(), torch.full((n,), math.inf, device=x0.device)
         rows = torch.arange(n, device=x0.device)
         for _ in range(self.num_steps):
-            act = (best_norm > eps).nonzero().flatten() if self.early_stop else rows
+            act = (best_norm > eps).nonzero().flatten() if self._stop else rows
             if act.numel() == 0:
                 break
             xa, x0a = x[act].requires_grad_(True), x0[act]
             logits, _ = self.class_logits(xa, y[act])
             gap = logits.gather(1, t[act, None]).squeeze(1) - logits.gather(1, y[act, None]).squeeze(1)
-            (grad,) = torch.autograd.grad(gap.sum(), xa)
+            grad = self.input_grad(gap, xa)
             with torch.no_grad():
                 xa, m = xa.detach(), act.numel()
                 w = grad.reshape(m, -1)

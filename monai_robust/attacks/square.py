@@ -11,8 +11,9 @@ from typing import Any
 
 import torch
 
-from monai_robust.attacks.base import Attack, _check_positive, _check_positive_int, is_adversarial
+from monai_robust.attacks.base import BoundedAttack, is_adversarial
 from monai_robust.attacks.functional import batch_view, clip_to_bounds, lp_norm, lp_project
+from monai_robust.attacks.threat import _check_positive, _check_positive_int
 from monai_robust.utils.enums import LpNorm
 
 __all__ = ["Square", "square_fraction"]
@@ -57,7 +58,7 @@ def _eta(side: int, dims: int, axis: int, device: torch.device) -> torch.Tensor:
     return out / out.norm()
 
 
-class Square(Attack):
+class Square(BoundedAttack):
     r"""Square attack: score-based black-box random search that changes one random square (2D) or cube (3D)
     window per query and keeps the change when the margin loss decreases; no gradient is used.
 
@@ -81,7 +82,8 @@ class Square(Attack):
 
     Args:
         network: classifier returning logits ``(N, classes)`` (a single logit is read as ``[0, f]``).
-        eps: Lp radius in model-input units (or a :class:`~monai_robust.attacks.base.ThreatModel`).
+        eps: default Lp radius in model-input units (or a :class:`~monai_robust.attacks.base.ThreatModel`, or
+            ``None`` to give it at each call).
         num_queries: forward passes per sample and run (>= 1).
         p_init: initial fraction of the image changed per query, in (0, 1].
         num_restarts: runs (>= 1), each on the samples still robust.
@@ -105,7 +107,7 @@ class Square(Attack):
     def __init__(
         self,
         network: torch.nn.Module,
-        eps: Any,
+        eps: Any = None,
         *,
         num_queries: int = 5000,
         p_init: float = 0.8,
@@ -123,8 +125,7 @@ class Square(Attack):
         self.p_init = float(p_init)
         self.num_restarts = _check_positive_int("num_restarts", num_restarts)
 
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        eps = self.eps
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
         with torch.no_grad():
             logits, y = self.class_logits(images, labels)
             todo = ~is_adversarial(logits, y, self.targeted)
@@ -133,7 +134,7 @@ class Square(Attack):
                 idx = todo.nonzero().flatten()
                 if idx.numel() == 0:
                     break
-                points = self._run(images[idx], y[idx], eps)
+                points = self._search(images[idx], y[idx], eps)
                 ok = is_adversarial(self.class_logits(points, y[idx])[0], y[idx], self.targeted)
                 adv[idx[ok]], todo[idx[ok]] = points[ok], False
         return adv
@@ -185,7 +186,7 @@ class Square(Attack):
         delta = delta / batch_view(lp_norm(delta, self.lp).clamp_min(_TINY), x)
         return clip_to_bounds(x + eps * delta, self.bounds)
 
-    def _run(self, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    def _search(self, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
         """One run of the random search on a batch; returns the best points."""
         best = self._init(x, eps)
         margin = self._margin(best, y)

@@ -107,7 +107,7 @@ def test_checks_every_returned_point(tiny_net, monkeypatch):
     x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.5
     with torch.no_grad():
         y = net(x).argmax(1)
-    monkeypatch.setattr(Square, "perturb", lambda self, images, labels: images + 2 * self.eps)
+    monkeypatch.setattr(Square, "perturb", lambda self, images, labels, eps: images + 2 * eps)
     with pytest.raises(RuntimeError, match="square returned"):
         AutoAttack(net, 1e-4, attacks=("square",), bounds=(0.0, 1.0)).run(x, y)
 
@@ -122,3 +122,18 @@ def test_args():
     with pytest.raises(ValueError, match="multi-label"):
         AutoAttack(net, 0.1, bounds=(0.0, 1.0))(torch.rand(2, 1, 2, 2), torch.ones(2, 3))
     assert AutoAttackResult((None, "clean")).counts() == {None: 1, "clean": 1}
+
+
+def test_eps_at_the_call(tiny_net):
+    """One ensemble without a budget of its own serves every eps of a sweep; each call stays inside its ball."""
+    net = tiny_net(2, 3)
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    attack = AutoAttack(net, lp=2, bounds=(0.0, 1.0), attacks=("apgd-ce", "fab-t"), num_steps=5).set_random_state(0)
+    with pytest.raises(ValueError, match="eps"):
+        attack(x, y)
+    for eps in (0.2, 1.0):
+        adv, result = attack.run(x, y, eps=eps)
+        assert bool((lp_norm(adv - x, 2) <= eps * (1 + 1e-5)).all()) and torch.equal(result.robust, _robust(net, adv, y))
+    assert not bool(result.robust.all())
