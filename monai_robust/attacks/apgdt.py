@@ -70,7 +70,7 @@ class APGDT(APGD):
     misclassified; an untargeted attack (success = the prediction leaves the true class).
 
     Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free
-    attacks", ICML 2020, https://arxiv.org/abs/2003.01690 (Sec. 3.2 and Eq. 7; AutoAttack's standard version uses
+    attacks", ICML 2020, https://arxiv.org/abs/2003.01690 (Eq. 7; AutoAttack's standard version uses
     100 iterations, 9 target classes, 1 restart each).
 
     Targets are ranked by the logits at the clean image (the second-largest logit first); each is tried with

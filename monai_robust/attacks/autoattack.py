@@ -60,7 +60,7 @@ class AutoAttack(BoundedAttack):
     that misclassifies it within the budget (the per-sample worst case over the ensemble).
 
     Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free
-    attacks", ICML 2020, https://arxiv.org/abs/2003.01690 (Sec. 4; the authors' code at
+    attacks", ICML 2020, https://arxiv.org/abs/2003.01690 (the authors' code at
     https://github.com/fra31/auto-attack, ``version='standard'``).
 
     The standard settings: APGD-CE (:class:`~monai_robust.attacks.apgd.APGD`, cross-entropy, ``num_steps``

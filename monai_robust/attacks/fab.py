@@ -100,8 +100,7 @@ def project_hyperplane(
 ) -> torch.Tensor:
     """The smallest Lp step from each point onto its hyperplane ``w·x = b`` that stays inside ``bounds``.
 
-    The box-constrained L-inf and L2 projections of Croce & Hein (FAB, ICML 2020, Sec. 2, "projection on a
-    hyperplane with box constraints"), ported from the authors' code (https://github.com/fra31/auto-attack,
+    The box-constrained L-inf and L2 projections of Croce & Hein (FAB, ICML 2020), ported from the authors' code (https://github.com/fra31/auto-attack,
     ``fab_projections.py``) and written for ``[0, 1]``; another box ``[lo, hi]`` is mapped onto it (``x = lo + s·u``
     scales every coordinate by the same ``s``, so the minimal step maps to the minimal step). Without a box, the
     closed forms ``-(w·x - b) w / ||w||_2^2`` (L2) and ``-(w·x - b) sign(w) / ||w||_1`` (L-inf).
@@ -139,15 +138,15 @@ class FAB(BoundedAttack):
     clean image; return an adversarial point within ``eps`` where one was found, else the clean image.
 
     Croce & Hein, "Minimally distorted adversarial examples with a fast adaptive boundary attack", ICML 2020,
-    https://arxiv.org/abs/1907.02044 (Algorithm 1, Eqs. 5-8), targeted version as in AutoAttack
-    (https://arxiv.org/abs/2003.01690, Sec. 4; standard: 100 iterations, 9 targets, 1 restart).
+    https://arxiv.org/abs/1907.02044 (Algorithm 1), targeted version as in AutoAttack
+    (https://arxiv.org/abs/2003.01690; standard: 100 iterations, 9 targets, 1 restart).
 
     Per sample, with ``x0`` the clean image, ``y`` its class, ``t`` the target and ``g = z_t - z_y``, each
     iteration costs one forward+backward and one forward pass::
 
-        π(p)  = the smallest Lp step from p onto {u : g(x) + ∇g(x)·(u - x) = 0} inside ``bounds``   (Eq. 5)
-        d1, d2 = π(x), π(x0);   α = min(||d1|| / (||d1|| + ||d2||), alpha_max)                    (Eq. 7)
-        x ← clip((1 - α)(x + eta·d1) + α(x0 + eta·d2))                                            (Eq. 8)
+        π(p)  = the smallest Lp step from p onto {u : g(x) + ∇g(x)·(u - x) = 0} inside ``bounds``
+        d1, d2 = π(x), π(x0);   α = min(||d1|| / (||d1|| + ||d2||), alpha_max)
+        x ← clip((1 - α)(x + eta·d1) + α(x0 + eta·d2))
         if x is misclassified: keep it if closer to x0 than the best so far; x ← x0 + beta (x - x0)
 
     The first run of each target starts at ``x0``; restarts start at a random point at Lp distance ``eps / 2``

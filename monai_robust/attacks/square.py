@@ -28,7 +28,7 @@ def square_fraction(iteration: int, num_queries: int, p_init: float) -> float:
     authors' code does (the schedule is written for 10000 queries).
 
     Andriushchenko et al., "Square Attack: a query-efficient black-box adversarial attack via random search",
-    ECCV 2020, https://arxiv.org/abs/1912.00049 (Sec. 3 and Appendix).
+    ECCV 2020, https://arxiv.org/abs/1912.00049 (the schedule of the authors' code, as AutoAttack runs it).
 
     Example::
 
