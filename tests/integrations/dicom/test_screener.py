@@ -27,11 +27,12 @@ from monai_robust.integrations.dicom import (
     SeriesRules,
     find_dicom_files,
     non_image_reason,
+    result_stem,
     write_result,
 )
 from tests.utils import run_bundle
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # highdicom warns about source patient names of one component (e.g. "CQ500-CT-310"): the sources are real files
 pytestmark = pytest.mark.filterwarnings("ignore:.*unlikely to represent the intended person name")
 
@@ -81,7 +82,9 @@ def test_cr_j2k_sr_read_back(screener: DicomScreener, shared_data: Path, tmp_pat
     assert pred["outside_intensity_window"] is True and pred["intensity_range"][1] > 4095
 
     paths = write_result(res, tmp_path)
-    assert paths["sr"].name == f"{res.series_uid}.SR.dcm" and paths["json"].name == f"{res.series_uid}.json"
+    stem = result_stem(source.PatientID, res.study_uid, res.series_uid, screener.predictor.name)
+    assert stem.startswith(res.series_uid + "_")  # a valid UID names the file; a hash of the patient etc. follows
+    assert paths["sr"].name == f"{stem}.SR.dcm" and paths["json"].name == f"{stem}.json"
     sr = pydicom.dcmread(paths["sr"])
     assert sr.SOPClassUID == pydicom.uid.ComprehensiveSRStorage and sr.Modality == "SR"
     assert sr.StudyInstanceUID == source.StudyInstanceUID and sr.PatientID == source.PatientID
@@ -224,9 +227,9 @@ def test_cli_exit_codes(
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([*cmd, "--override", *tiny], capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "corrupt.dcm" in proc.stdout and "1 screened, 0 skipped, 1 failed" in proc.stdout
+    assert "corrupt.dcm" in proc.stdout and "1 screened, 0 skipped, 0 not screened, 1 failed" in proc.stdout
     summary = json.loads((tmp_path / "out" / "screening_summary.json").read_text())
-    assert summary["counts"] == {"screened": 1, "skipped": 0, "failed": 1}
+    assert summary["counts"] == {"screened": 1, "skipped": 0, "not screened": 0, "failed": 1}
     assert len(list((tmp_path / "out").glob("*.SR.dcm"))) == 1
 
     (inputs / "corrupt.dcm").unlink()

@@ -6,7 +6,7 @@ and sends the resulting DICOM Structured Report to a destination AE (C-STORE as 
 to a folder.
 
 How it behaves, as a PACS administrator sees it (every step is logged through :mod:`logging`, logger
-``monai_robust.integrations.dicom_node``):
+``monai_robust.integrations.dicom.node``):
 
 - **Who may connect.** Associations are accepted only from allowed peer addresses (default: loopback) and, when
   ``allowed_ae_titles`` is given, from those calling AE titles, and only when they call this node's AE title. Anything
@@ -34,15 +34,10 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
-import json
 import logging
 import queue
-import signal
 import socket
-import string
-import sys
 import tempfile
 import threading
 import time
@@ -52,132 +47,24 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID
 
-__all__ = ["DeliveryStatus", "DicomNode", "DicomPeer", "NodeRecord", "main_serve", "validate_ae_title"]
+from monai_robust.integrations.dicom.peer import (
+    DeliveryStatus,
+    DicomPeer,
+    send_c_store,
+    sop_name,
+    validate_ae_title,
+    validate_port,
+)
+from monai_robust.integrations.dicom.results import write_result
+
+__all__ = ["LOOPBACK", "DicomNode", "NodeRecord", "host_networks"]
 
 logger = logging.getLogger(__name__)
 
-# DICOM PS3.5 6.2: AE is 1-16 characters of the default character repertoire, no backslash, no control characters;
-# leading and trailing spaces are not significant.
-_AE_CHARS = set(string.ascii_letters + string.digits + string.punctuation + " ") - {"\\"}
-_LOOPBACK = ("127.0.0.1", "::1")
-# success and warning statuses of a C-STORE (PS3.4 B.2.3): the peer kept the object
-_STORE_OK = {0x0000, 0xB000, 0xB006, 0xB007}
+LOOPBACK = ("127.0.0.1", "::1")
 _QUERY_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"  # Study Root Query/Retrieve Information Model - MOVE
-
-
-def validate_ae_title(value: Any, what: str = "AE title") -> str:
-    """Checks a DICOM AE title (1-16 characters of the DICOM default repertoire, no backslash or control characters).
-
-    Args:
-        value: the AE title.
-        what: how to name it in the error message.
-
-    Returns:
-        The AE title without leading/trailing spaces.
-
-    Raises:
-        ValueError: When ``value`` is not a string, is empty or all spaces, is longer than 16 characters, or has a
-            character outside the DICOM AE repertoire (quoted in the message).
-
-    Example::
-
-        >>> validate_ae_title(" ORTHANC ")
-        'ORTHANC'
-    """
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string, got {value!r} ({type(value).__name__}).")
-    stripped = value.strip(" ")
-    if not stripped:
-        raise ValueError(f"{what} must have 1 to 16 characters that are not all spaces, got {value!r}.")
-    if len(stripped) > 16:
-        raise ValueError(f"{what} must have at most 16 characters, got {value!r} ({len(stripped)} characters).")
-    bad = sorted({c for c in stripped if c not in _AE_CHARS})
-    if bad:
-        raise ValueError(
-            f"{what} {value!r} has characters not allowed in a DICOM AE title: {bad!r} "
-            "(allowed: printable ASCII except backslash)."
-        )
-    return stripped
-
-
-def _validate_port(port: Any, what: str, allow_zero: bool = False) -> int:
-    if isinstance(port, bool) or not isinstance(port, int) or not ((0 if allow_zero else 1) <= port <= 65535):
-        low = 0 if allow_zero else 1
-        raise ValueError(f"{what} must be an integer in [{low}, 65535], got {port!r}.")
-    return port
-
-
-@dataclass(frozen=True)
-class DicomPeer:
-    """A remote DICOM application entity: AE title, host and port.
-
-    Args:
-        ae_title: the peer's AE title (checked with :func:`validate_ae_title`).
-        host: host name or IP address.
-        port: TCP port.
-
-    Raises:
-        ValueError: For an invalid AE title, an empty host or a port outside [1, 65535].
-
-    Example::
-
-        >>> DicomPeer.parse("ORTHANC@127.0.0.1:4242")
-        DicomPeer(ae_title='ORTHANC', host='127.0.0.1', port=4242)
-    """
-
-    ae_title: str
-    host: str
-    port: int
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "ae_title", validate_ae_title(self.ae_title, "peer AE title"))
-        if not isinstance(self.host, str) or not self.host.strip():
-            raise ValueError(f"peer host must be a non-empty string, got {self.host!r}.")
-        object.__setattr__(self, "host", self.host.strip())
-        _validate_port(self.port, "peer port")
-
-    @classmethod
-    def parse(cls, spec: str | DicomPeer) -> DicomPeer:
-        """Reads ``"AE@host:port"`` (IPv6 hosts in brackets: ``"AE@[::1]:4242"``).
-
-        Raises:
-            ValueError: When ``spec`` is not of that form (quoted in the message).
-        """
-        if isinstance(spec, DicomPeer):
-            return spec
-        if not isinstance(spec, str) or "@" not in spec or ":" not in spec.rpartition("@")[2]:
-            raise ValueError(f"a DICOM peer must be written 'AE_TITLE@host:port', got {spec!r}.")
-        ae, _, address = spec.rpartition("@")
-        host, _, port = address.rpartition(":")
-        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        try:
-            port_number = int(port)
-        except ValueError:
-            raise ValueError(
-                f"a DICOM peer must be written 'AE_TITLE@host:port', got {spec!r} (port {port!r})."
-            ) from None
-        return cls(ae, host, port_number)
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.ae_title}@{host}:{self.port}"
-
-
-@dataclass
-class DeliveryStatus:
-    """The outcome of sending one object by C-STORE.
-
-    Attributes:
-        ok: whether the destination kept the object (status success or warning).
-        status: the C-STORE status code (``None`` when no association or no answer).
-        message: what happened, for the log.
-    """
-
-    ok: bool
-    status: int | None
-    message: str
 
 
 @dataclass
@@ -227,12 +114,12 @@ def _is_image(ds: Dataset) -> bool:
     )
 
 
-def _sop_name(ds: Dataset) -> str:
-    uid = UID(str(getattr(ds, "SOPClassUID", "")))
-    return uid.name if uid.name != str(uid) else f"unknown SOP class {str(uid)!r}"
+def host_networks(hosts: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The networks of allowed peers: IP addresses, networks (``"10.0.0.0/24"``) or resolvable host names.
 
-
-def _host_matcher(hosts: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    Raises:
+        ValueError: For an empty entry or a name that does not resolve (quoted).
+    """
     nets = []
     for h in hosts:
         if not isinstance(h, str) or not h.strip():
@@ -296,7 +183,7 @@ class DicomNode:
         output_dir: str | Path | None = None,
         undelivered_dir: str | Path | None = None,
         allowed_ae_titles: Sequence[str] | None = None,
-        allowed_hosts: Sequence[str] = _LOOPBACK,
+        allowed_hosts: Sequence[str] = LOOPBACK,
         complete_on_release: bool = True,
         series_timeout: float | None = 30.0,
         network_timeout: float = 30.0,
@@ -309,7 +196,7 @@ class DicomNode:
         if not isinstance(host, str) or not host:
             raise ValueError(f"host must be an address to listen on, got {host!r}.")
         self.host = host
-        self._requested_port = _validate_port(port, "port", allow_zero=True)
+        self._requested_port = validate_port(port, "port", allow_zero=True)
         self.destination = None if destination is None else DicomPeer.parse(destination)
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.undelivered_dir = (
@@ -327,7 +214,7 @@ class DicomNode:
         if isinstance(allowed_hosts, str):
             allowed_hosts = [allowed_hosts]
         self.allowed_hosts = tuple(allowed_hosts)
-        self._allowed_nets = _host_matcher(self.allowed_hosts)
+        self._allowed_nets = host_networks(self.allowed_hosts)
         if not self._allowed_nets:
             raise ValueError("allowed_hosts is empty: no peer could connect.")
         if series_timeout is not None and (
@@ -556,7 +443,7 @@ class DicomNode:
                 "C-STORE from %s: instance %s (%s) has no StudyInstanceUID/SeriesInstanceUID; answered 0xA900",
                 caller,
                 sop_uid,
-                _sop_name(ds),
+                sop_name(ds),
             )
             return 0xA900
         key = (study_uid, series_uid)
@@ -567,14 +454,14 @@ class DicomNode:
             if _is_image(ds):
                 series.images.append(ds)
             else:
-                series.skipped.append(_sop_name(ds))
+                series.skipped.append(sop_name(ds))
             series.callers.add(event.assoc.requestor.ae_title)
             series.open_assocs.add(id(event.assoc))
             series.last_seen = time.monotonic()
             self._assoc_series.setdefault(id(event.assoc), set()).add(key)
             self._assoc_count[id(event.assoc)] = self._assoc_count.get(id(event.assoc), 0) + 1
             n = len(series.images) + len(series.skipped)
-        logger.debug("C-STORE from %s: %s %s, series %s (%d so far)", caller, _sop_name(ds), sop_uid, series_uid, n)
+        logger.debug("C-STORE from %s: %s %s, series %s (%d so far)", caller, sop_name(ds), sop_uid, series_uid, n)
         return 0x0000
 
     def _on_conn_close(self, event: Any) -> None:
@@ -756,7 +643,7 @@ class DicomNode:
     def _write(self, result: Any, folder: Path) -> dict[str, Path]:
         writer = self._writer
         if writer is None:
-            from monai_robust.integrations.dicom import write_result as writer
+            writer = write_result
         try:
             folder.mkdir(parents=True, exist_ok=True)
             return {k: Path(v) for k, v in writer(result, folder).items()}
@@ -776,70 +663,22 @@ class DicomNode:
                 )
 
     def send(self, dataset: Dataset, destination: str | DicomPeer | None = None) -> DeliveryStatus:
-        """Sends one object (an SR) by C-STORE; never raises for network trouble.
+        """Sends one object (an SR) by C-STORE with this node's AE title; never raises for network trouble.
 
         Args:
-            dataset: the object; its ``file_meta.TransferSyntaxUID`` (default explicit VR little endian) is proposed.
+            dataset: the object.
             destination: the peer (default: :attr:`destination`).
 
         Returns:
-            A :class:`DeliveryStatus` (``ok`` for success or warning statuses).
+            A :class:`~monai_robust.integrations.dicom.peer.DeliveryStatus`.
 
         Raises:
             ValueError: When there is no destination at all.
         """
-        from pynetdicom import AE
-
         peer = self.destination if destination is None else DicomPeer.parse(destination)
         if peer is None:
             raise ValueError(f"DICOM node {self.ae_title}: no destination configured to send to.")
-        file_meta = getattr(dataset, "file_meta", None)
-        if file_meta is None:
-            file_meta = dataset.file_meta = Dataset()
-        if "TransferSyntaxUID" not in file_meta:
-            file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        syntaxes = list(
-            dict.fromkeys([str(file_meta.TransferSyntaxUID), ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        )
-        ae = AE(ae_title=self.ae_title)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.network_timeout
-        ae.add_requested_context(str(dataset.SOPClassUID), syntaxes)
-        try:
-            assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
-        except Exception as e:  # e.g. a host name that does not resolve
-            return DeliveryStatus(False, None, f"could not connect ({type(e).__name__}: {e})")
-        if not assoc.is_established:
-            if assoc.is_rejected and assoc.acceptor.primitive is not None:
-                p = assoc.acceptor.primitive
-                msg = f"association rejected ({p.result_str}, {p.source_str}: {p.reason_str})"
-            elif assoc.acceptor.primitive is None:  # no A-ASSOCIATE answer at all
-                msg = "no association: peer unreachable, connection refused or timed out"
-            else:
-                msg = "association aborted by the peer"
-            return DeliveryStatus(False, None, msg)
-        try:
-            if not assoc.accepted_contexts:
-                return DeliveryStatus(
-                    False, None, f"the peer accepted no presentation context for {_sop_name(dataset)}"
-                )
-            status = assoc.send_c_store(dataset)
-        except Exception as e:
-            return DeliveryStatus(False, None, f"C-STORE failed ({type(e).__name__}: {e})")
-        finally:
-            if assoc.is_established:
-                assoc.release()
-        if not status or "Status" not in status:
-            if assoc.is_aborted:
-                return DeliveryStatus(
-                    False,
-                    None,
-                    f"the peer aborted the association during the C-STORE (it may not "
-                    f"accept objects from AE title {self.ae_title!r})",
-                )
-            return DeliveryStatus(False, None, "no C-STORE response (timeout or connection lost)")
-        code = int(status.Status)
-        comment = f" ({status.ErrorComment})" if "ErrorComment" in status else ""
-        return DeliveryStatus(code in _STORE_OK, code, f"C-STORE status 0x{code:04X}{comment}")
+        return send_c_store(dataset, peer, self.ae_title, self.network_timeout)
 
     def request_move(self, source: str | DicomPeer, study_uid: str) -> DeliveryStatus:
         """Pulls a study: asks ``source`` (a PACS that knows this node as a modality) to C-MOVE it to this node.
@@ -912,149 +751,3 @@ def _verdicts(result: Any) -> str:
         where = p.get("sop_instance_uid", "?") + (f" frame {p['frame']}" if p.get("frame") else "")
         parts.append(f"{where}: {cls}" + (f" p={prob:.3f}" if isinstance(prob, (int, float)) else "") + f", {g}")
     return "; ".join(parts) if parts else "no per-image predictions"
-
-
-def _rule(values: Sequence[str] | None) -> tuple[str, ...] | None:
-    return None if values is None or any(v.upper() in ("*", "ANY") for v in values) else tuple(values)
-
-
-def _serve_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m monai_robust.dicom serve",
-        description="A DICOM storage SCP that screens each received series with a trained bundle and its guard, "
-        "and sends a DICOM SR to a destination AE. Runs until Ctrl-C or SIGTERM.",
-    )
-    add = parser.add_argument
-    add("--bundle", required=True, help="bundle folder (configs/ read from here)")
-    add("--bundle-root", default=None, help="folder holding models/ and data/ (default: the bundle folder)")
-    add("--ckpt-file", default=None, help="weights to load (default: the bundle's, hardened when present)")
-    add("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: the bundle's)")
-    add("--override", nargs="+", default=[], metavar="ID=VALUE", help="bundle config overrides (VALUE parsed as JSON)")
-    add("--ae-title", default="MONAI_ROBUST", help="this node's AE title (default: MONAI_ROBUST)")
-    add("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    add("--port", type=int, default=11112, help="TCP port (default: 11112; 0 = any free port, logged)")
-    add("--destination", default=None, metavar="AE@HOST:PORT", help="where SRs are sent by C-STORE")
-    add("--output", default=None, help="folder for every SR + JSON sidecar")
-    add("--undelivered", default=None, help="folder for SRs the destination did not accept (when no --output)")
-    add("--allow-ae", nargs="+", default=None, metavar="AE", help="calling AE titles accepted (default: any)")
-    add(
-        "--allow-host",
-        nargs="+",
-        default=None,
-        metavar="HOST",
-        help="peer addresses, networks or host names accepted (default: 127.0.0.1 ::1)",
-    )
-    add(
-        "--series-timeout",
-        type=float,
-        default=30.0,
-        help="seconds without a new instance before a series is complete (default: 30; 0 = only on association end)",
-    )
-    add("--no-complete-on-release", action="store_true", help="do not complete series when their association ends")
-    add("--modality", nargs="+", default=["CR", "DX"], help="Modality values to screen (default: CR DX; '*' = any)")
-    add("--image-type", nargs="+", default=None, help="values that must all appear in ImageType (default: any)")
-    add("--body-part", nargs="+", default=None, help="BodyPartExamined values to screen (default: any)")
-    add("--batch-size", type=int, default=16, help="images per forward pass (default: 16)")
-    add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    return parser
-
-
-def main_serve(argv: Sequence[str] | None = None, stop_event: threading.Event | None = None) -> int:
-    """``python -m monai_robust.dicom serve``: runs a :class:`DicomNode` until Ctrl-C or SIGTERM.
-
-    Args:
-        argv: the arguments after ``serve`` (default ``sys.argv[1:]``).
-        stop_event: for embedding (e.g. in a thread, where no signal handler can be installed): the node stops when
-            it is set.
-
-    Returns:
-        The exit code: 0 after a clean stop (or ``--help``), 2 on usage errors (bad arguments, AE titles, a bundle
-        that cannot be loaded), 1 when the node cannot listen.
-
-    Example::
-
-        $ python -m monai_robust.dicom serve --bundle bundles/robust_xray_classification --ae-title MONAI_SCREEN \\
-              --port 11112 --destination ORTHANC@127.0.0.1:4242 --allow-ae ORTHANC --output results/
-    """
-    parser = _serve_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as e:  # argparse exits 2 on errors, 0 for --help
-        return int(e.code or 0)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("highdicom").setLevel(logging.WARNING)  # it logs each copied DICOM module at INFO
-
-    def usage(msg: str) -> int:
-        print(f"{parser.prog}: error: {msg}", file=sys.stderr)
-        return 2
-
-    overrides: dict[str, Any] = {}
-    for item in args.override:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            return usage(f"--override expects ID=VALUE, got {item!r}.")
-        try:
-            overrides[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key.strip()] = value
-    if args.bundle_root is not None:
-        overrides["bundle_root"] = str(args.bundle_root)
-    if args.series_timeout < 0 or (args.series_timeout == 0 and args.no_complete_on_release):
-        return usage(f"--series-timeout must be > 0 (or 0 with association-end completion), got {args.series_timeout}.")
-    try:  # the cheap checks first, so a typo is reported before the bundle is loaded
-        node_kwargs = dict(
-            ae_title=validate_ae_title(args.ae_title, "--ae-title"),
-            host=args.host,
-            port=_validate_port(args.port, "--port", allow_zero=True),
-            destination=None if args.destination is None else DicomPeer.parse(args.destination),
-            output_dir=args.output,
-            undelivered_dir=args.undelivered,
-            allowed_ae_titles=None
-            if args.allow_ae is None
-            else [validate_ae_title(a, "--allow-ae") for a in args.allow_ae],
-            allowed_hosts=args.allow_host or _LOOPBACK,
-            complete_on_release=not args.no_complete_on_release,
-            series_timeout=args.series_timeout if args.series_timeout > 0 else None,
-        )
-        _host_matcher(node_kwargs["allowed_hosts"])
-        if not (Path(args.bundle) / "configs").is_dir():
-            return usage(f"--bundle {args.bundle!r} is not a bundle folder (no configs/ in it).")
-        from monai_robust.integrations.dicom import DicomScreener, SeriesRules
-
-        rules = SeriesRules(
-            modalities=_rule(args.modality), image_types=_rule(args.image_type), body_parts=_rule(args.body_part)
-        )
-        screener = DicomScreener(
-            args.bundle,
-            rules,
-            batch_size=args.batch_size,
-            device=args.device,
-            ckpt_file=args.ckpt_file,
-            overrides=overrides,
-        )
-        node = DicomNode(screener, **node_kwargs)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        return usage(str(e))
-    try:
-        node.start()
-    except RuntimeError as e:
-        logger.error("%s", e)
-        return 1
-
-    stop = stop_event if stop_event is not None else threading.Event()
-
-    def _stop(signum: int, _frame: Any) -> None:
-        logger.info("signal %s received: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-    try:
-        while not stop.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.stop()
-    return 0

@@ -19,10 +19,11 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
-from monai_robust.integrations.dicom_node import DicomNode, DicomPeer, main_serve, validate_ae_title
+from monai_robust.integrations.dicom import DicomNode, DicomPeer, validate_ae_title
+from monai_robust.integrations.dicom.cli import main as cli_main
 from tests.integrations.orthanc import OrthancServer, free_port, require_orthanc
 
-LOGGER = "monai_robust.integrations.dicom_node"
+LOGGER = "monai_robust.integrations.dicom.node"
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 
 
@@ -339,7 +340,7 @@ def test_stop_screens_series_of_open_associations(shared_data, caplog):
 
 
 def test_serve_cli_bad_arguments(capsys):
-    assert main_serve(["--ae-title", "X"]) == 2  # --bundle missing
+    assert cli_main(["serve", "--ae-title", "X"]) == 2  # --bundle missing
     assert "--bundle" in capsys.readouterr().err
     for args, expect in (
         (["--ae-title", "BAD\\AE"], "--ae-title 'BAD\\\\AE' has characters not allowed"),
@@ -348,7 +349,7 @@ def test_serve_cli_bad_arguments(capsys):
         (["--override", "image_size"], "--override expects ID=VALUE"),
         ([], "'does/not/exist' is not a bundle folder"),
     ):
-        assert main_serve(["--bundle", "does/not/exist", "--port", "0", *args]) == 2
+        assert cli_main(["serve", "--bundle", "does/not/exist", "--port", "0", *args]) == 2
         assert expect in capsys.readouterr().err
 
 
@@ -539,7 +540,7 @@ def test_serve_cli_receives_from_orthanc(pacs, trained_xray_bundle, shared_data,
         *(f"{k}={v}" for k, v in overrides.items() if k != "bundle_root"),
     ]
     stop, codes = threading.Event(), []
-    thread = threading.Thread(target=lambda: codes.append(main_serve(args, stop_event=stop)), daemon=True)
+    thread = threading.Thread(target=lambda: codes.append(cli_main(["serve", *args], stop_event=stop)), daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + 60
