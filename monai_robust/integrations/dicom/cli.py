@@ -90,7 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--destination", default=None, metavar="AE@HOST:PORT", help="where SRs are sent by C-STORE")
     add("--output", default=None, help="folder for every SR + JSON sidecar")
     add("--undelivered", default=None, help="folder for SRs the destination did not accept (when no --output)")
-    add("--spool", default=None, help="folder where received instances wait until screened (default: <output>/.spool)")
+    add(
+        "--spool",
+        default=None,
+        help="folder where received instances wait until screened; reuse it after a restart to resume "
+        "(default: <output>/.spool, else <undelivered>/.spool, else a new temporary folder)",
+    )
     add("--allow-ae", nargs="+", default=None, metavar="AE", help="calling AE titles accepted (default: any)")
     add(
         "--allow-host",
@@ -151,6 +156,8 @@ def _serve(args: argparse.Namespace, stop_event: threading.Event | None) -> int:
             allowed_hosts=args.allow_host or LOOPBACK,
             complete_on_release=not args.no_complete_on_release,
             series_timeout=args.series_timeout if args.series_timeout > 0 else None,
+            spool_dir=args.spool,
+            max_associations=args.max_associations,
         )
     except ValueError as e:
         raise DicomUsageError(str(e)) from e

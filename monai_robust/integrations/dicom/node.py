@@ -12,12 +12,23 @@ How it behaves, as a PACS administrator sees it (every step is logged through :m
   ``allowed_ae_titles`` is given, from those calling AE titles, and only when they call this node's AE title. Anything
   else is rejected with an A-ASSOCIATE-RJ (permanent; "calling AE title not recognised", "called AE title not
   recognised" or "no reason given" for an address) and logged as a warning; the node keeps serving.
-- **What it stores.** Every storage SOP class, in any transfer syntax. Instances are grouped by
-  ``(StudyInstanceUID, SeriesInstanceUID)`` in memory. Objects that are not images (SEG, SR, PDF, presentation
-  states, ...) are acknowledged, then logged as skipped; they are not screened.
+- **What it stores, and when it says Success.** Every storage SOP class, in any transfer syntax. Each instance is
+  written to the spool (:class:`~monai_robust.integrations.dicom.spool.Spool`: the bytes as received, ``fsync`` of
+  the file and its folder) *before* the C-STORE is answered with Success; a disk that refuses gets 0xA700 (out of
+  resources), a dataset that cannot be decoded 0xC210, one without Study/Series Instance UID 0xA900. Instances are
+  grouped by ``(StudyInstanceUID, SeriesInstanceUID)``. Objects that are not images (SEG, SR, PDF, presentation
+  states, ...) are logged as skipped; they are not screened. At most ``max_associations`` associations are served
+  at once; more are rejected ("local limit exceeded").
+- **After a crash or a kill.** On :meth:`DicomNode.start`, every batch still in the spool is screened first: a
+  series whose completion was recorded as complete, any other as *partial* (status and SR CompletionFlag
+  ``PARTIAL``). A batch leaves the spool only after its result was written or sent, so an acknowledged instance is
+  screened at least once (twice when the node dies between writing a result and clearing the spool: the second
+  result is a new version, nothing is overwritten).
 - **When a series is complete.** When the association that delivered it ends (released or aborted), when
   ``complete_on_release`` is set, and/or when no instance of it arrived for ``series_timeout`` seconds (for peers
-  that keep associations open). A series that keeps arriving later is screened again as a new batch.
+  that keep associations open). A series whose association was aborted, or still open when the node stops, is
+  screened as *partial*. A series that keeps arriving later is screened again as a new batch, and its result is
+  written as a new version next to the first.
 - **Screening and results.** Completed series are screened on a worker thread, one batch per association (so a
   study is screened together and "no series of this study matched the rules" can be reported). Each verdict is
   logged. SRs go to ``destination`` by C-STORE; a refusal, an unreachable peer or a failure status is logged as an
@@ -34,109 +45,36 @@ Example::
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import queue
-import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 
+from monai_robust.integrations.dicom.dispatch import NodeRecord, ReceivedSeries, SeriesHandler
 from monai_robust.integrations.dicom.peer import (
     DeliveryStatus,
     DicomPeer,
+    host_allowed,
+    host_networks,
+    request_c_move,
     send_c_store,
     sop_name,
     validate_ae_title,
     validate_port,
 )
-from monai_robust.integrations.dicom.results import write_result
+from monai_robust.integrations.dicom.spool import Spool
 
-__all__ = ["LOOPBACK", "DicomNode", "NodeRecord", "host_networks"]
+__all__ = ["LOOPBACK", "DicomNode", "NodeRecord"]
 
 logger = logging.getLogger(__name__)
 
 LOOPBACK = ("127.0.0.1", "::1")
-_QUERY_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"  # Study Root Query/Retrieve Information Model - MOVE
-
-
-@dataclass
-class NodeRecord:
-    """What the node did with one received series.
-
-    Attributes:
-        study_uid, series_uid: the series.
-        calling_ae: AE title of the peer that sent it (``"a@b"`` joined when several did).
-        n_instances: image instances received; ``n_skipped``: non-image instances (not screened).
-        status: ``"screened"``, ``"skipped"`` or ``"failed"`` (as the screener's ``SeriesResult.status``).
-        reason: why (from the screener, or the node's own reason: non-image SOP class, screening error).
-        sr_uid: the SR's SOPInstanceUID, when one was made.
-        delivery: the C-STORE outcome at the destination (``None`` when there is no destination or no SR).
-        files: files written (``{"sr": path, "json": path}``), empty when none.
-        result: the screener's ``SeriesResult`` (``None`` for series the node skipped itself).
-    """
-
-    study_uid: str
-    series_uid: str
-    calling_ae: str
-    n_instances: int
-    n_skipped: int
-    status: str
-    reason: str
-    sr_uid: str | None = None
-    delivery: DeliveryStatus | None = None
-    files: dict[str, Path] = field(default_factory=dict)
-    result: Any = None
-
-
-@dataclass
-class _Series:
-    study_uid: str
-    series_uid: str
-    images: list[Dataset] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # "SOP class name (uid)" of non-image instances
-    callers: set[str] = field(default_factory=set)
-    open_assocs: set[int] = field(default_factory=set)
-    last_seen: float = field(default_factory=time.monotonic)
-
-
-def _is_image(ds: Dataset) -> bool:
-    sop_class = UID(str(getattr(ds, "SOPClassUID", "")))
-    return "Image Storage" in sop_class.name and (
-        "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
-    )
-
-
-def host_networks(hosts: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """The networks of allowed peers: IP addresses, networks (``"10.0.0.0/24"``) or resolvable host names.
-
-    Raises:
-        ValueError: For an empty entry or a name that does not resolve (quoted).
-    """
-    nets = []
-    for h in hosts:
-        if not isinstance(h, str) or not h.strip():
-            raise ValueError(f"allowed_hosts entries must be host names, IP addresses or networks, got {h!r}.")
-        try:
-            nets.append(ipaddress.ip_network(h.strip(), strict=False))
-            continue
-        except ValueError:
-            pass
-        try:
-            infos = socket.getaddrinfo(h.strip(), None)
-        except OSError as e:
-            raise ValueError(
-                f"allowed host {h!r} is neither an IP address/network nor a resolvable name ({e})."
-            ) from None
-        nets.extend(ipaddress.ip_network(info[4][0].split("%")[0]) for info in infos)
-    return nets
 
 
 class DicomNode:
@@ -158,6 +96,11 @@ class DicomNode:
         complete_on_release: a series is complete when the association(s) that delivered it end.
         series_timeout: seconds without a new instance after which a series is complete; ``None`` to disable.
         network_timeout: seconds for ACSE/DIMSE/network timeouts of both the server and the SR sender.
+        spool_dir: folder where received instances wait until screened (default: ``<output_dir>/.spool``, else
+            ``<undelivered_dir>/.spool`` when given, else a new temporary folder, logged); use the same folder after
+            a restart to resume.
+        max_associations: associations served at once (pynetdicom's ``maximum_associations``); more are rejected
+            with "local limit exceeded".
         writer: ``writer(result, folder) -> {"sr": Path, "json": Path}``; default
             :func:`monai_robust.integrations.dicom.write_result`.
 
@@ -188,6 +131,8 @@ class DicomNode:
         series_timeout: float | None = 30.0,
         network_timeout: float = 30.0,
         writer: Callable[[Any, Path], dict[str, Path]] | None = None,
+        spool_dir: str | Path | None = None,
+        max_associations: int = 10,
     ) -> None:
         if not callable(getattr(screener, "screen_datasets", None)):
             raise ValueError(f"screener must have a screen_datasets(datasets) method, got {type(screener).__name__}.")
@@ -228,15 +173,30 @@ class DicomNode:
         self.complete_on_release = bool(complete_on_release)
         self.series_timeout = None if series_timeout is None else float(series_timeout)
         self.network_timeout = float(network_timeout)
-        self._writer = writer
+        self._handler = SeriesHandler(
+            screener, self.output_dir, self.undelivered_dir, self.destination, self.send, writer=writer
+        )
+        if isinstance(max_associations, bool) or not isinstance(max_associations, int) or max_associations < 1:
+            raise ValueError(f"max_associations must be a positive integer, got {max_associations!r}.")
+        self.max_associations = max_associations
+        if spool_dir is None and (output_dir is not None or undelivered_dir is not None):
+            spool_dir = Path(output_dir if output_dir is not None else undelivered_dir) / ".spool"
+        elif spool_dir is None:
+            spool_dir = tempfile.mkdtemp(prefix=f"monai_robust_spool_{self.ae_title}_")
+            logger.warning(
+                "DICOM node %s: spool in the new folder %s; pass spool_dir to resume after a restart",
+                self.ae_title,
+                spool_dir,
+            )
+        self.spool = Spool(spool_dir)
 
         self._lock = threading.RLock()
-        self._pending: dict[tuple[str, str], _Series] = {}
+        self._pending: dict[tuple[str, str], ReceivedSeries] = {}
         self._assoc_series: dict[int, set[tuple[str, str]]] = {}
         self._assoc_count: dict[int, int] = {}
         self._records: list[NodeRecord] = []
         self._busy = 0  # batches queued or being screened
-        self._queue: queue.Queue[list[_Series] | None] = queue.Queue()
+        self._queue: queue.Queue[list[ReceivedSeries] | None] = queue.Queue()
         self._stop_event = threading.Event()
         self._server: Any = None
         self._threads: list[threading.Thread] = []
@@ -249,7 +209,7 @@ class DicomNode:
 
         ae = AE(ae_title=self.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.network_timeout
-        ae.maximum_associations = 10
+        ae.maximum_associations = self.max_associations
         for cx in AllStoragePresentationContexts:
             ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
@@ -273,6 +233,7 @@ class DicomNode:
             (evt.EVT_CONN_CLOSE, self._on_conn_close),
         ]
         self._stop_event.clear()
+        self._resume()
         try:
             self._server = self._make_ae().start_server(
                 (self.host, self._requested_port), block=False, evt_handlers=handlers
@@ -291,7 +252,7 @@ class DicomNode:
             t.start()
         logger.info(
             "DICOM node %s listening on %s:%d; allowed peers: AE titles %s, hosts %s; series complete on %s; "
-            "SR destination %s; results folder %s",
+            "SR destination %s; results folder %s; spool %s; at most %d associations",
             self.ae_title,
             self.host,
             self.port,
@@ -303,8 +264,31 @@ class DicomNode:
             ),
             self.destination or "none",
             self.output_dir or "none",
+            self.spool.folder,
+            self.max_associations,
         )
         return self
+
+    def _resume(self) -> None:
+        """Queues what a previous run received but did not finish screening (see the module docstring)."""
+        batch = []
+        for spooled in self.spool.pending():
+            s = ReceivedSeries(spooled.study_uid, spooled.series_uid, spooled.folder, list(spooled.files))
+            s.callers.update(spooled.callers)
+            s.partial = not spooled.complete
+            batch.append(s)
+        if batch:
+            n = sum(len(s.files) for s in batch)
+            logger.warning(
+                "DICOM node %s: resuming %d series (%d instance(s)) received before a stop or crash; %d partial",
+                self.ae_title,
+                len(batch),
+                n,
+                sum(s.partial for s in batch),
+            )
+            with self._lock:
+                self._busy += 1
+            self._enqueue(batch, "resumed from the spool")
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stops listening, screens the series still pending, and waits for the worker (at most ``timeout`` s)."""
@@ -317,7 +301,7 @@ class DicomNode:
             for assoc in open_assocs:
                 assoc.abort()
         server.shutdown()
-        self.flush(reason="node stopping")
+        self.flush(reason="node stopping", open_as_partial=True)
         self._stop_event.set()
         self._queue.put(None)
         for t in self._threads:
@@ -373,10 +357,15 @@ class DicomNode:
             time.sleep(poll)
         return self.records
 
-    def flush(self, reason: str = "flushed") -> int:
-        """Marks every pending series complete now; returns how many were queued for screening."""
+    def flush(self, reason: str = "flushed", open_as_partial: bool = False) -> int:
+        """Marks every pending series complete now (or, with ``open_as_partial``, those still receiving as
+        partial); returns how many were queued for screening."""
         with self._lock:
             batch = list(self._pending.values())
+            for s in batch:
+                s.partial = s.partial or (open_as_partial and bool(s.open_assocs))
+                if not s.partial:
+                    self.spool.mark_complete(s.folder)
             self._pending.clear()
             self._assoc_series.clear()
             self._assoc_count.clear()
@@ -384,15 +373,6 @@ class DicomNode:
         return self._enqueue(batch, reason)
 
     # --- association handling (pynetdicom threads) -----------------------------------------------------------------
-    def _host_allowed(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%")[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip.version == net.version and ip in net for net in self._allowed_nets)
-
     def _on_requested(self, event: Any) -> None:
         assoc = event.assoc
         primitive = assoc.requestor.primitive
@@ -404,7 +384,7 @@ class DicomNode:
             address, port = "?", 0
         peer = f"{calling or '?'}@{address}:{port}"
         reason = None
-        if not self._host_allowed(address):
+        if not host_allowed(address, self._allowed_nets):
             reason, diagnostic = f"address {address} is not in the allowed hosts {list(self.allowed_hosts)}", 0x01
         elif self.allowed_ae_titles is not None and calling not in self.allowed_ae_titles:
             reason, diagnostic = f"calling AE title {calling!r} is not in {sorted(self.allowed_ae_titles)}", 0x03
@@ -447,20 +427,22 @@ class DicomNode:
             )
             return 0xA900
         key = (study_uid, series_uid)
-        with self._lock:
+        with self._lock:  # the spool write is inside the lock: a series is never completed under a pending write
             series = self._pending.get(key)
-            if series is None:
-                series = self._pending[key] = _Series(study_uid, series_uid)
-            if _is_image(ds):
-                series.images.append(ds)
-            else:
-                series.skipped.append(sop_name(ds))
+            try:
+                if series is None:
+                    folder = self.spool.open_series(study_uid, series_uid, str(event.assoc.requestor.ae_title))
+                    series = self._pending[key] = ReceivedSeries(study_uid, series_uid, folder)
+                series.files.append(self.spool.put(series.folder, event.encoded_dataset(), sop_uid))
+            except OSError as e:
+                logger.error("C-STORE from %s: instance %s cannot be spooled (%s); answered 0xA700", caller, sop_uid, e)
+                return 0xA700
             series.callers.add(event.assoc.requestor.ae_title)
             series.open_assocs.add(id(event.assoc))
             series.last_seen = time.monotonic()
             self._assoc_series.setdefault(id(event.assoc), set()).add(key)
             self._assoc_count[id(event.assoc)] = self._assoc_count.get(id(event.assoc), 0) + 1
-            n = len(series.images) + len(series.skipped)
+            n = len(series.files)
         logger.debug("C-STORE from %s: %s %s, series %s (%d so far)", caller, sop_name(ds), sop_uid, series_uid, n)
         return 0x0000
 
@@ -475,8 +457,11 @@ class DicomNode:
                 if series is None:
                     continue
                 series.open_assocs.discard(id(assoc))
+                series.partial = series.partial or not assoc.is_released
                 if self.complete_on_release and not series.open_assocs:
                     done.append(self._pending.pop(key))
+                    if not series.partial:
+                        self.spool.mark_complete(series.folder)
             self._busy += bool(done)
         if assoc.is_rejected or not (assoc.is_released or assoc.is_aborted or received):
             return  # a rejected association (already logged) or a bare connection
@@ -500,23 +485,26 @@ class DicomNode:
             with self._lock:
                 expired = [k for k, s in self._pending.items() if now - s.last_seen >= self.series_timeout]
                 batch = [self._pending.pop(k) for k in expired]
+                for s in batch:
+                    if not s.partial:
+                        self.spool.mark_complete(s.folder)
                 self._busy += bool(batch)
                 for keys in self._assoc_series.values():
                     keys.difference_update(expired)
             self._enqueue(batch, f"no new instance for {self.series_timeout:g} s")
 
-    def _enqueue(self, batch: list[_Series], why: str) -> int:
+    def _enqueue(self, batch: list[ReceivedSeries], why: str) -> int:
         if not batch:
             return 0
         for s in batch:
-            logger.info(
-                "series %s (study %s) from %s complete (%s): %d image instance(s)%s",
+            (logger.warning if s.partial else logger.info)(
+                "series %s (study %s) from %s %s (%s): %d instance(s) in the spool",
                 s.series_uid,
                 s.study_uid,
                 ",".join(sorted(s.callers)),
+                "cut off, screened as PARTIAL" if s.partial else "complete",
                 why,
-                len(s.images),
-                f", {len(s.skipped)} non-image instance(s)" if s.skipped else "",
+                len(s.files),
             )
         self._queue.put(batch)  # the caller counted it in _busy when it took the series off _pending
         return len(batch)
@@ -533,134 +521,30 @@ class DicomNode:
                 stopping = True
                 continue
             try:
-                self._process(batch)
-            except Exception:  # never let one batch stop the node
+                records, safe = self._handler.process(batch)
+                with self._lock:
+                    self._records.extend(records)
+                if safe:  # every result written or sent: the instances may leave the spool
+                    for s in batch:
+                        self.spool.remove(s.folder)
+                else:
+                    logger.error(
+                        "a result of this batch could not be written or sent: its %d series stay in the spool %s "
+                        "and are screened again on the next start",
+                        len(batch),
+                        self.spool.folder,
+                    )
+            except Exception:  # never let one batch stop the node; its instances stay in the spool for a restart
                 logger.exception(
-                    "DICOM node %s: unexpected error while handling a batch of %d series", self.ae_title, len(batch)
+                    "DICOM node %s: unexpected error while handling a batch of %d series; their instances stay in "
+                    "the spool %s",
+                    self.ae_title,
+                    len(batch),
+                    self.spool.folder,
                 )
             finally:
                 with self._lock:
                     self._busy -= 1
-
-    def _process(self, batch: list[_Series]) -> None:
-        by_key = {(s.study_uid, s.series_uid): s for s in batch}
-        records: list[NodeRecord] = []
-        for s in batch:
-            if s.skipped:
-                kinds = ", ".join(f"{n} x {name}" for name, n in _count(s.skipped).items())
-                logger.info(
-                    "series %s: skipped %d non-image instance(s) (%s): not screened",
-                    s.series_uid,
-                    len(s.skipped),
-                    kinds,
-                )
-                if not s.images:
-                    records.append(
-                        NodeRecord(
-                            s.study_uid,
-                            s.series_uid,
-                            ",".join(sorted(s.callers)),
-                            0,
-                            len(s.skipped),
-                            "skipped",
-                            f"non-image SOP class: {kinds}",
-                        )
-                    )
-        images = [ds for s in batch for ds in s.images]
-        if images:
-            try:
-                results = list(self.screener.screen_datasets(images))
-            except Exception as e:
-                logger.exception("screening failed for %d instance(s) of %d series", len(images), len(batch))
-                results = []
-                for s in batch:
-                    if s.images:
-                        records.append(
-                            NodeRecord(
-                                s.study_uid,
-                                s.series_uid,
-                                ",".join(sorted(s.callers)),
-                                len(s.images),
-                                len(s.skipped),
-                                "failed",
-                                f"screening raised {type(e).__name__}: {e}",
-                            )
-                        )
-            for r in results:
-                records.append(self._handle_result(r, by_key))
-        self._log_studies(batch, records)
-        with self._lock:
-            self._records.extend(records)
-
-    def _handle_result(self, r: Any, by_key: dict[tuple[str, str], _Series]) -> NodeRecord:
-        s = by_key.get((str(r.study_uid), str(r.series_uid)))
-        rec = NodeRecord(
-            str(r.study_uid),
-            str(r.series_uid),
-            ",".join(sorted(s.callers)) if s else "?",
-            len(s.images) if s else len(getattr(r, "predictions", []) or []),
-            len(s.skipped) if s else 0,
-            str(r.status),
-            str(getattr(r, "reason", "") or ""),
-            result=r,
-        )
-        if rec.status == "screened":
-            logger.info("series %s screened: %s", rec.series_uid, _verdicts(r))
-        elif rec.status == "skipped":
-            logger.info("series %s skipped: %s", rec.series_uid, rec.reason or "no reason given")
-        else:
-            logger.error("series %s failed: %s", rec.series_uid, rec.reason or "no reason given")
-        sr = getattr(r, "sr", None)
-        if sr is None:
-            return rec
-        rec.sr_uid = str(getattr(sr, "SOPInstanceUID", "") or "") or None
-        if self.output_dir is not None:
-            rec.files = self._write(r, self.output_dir)
-            logger.info("series %s: SR %s written to %s", rec.series_uid, rec.sr_uid, rec.files.get("sr"))
-        if self.destination is not None:
-            rec.delivery = self.send(sr)
-            if rec.delivery.ok:
-                logger.info(
-                    "series %s: SR %s sent to %s: %s",
-                    rec.series_uid,
-                    rec.sr_uid,
-                    self.destination,
-                    rec.delivery.message,
-                )
-            else:
-                if not rec.files:
-                    rec.files = self._write(r, self.undelivered_dir)
-                logger.error(
-                    "series %s: SR %s NOT delivered to %s: %s; kept at %s",
-                    rec.series_uid,
-                    rec.sr_uid,
-                    self.destination,
-                    rec.delivery.message,
-                    rec.files.get("sr"),
-                )
-        return rec
-
-    def _write(self, result: Any, folder: Path) -> dict[str, Path]:
-        writer = self._writer
-        if writer is None:
-            writer = write_result
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            return {k: Path(v) for k, v in writer(result, folder).items()}
-        except Exception:
-            logger.exception(
-                "could not write the result of series %s to %s", getattr(result, "series_uid", "?"), folder
-            )
-            return {}
-
-    def _log_studies(self, batch: list[_Series], records: list[NodeRecord]) -> None:
-        for study in sorted({s.study_uid for s in batch}):
-            recs = [r for r in records if r.study_uid == study]
-            if recs and not any(r.status == "screened" for r in recs):
-                reasons = "; ".join(f"{r.series_uid}: {r.reason or r.status}" for r in recs)
-                logger.warning(
-                    "study %s: no series matched the screening rules (%d series: %s)", study, len(recs), reasons
-                )
 
     def send(self, dataset: Dataset, destination: str | DicomPeer | None = None) -> DeliveryStatus:
         """Sends one object (an SR) by C-STORE with this node's AE title; never raises for network trouble.
@@ -695,59 +579,6 @@ class DicomNode:
         Raises:
             RuntimeError: When the node is not running (it must receive the instances).
         """
-        from pynetdicom import AE
-
         if self._server is None:
             raise RuntimeError(f"DICOM node {self.ae_title} is not running: start() it before request_move().")
-        peer = DicomPeer.parse(source)
-        query = Dataset()
-        query.QueryRetrieveLevel = "STUDY"
-        query.StudyInstanceUID = study_uid
-        ae = AE(ae_title=self.ae_title)
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.network_timeout
-        ae.add_requested_context(_QUERY_MOVE)
-        assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
-        if not assoc.is_established:
-            return DeliveryStatus(False, None, f"C-MOVE: no association with {peer}")
-        last: int | None = None
-        try:
-            for status, _ in assoc.send_c_move(query, self.ae_title, _QUERY_MOVE):
-                if status and "Status" in status:
-                    last = int(status.Status)
-        finally:
-            if assoc.is_established:
-                assoc.release()
-        ok = last is not None and last in (0x0000, 0xB000)
-        logger.info(
-            "C-MOVE of study %s from %s to %s: status %s",
-            study_uid,
-            peer,
-            self.ae_title,
-            "none" if last is None else f"0x{last:04X}",
-        )
-        return DeliveryStatus(ok, last, "C-MOVE status " + ("none" if last is None else f"0x{last:04X}"))
-
-
-def _count(items: Iterable[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for i in items:
-        out[i] = out.get(i, 0) + 1
-    return out
-
-
-def _verdicts(result: Any) -> str:
-    parts = []
-    for p in getattr(result, "predictions", None) or []:
-        cls = p.get("predicted_class", "?")
-        prob = (p.get("probabilities") or {}).get(cls)
-        guard = p.get("guard")
-        if guard:
-            g = "ADVERSARIAL SUSPECTED" if guard.get("adversarial_suspected") else "guard clear"
-            g += (
-                f" (score {guard.get('score', float('nan')):.3g}, threshold {guard.get('threshold', float('nan')):.3g})"
-            )
-        else:
-            g = "no guard"
-        where = p.get("sop_instance_uid", "?") + (f" frame {p['frame']}" if p.get("frame") else "")
-        parts.append(f"{where}: {cls}" + (f" p={prob:.3f}" if isinstance(prob, (int, float)) else "") + f", {g}")
-    return "; ".join(parts) if parts else "no per-image predictions"
+        return request_c_move(source, study_uid, self.ae_title, self.network_timeout)

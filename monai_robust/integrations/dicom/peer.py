@@ -4,14 +4,31 @@
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import socket
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-__all__ = ["DeliveryStatus", "DicomPeer", "send_c_store", "sop_name", "validate_ae_title", "validate_port"]
+__all__ = [
+    "DeliveryStatus",
+    "DicomPeer",
+    "host_allowed",
+    "host_networks",
+    "request_c_move",
+    "send_c_store",
+    "sop_name",
+    "validate_ae_title",
+    "validate_port",
+]
+
+logger = logging.getLogger("monai_robust.integrations.dicom.node")  # the node's logger: peers are its business
+_QUERY_MOVE = "1.2.840.10008.5.1.4.1.2.2.2"  # Study Root Query/Retrieve Information Model - MOVE
 
 # DICOM PS3.5 6.2: AE is 1-16 characters of the default character repertoire, no backslash, no control characters;
 # leading and trailing spaces are not significant.
@@ -210,3 +227,87 @@ def send_c_store(dataset: Dataset, peer: str | DicomPeer, ae_title: str, timeout
     code = int(status.Status)
     comment = f" ({status.ErrorComment})" if "ErrorComment" in status else ""
     return DeliveryStatus(code in _STORE_OK, code, f"C-STORE status 0x{code:04X}{comment}")
+
+
+def host_networks(hosts: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The networks of allowed peers: IP addresses, networks (``"10.0.0.0/24"``) or resolvable host names.
+
+    Raises:
+        ValueError: For an empty entry or a name that does not resolve (quoted).
+    """
+    nets = []
+    for h in hosts:
+        if not isinstance(h, str) or not h.strip():
+            raise ValueError(f"allowed_hosts entries must be host names, IP addresses or networks, got {h!r}.")
+        try:
+            nets.append(ipaddress.ip_network(h.strip(), strict=False))
+            continue
+        except ValueError:
+            pass
+        try:
+            infos = socket.getaddrinfo(h.strip(), None)
+        except OSError as e:
+            raise ValueError(
+                f"allowed host {h!r} is neither an IP address/network nor a resolvable name ({e})."
+            ) from None
+        nets.extend(ipaddress.ip_network(info[4][0].split("%")[0]) for info in infos)
+    return nets
+
+
+def host_allowed(address: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    """Whether a peer address (IPv4, IPv6, IPv4-mapped IPv6) lies in one of ``networks`` (from :func:`host_networks`)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+def request_c_move(source: str | DicomPeer, study_uid: str, ae_title: str, timeout: float = 30.0) -> DeliveryStatus:
+    """Asks ``source`` to C-MOVE a study to the AE ``ae_title`` (Study Root), and waits for the final status.
+
+    Args:
+        source: the PACS, ``"AE@host:port"``.
+        study_uid: StudyInstanceUID to retrieve.
+        ae_title: the calling AE, also the move destination.
+        timeout: seconds for the ACSE, DIMSE and network timeouts.
+
+    Returns:
+        A :class:`DeliveryStatus` with the final C-MOVE status (``ok`` when it is success or warning).
+
+    Example::
+
+        >>> request_c_move("ORTHANC@127.0.0.1:4242", "1.2.3", "MONAI_NODE").ok
+        True
+    """
+    from pynetdicom import AE
+
+    peer = DicomPeer.parse(source)
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = study_uid
+    ae = AE(ae_title=ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    ae.add_requested_context(_QUERY_MOVE)
+    assoc = ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+    if not assoc.is_established:
+        return DeliveryStatus(False, None, f"C-MOVE: no association with {peer}")
+    last: int | None = None
+    try:
+        for status, _ in assoc.send_c_move(query, ae_title, _QUERY_MOVE):
+            if status and "Status" in status:
+                last = int(status.Status)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    ok = last is not None and last in (0x0000, 0xB000)
+    logger.info(
+        "C-MOVE of study %s from %s to %s: status %s",
+        study_uid,
+        peer,
+        ae_title,
+        "none" if last is None else f"0x{last:04X}",
+    )
+    return DeliveryStatus(ok, last, "C-MOVE status " + ("none" if last is None else f"0x{last:04X}"))

@@ -44,9 +44,11 @@ class FakeScreener:
 
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.partial: list[tuple[str, str]] = []
 
-    def screen_datasets(self, datasets: list[Dataset]) -> list[FakeResult]:
+    def screen_datasets(self, datasets: list[Dataset], partial: Any = ()) -> list[FakeResult]:
         self.calls.append(len(datasets))
+        self.partial.extend(partial)
         groups: dict[tuple[str, str], list[Dataset]] = {}
         for ds in datasets:
             groups.setdefault((ds.StudyInstanceUID, ds.SeriesInstanceUID), []).append(ds)
