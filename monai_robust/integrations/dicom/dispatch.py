@@ -235,7 +235,7 @@ class SeriesHandler:
         )
         if rec.status == "screened":
             logger.info("series %s screened: %s", rec.series_uid, _verdicts(r))
-        elif rec.status == "skipped":
+        elif rec.status in ("skipped", "not screened"):
             logger.info("series %s skipped: %s", rec.series_uid, rec.reason or "no reason given")
         else:
             logger.error("series %s failed: %s", rec.series_uid, rec.reason or "no reason given")

@@ -49,6 +49,7 @@ class SeriesResult:
         patient_id: PatientID of the series (part of the output names).
         partial: the series was cut off before it was complete (its association aborted, or the node stopped).
         not_screened: one message per image that got no verdict from a sanity gate, naming the file and reason.
+        skipped_images: one message per image left out as not for this model (e.g. colour into a grey model).
         version: set by :func:`write_result`: 1, or n > 1 when earlier results of the same series exist.
 
     Example::
@@ -72,6 +73,7 @@ class SeriesResult:
     patient_id: str = ""
     partial: bool = False
     not_screened: list[str] = field(default_factory=list)
+    skipped_images: list[str] = field(default_factory=list)
     version: int | None = None
 
     @property
@@ -127,6 +129,7 @@ def result_to_json(result: SeriesResult) -> dict[str, Any]:
             "summary": result.summary,
             "errors": result.errors,
             "not_screened": result.not_screened,
+            "skipped_images": result.skipped_images,
             "skipped_instances": result.skipped_instances,
             "sources": result.sources,
             "sr": None

@@ -14,11 +14,14 @@ The flow for a folder (or for datasets received over the network, see :meth:`Dic
    inverted, JPEG 2000 through pylibjpeg): for a 2D bundle each frame of each instance is one image
    (:meth:`DicomReader.frames`), for a 3D bundle each multi-frame instance, or the stack of single-frame instances
    ordered by :func:`~monai_robust.data.image_reader.order_slices`, is one volume;
-4. the predictor preprocesses (the bundle's intensity window, as in training; an image with values outside it is
-   flagged ``outside_intensity_window``), predicts and runs the guard; an image that cannot be decoded or
+4. an image that is not for this model (colour into a grey model) is left out as ``"skipped: not for this
+   model"``; an image that fails a sanity gate (:mod:`~monai_robust.integrations.dicom.gates`: non-finite,
+   constant, off-window) gets no class, only ``"not screened: <reason>"``;
+5. the predictor preprocesses (the bundle's intensity window, as in training; an image with some values outside it
+   is flagged ``outside_intensity_window``), predicts and runs the guard; an image that cannot be decoded or
    preprocessed is reported with its path and reason and the series is ``"failed"``, the images that worked still
    count;
-5. :func:`~monai_robust.integrations.dicom.sr.build_sr` writes one Comprehensive SR per series.
+6. :func:`~monai_robust.integrations.dicom.sr.build_sr` writes one Comprehensive SR per series.
 
 Inputs are only read.
 """
@@ -37,6 +40,7 @@ from pydicom.dataset import Dataset
 
 from monai_robust.bundle_helpers import BundlePredictor
 from monai_robust.data.image_reader import DicomReader, order_slices
+from monai_robust.integrations.dicom.gates import channel_mismatch, sanity_problem
 from monai_robust.integrations.dicom.results import SeriesResult
 from monai_robust.integrations.dicom.series import (
     SeriesRules,
@@ -233,7 +237,7 @@ class DicomScreener:
             logger.info("series %s (study %s) skipped: %s", series, study, result.reason)
             return self._finish(result, [])
         images = self._images(selected, result.errors)
-        result.predictions = self._predict(images, result.errors)
+        result.predictions = self._predict(images, result)
         screened = {u for p in result.predictions for u in (p.get("sop_instance_uids") or [p["sop_instance_uid"]])}
         if result.predictions:
             try:
@@ -244,14 +248,27 @@ class DicomScreener:
                 result.errors.append(f"series {series}: building the SR failed ({type(e).__name__}: {e})")
         n_img, n_inst = len(result.predictions), len(screened)
         cut = " (partial series: cut off before it was complete)" if partial else ""
+        left_out = [
+            f"{len(v)} image(s) {k}: {'; '.join(v)}"
+            for k, v in (("not screened", result.not_screened), ("skipped", result.skipped_images))
+            if v
+        ]
         if result.errors:
             result.status = "failed"
             result.reason = f"{len(result.errors)} error(s), {n_img} image(s) screened{cut}: {'; '.join(result.errors)}"
             logger.error("series %s (study %s) failed: %s", series, study, result.reason)
-        else:
+        elif n_img:
             result.status = "screened"
-            result.reason = f"{n_img} image(s) of {n_inst} instance(s) screened{cut}"
+            result.reason = "; ".join([f"{n_img} image(s) of {n_inst} instance(s) screened{cut}", *left_out])
             logger.info("series %s (study %s): %s", series, study, result.reason)
+        elif result.not_screened:
+            result.status = "not screened"
+            result.reason = f"not screened{cut}: {'; '.join(result.not_screened)}"
+            logger.warning("series %s (study %s) %s", series, study, result.reason)
+        else:
+            result.status = "skipped"
+            result.reason = f"skipped{cut}: {'; '.join(result.skipped_images)}"
+            logger.info("series %s (study %s) %s", series, study, result.reason)
         return self._finish(result, selected)
 
     def _images(self, selected: list[Dataset], errors: list[str]) -> Iterator[tuple[np.ndarray, dict[str, Any]]]:
@@ -298,16 +315,26 @@ class DicomScreener:
             colour = meta[MetaKeys.ORIGINAL_CHANNEL_DIM] == -1
             yield (np.moveaxis(data, -1, 0) if colour else data[None]), _ref(slices, None)
 
-    def _predict(self, images: Iterable[tuple[np.ndarray, dict[str, Any]]], errors: list[str]) -> list[dict[str, Any]]:
-        """Preprocess each image as it comes (only the small model inputs are kept), then predict and guard in
-        batches; a failure is recorded per image."""
+    def _predict(
+        self, images: Iterable[tuple[np.ndarray, dict[str, Any]]], result: SeriesResult
+    ) -> list[dict[str, Any]]:
+        """Gate, then preprocess each image as it comes (only the small model inputs are kept), then predict and
+        guard in batches; a failure is recorded per image in ``result.errors``, a gate in ``result.not_screened``
+        or ``result.skipped_images``."""
         p = self.predictor
+        errors = result.errors
         window = p.intensity_map.physical_range
+        units = getattr(p.intensity_map, "units", None)
         ready: list[tuple[torch.Tensor, dict[str, Any]]] = []
         for img, ref in images:
             where = _where(ref)
-            if not np.all(np.isfinite(img)):
-                errors.append(f"{where}: pixel values are not all finite.")
+            mismatch = channel_mismatch(img, getattr(p, "in_channels", None))
+            if mismatch is not None:
+                result.skipped_images.append(f"{where}: {mismatch}")
+                continue
+            problem = sanity_problem(img, window, units)
+            if problem is not None:
+                result.not_screened.append(f"{where}: {problem}")
                 continue
             lo, hi = float(img.min()), float(img.max())
             outside = window is not None and (lo < window[0] or hi > window[1])
@@ -336,6 +363,8 @@ class DicomScreener:
             "instances_selected": len(selected),
             "images_screened": len(preds),
             "errors": len(result.errors),
+            "images_not_screened": len(result.not_screened),
+            "images_skipped": len(result.skipped_images),
             "outside_intensity_window": any(x["outside_intensity_window"] for x in preds),
         }
         if preds:

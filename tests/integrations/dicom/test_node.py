@@ -404,11 +404,11 @@ def _walk(items):
         yield from _walk(item.get("ContentSequence"))
 
 
-def test_orthanc_sends_study_node_screens_and_sr_lands_in_study(pacs, node, shared_data, tmp_path, caplog):
+def test_orthanc_sends_study_node_screens_and_sr_lands_in_study(pacs, node, cr_in_window, tmp_path, caplog):
     import highdicom as hd
 
     caplog.set_level(logging.INFO, logger=LOGGER)
-    cr_path = shared_data / "dicom" / "RG1_J2KI.dcm"
+    cr_path = cr_in_window  # RG1_J2KI.dcm with values inside the tiny bundle's window
     cr = pydicom.dcmread(cr_path, stop_before_pixels=True)
     stored = pacs.upload(cr_path)
     before = len(node.records)
@@ -500,11 +500,11 @@ def test_orthanc_refuses_unknown_node_and_sr_is_kept(pacs, xray_predictor, share
     )
 
 
-def test_node_rejects_orthanc_when_not_allowed(pacs, xray_predictor, shared_data, caplog):
+def test_node_rejects_orthanc_when_not_allowed(pacs, xray_predictor, cr_in_window, caplog):
     from monai_robust.integrations.dicom import DicomScreener
 
     caplog.set_level(logging.INFO, logger=LOGGER)
-    stored = pacs.upload(shared_data / "dicom" / "RG1_J2KI.dcm")
+    stored = pacs.upload(cr_in_window)
     with DicomNode(
         DicomScreener(xray_predictor), ae_title="STRICT_NODE", port=0, allowed_ae_titles=["OTHER_PACS"]
     ) as strict:
@@ -517,7 +517,7 @@ def test_node_rejects_orthanc_when_not_allowed(pacs, xray_predictor, shared_data
     assert f"rejected: calling AE title '{ORTHANC_AET}' is not in ['OTHER_PACS']" in caplog.text
 
 
-def test_serve_cli_receives_from_orthanc(pacs, trained_xray_bundle, shared_data, tmp_path, caplog):
+def test_serve_cli_receives_from_orthanc(pacs, trained_xray_bundle, cr_in_window, tmp_path, caplog):
     import re
     import threading
 
@@ -552,7 +552,7 @@ def test_serve_cli_receives_from_orthanc(pacs, trained_xray_bundle, shared_data,
             )
             time.sleep(0.05)
         pacs.add_modality("cli", "CLI_NODE", "127.0.0.1", int(m.group(1)))
-        stored = pacs.upload(shared_data / "dicom" / "RG1_J2KI.dcm")
+        stored = pacs.upload(cr_in_window)
         pacs.send_to_modality("cli", [stored["ID"]])
         while not list((tmp_path / "out").glob("*.json")) or "C-STORE status" not in caplog.text:
             assert time.monotonic() < deadline, caplog.text[-2000:]
