@@ -87,6 +87,19 @@ def read_dicom(path: str | Path, *, stop_before_pixels: bool = False) -> Dataset
         raise ValueError(f"{path}: unreadable DICOM file ({type(e).__name__}: {e}).") from e
     if stop_before_pixels:
         return ds
+    try:
+        _check_image(ds, path)
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: unusable DICOM header ({e}).") from e
+    except Exception as e:  # an element pydicom converts only now: unknown VR, bad transfer syntax, ...
+        raise ValueError(f"{path}: unusable DICOM header ({type(e).__name__}: {e}).") from e
+    return ds
+
+
+def _check_image(ds: Dataset, path: Path) -> None:
+    """The checks of :func:`read_dicom` on a read dataset (any exception is named by the caller)."""
     missing = [k for k in ("PixelData", "Rows", "Columns", "BitsAllocated", "SamplesPerPixel") if k not in ds]
     if missing:
         raise ValueError(
@@ -99,7 +112,6 @@ def read_dicom(path: str | Path, *, stop_before_pixels: bool = False) -> Dataset
         expected = pydicom.pixels.utils.get_expected_length(ds, unit="bytes")
         if len(ds.PixelData) < expected:
             raise ValueError(f"{path}: truncated pixel data, {len(ds.PixelData)} of {expected} bytes.")
-    return ds
 
 
 def _source_name(ds: Dataset) -> str:
@@ -345,12 +357,15 @@ class DicomReader(ImageReader):
 
     def _named_volume(self, slices: list[Dataset]) -> tuple[np.ndarray, dict]:
         """:meth:`_volume` with every failure a ``ValueError`` that names the file (or the first slice)."""
+        name = _source_name(slices[0])
         try:
             return self._volume(slices)
-        except ValueError:
-            raise
+        except ValueError as e:
+            if str(e).startswith(name) or (len(slices) > 1 and str(Path(name).parent) in str(e)):
+                raise
+            raise ValueError(f"{name}: unusable image header ({e}).") from e
         except Exception as e:  # e.g. a position or spacing that is not a number
-            raise ValueError(f"{_source_name(slices[0])}: unusable image header ({type(e).__name__}: {e}).") from e
+            raise ValueError(f"{name}: unusable image header ({type(e).__name__}: {e}).") from e
 
     def _volume(self, slices: list[Dataset]) -> tuple[np.ndarray, dict]:
         """One file or one sorted series -> ``(columns, rows[, slices][, 3])`` array and its metadata."""

@@ -190,10 +190,7 @@ class DicomScreener:
             try:
                 result = self._screen_series(study, ser, members, (study, ser) in partial)
             except Exception as e:  # never let one series stop the run
-                msg = (
-                    f"series {ser} ({', '.join(map(source_name, members[:3]))}{', ...' if len(members) > 3 else ''}): "
-                )
-                msg += f"screening failed ({type(e).__name__}: {e})"
+                msg = f"series {ser} ({_names(members)}): screening failed ({type(e).__name__}: {e})"
                 logger.exception("%s", msg)
                 result = SeriesResult(
                     study, ser, "failed", msg, errors=[msg], sources=[s for s in map(source_path, members) if s],
@@ -245,7 +242,9 @@ class DicomScreener:
                 evidence = [ds for ds in selected if str(ds.SOPInstanceUID) in screened]
                 result.sr = build_sr(evidence, result.predictions, p.name, p.version, p.class_names, partial=partial)
             except Exception as e:  # never let one series stop the run
-                result.errors.append(f"series {series}: building the SR failed ({type(e).__name__}: {e})")
+                result.errors.append(
+                    f"series {series} ({_names(selected)}): building the SR failed ({type(e).__name__}: {e})"
+                )
         n_img, n_inst = len(result.predictions), len(screened)
         cut = " (partial series: cut off before it was complete)" if partial else ""
         left_out = [
@@ -384,6 +383,12 @@ class DicomScreener:
             )
         result.summary = summary
         return result
+
+
+def _names(members: Sequence[Dataset]) -> str:
+    """The files (or SOP instances) of a series for messages, at most three named."""
+    more = f", ... ({len(members)} instances)" if len(members) > 3 else ""
+    return ", ".join(map(source_name, members[:3])) + more
 
 
 def _where(ref: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 __all__ = [
     "MODALITY_TERMS",
@@ -323,10 +324,15 @@ def read_header(path: str | os.PathLike) -> Dataset:
         if tsyntax is not None:
             _ = tsyntax.is_encapsulated  # "UID is not a transfer syntax" for a bad (0002,0010)
         missing = [k for k in _REQUIRED_UIDS if not str(ds.get(k, "") or "").strip()]
+        multi = [k for k in _REQUIRED_UIDS if isinstance(ds.get(k), MultiValue)]
     except InvalidDicomError as e:
         raise ValueError(f"{path}: not a DICOM file ({e}).") from e
     except Exception as e:  # EOFError, struct.error, NotImplementedError (unknown VR), ValueError (bad UID), ...
         raise ValueError(f"{path}: unreadable DICOM file ({type(e).__name__}: {e}).") from e
     if missing:
         raise ValueError(f"{path}: DICOM file without {', '.join(missing)}; the header is incomplete or corrupt.")
+    if multi:
+        raise ValueError(
+            f"{path}: {', '.join(multi)} with several values (a backslash in a UID); the header is corrupt."
+        )
     return ds
