@@ -498,7 +498,7 @@ class DicomReader(ImageReader):
                     slope[i] = float(fg.get("RescaleSlope", 1.0))
                     intercept[i] = float(fg.get("RescaleIntercept", 0.0))
         if not (np.all(np.isfinite(slope)) and np.all(np.isfinite(intercept))):
-            raise ValueError(f"{name}: RescaleSlope/RescaleIntercept {slope[0]!r}/{intercept[0]!r} are not finite.")
+            raise ValueError(f"{name}: RescaleSlope/RescaleIntercept {float(slope[0])}/{float(intercept[0])} are not finite.")
         shape = (num_frames,) + (1,) * (arr.ndim - 1)
         out = arr.astype(np.float32) * slope.reshape(shape).astype(np.float32) + intercept.reshape(shape).astype(np.float32)
         return out, slope, intercept, inverted
