@@ -25,7 +25,17 @@ from monai_robust.integrations.dicom.results import SeriesResult, write_result
 from monai_robust.integrations.dicom.screener import DicomScreener
 from monai_robust.integrations.dicom.series import SeriesRules
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "DicomUsageError", "load_screener", "screen", "serve"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "DicomUsageError",
+    "load_screener",
+    "parse_overrides",
+    "rules_from",
+    "screen",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +56,21 @@ def rules_from(
 ) -> SeriesRules:
     """:class:`SeriesRules` from command-line values (``"*"`` or ``"ANY"`` = any).
 
+    Args:
+        modality: Modality defined terms, e.g. ``["CR", "DX"]``.
+        image_type: values that must all appear in ImageType.
+        body_part: BodyPartExamined values.
+
+    Returns:
+        The rules.
+
     Raises:
         DicomUsageError: For an empty value or a modality that is not a DICOM defined term.
+
+    Example::
+
+        >>> rules_from(["*"]).modalities is None
+        True
     """
 
     def rule(values: Sequence[str] | None) -> tuple[str, ...] | None:
@@ -64,8 +87,19 @@ def rules_from(
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     """``["ID=VALUE", ...]`` to a dict, VALUE parsed as JSON when it can be.
 
+    Args:
+        items: the ``--override`` values.
+
+    Returns:
+        ``{id: value}``.
+
     Raises:
         DicomUsageError: For an item without ``=`` or an empty id (quoted).
+
+    Example::
+
+        >>> parse_overrides(["image_size=32", "device=cpu"])
+        {'image_size': 32, 'device': 'cpu'}
     """
     out: dict[str, Any] = {}
     for item in items:

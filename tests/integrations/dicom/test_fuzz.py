@@ -24,6 +24,7 @@ from monai_robust.data.image_reader import DicomReader
 from monai_robust.integrations.dicom import DicomNode, DicomScreener, SeriesRules, screen
 from tests.integrations.dicom.mutators import FILE_MUTATORS, odd_entry
 
+pytestmark = pytest.mark.timeout(300)  # a hang fails the run instead of stalling CI
 SEED = 18
 # small real files (16 x 16 CT slices, a 10-frame 64 x 64 enhanced MR, a 512 x 512 CT, an RGB US) keep it fast
 BASES = ["ct_series/7106.dcm", "ct_series/7136.dcm", "emri_small.dcm", "693_UNCR.dcm", "US1_UNCR.dcm"]
@@ -162,6 +163,7 @@ def test_fuzz_node_over_network(fuzz_screener: DicomScreener, shared_data: Path,
         assoc.release()
         records = node.records
     ok = [p for p, s in statuses if s == 0]
+    per_family = Counter((cases[p], "acked" if s == 0 else "refused") for p, s in statuses)
     assert len(statuses) + local == len(files) and len(ok) > 0
     assert not any(node.spool.folder.iterdir()), "acknowledged instances left unscreened in the spool"
     for rec in records:
@@ -172,5 +174,5 @@ def test_fuzz_node_over_network(fuzz_screener: DicomScreener, shared_data: Path,
     assert _files_outside(tmp_path, [inputs, out]) == [] and _escaped(tmp_path) == []
     print(
         f"node: {len(files)} files, {len(ok)} acknowledged, {len(statuses) - len(ok)} refused with a status, "
-        f"{local} not sendable by the client; {len(records)} series records"
+        f"{local} not sendable by the client; {len(records)} series records; {dict(sorted(per_family.items()))}"
     )

@@ -154,6 +154,7 @@ def _wait_echo(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
     raise TimeoutError("serve did not answer C-ECHO")
 
 
+@pytest.mark.timeout(400)
 def test_kill_mid_series_and_restart_loses_no_acknowledged_instance(
     trained_xray_bundle: tuple[Path, Path, dict[str, Any]], shared_data: Path, tmp_path: Path
 ) -> None:
