@@ -412,12 +412,14 @@ class DicomNode:
         try:
             ds = event.dataset
             ds.file_meta = event.file_meta
-        except Exception as e:  # a dataset pydicom cannot decode: refuse it, keep serving
-            logger.error("C-STORE from %s: the dataset cannot be decoded (%s); answered 0xC210", caller, e)
+            study_uid = str(getattr(ds, "StudyInstanceUID", "") or "")
+            series_uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
+            sop_uid = str(getattr(ds, "SOPInstanceUID", "") or "?")
+        except Exception as e:  # a dataset pydicom cannot decode (e.g. an unknown VR): refuse it, keep serving
+            logger.error(
+                "C-STORE from %s: the dataset cannot be decoded (%s: %s); answered 0xC210", caller, type(e).__name__, e
+            )
             return 0xC210
-        study_uid = str(getattr(ds, "StudyInstanceUID", "") or "")
-        series_uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
-        sop_uid = str(getattr(ds, "SOPInstanceUID", "") or "?")
         if not study_uid or not series_uid:
             logger.error(
                 "C-STORE from %s: instance %s (%s) has no StudyInstanceUID/SeriesInstanceUID; answered 0xA900",

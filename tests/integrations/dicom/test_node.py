@@ -568,3 +568,20 @@ def test_serve_cli_receives_from_orthanc(pacs, trained_xray_bundle, cr_in_window
     assert sr_uid in {
         i["MainDicomTags"]["SOPInstanceUID"] for i in pacs.get(f"/studies/{stored['ParentStudy']}/instances")
     }
+
+
+def test_spool_refusal_is_not_acknowledged(shared_data, tmp_path, monkeypatch, caplog):
+    """When the spool cannot take an instance (disk full, read-only), the C-STORE answer is 0xA700, not Success."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    ct = _ct_series(shared_data)
+    with DicomNode(FakeScreener(), ae_title="NODE", port=0, spool_dir=tmp_path / "spool", writer=fake_writer) as node:
+
+        def full(*args: Any) -> Path:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(node.spool, "put", full)
+        assert store(node.port, ct[:2]) == [0xA700, 0xA700]
+        monkeypatch.undo()
+        assert store(node.port, ct[2:]) == [0, 0]  # and it goes on when the disk is back
+        (rec,) = node.wait_for_records(1, timeout=20)
+    assert rec.n_instances == 2 and "cannot be spooled" in caplog.text and "No space left" in caplog.text
