@@ -305,3 +305,12 @@ def test_bad_data_refused_on_first_batch(setup):
         ev = RobustnessEvaluator("cpu", data, model, {"fgsm": FGSM(model, bounds=(0.0, 1.0))}, EPS)
         with pytest.raises(ValueError, match=match):
             ev.run()
+
+
+def test_empty_batch_is_a_clear_error() -> None:
+    """Issue 18, finding 6: an empty batch gave ``RuntimeError: min(): Expected reduction dim ...``."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    data = [{"image": torch.rand(0, 1, 8, 8), "label": torch.zeros(0, dtype=torch.long)}]
+    ev = RobustnessEvaluator("cpu", data, net, {"fgsm": FGSM(net, eps=0.1)}, progress=False)
+    with pytest.raises(ValueError, match="batch 1 of val_data_loader holds no image"):
+        ev.run()
