@@ -51,7 +51,7 @@ def safe_uid(value: object) -> str:
     Example::
 
         >>> safe_uid("1.2.3"), safe_uid("../../escaped")
-        ('1.2.3', 'h5a1e4f7a0b9c1d2e')
+        ('1.2.3', 'hea03bc47f879c94c')
     """
     text = "" if value is None else str(value)
     return text if is_valid_uid(text) else "h" + _digest(text)
@@ -73,7 +73,7 @@ def result_stem(patient_id: object, study_uid: object, series_uid: object, conte
     Example::
 
         >>> result_stem("P1", "1.2", "1.2.3")
-        '1.2.3_4f0c2b1a9e'
+        '1.2.3_ed73abab61'
     """
     return f"{safe_uid(series_uid)}_{_digest(patient_id, study_uid, series_uid, content, n=10)}"
 
