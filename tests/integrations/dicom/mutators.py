@@ -122,10 +122,15 @@ def wrong_transfer_syntax(data: bytes, rng: random.Random) -> bytes:
     return data.replace(EXPLICIT_LE, rng.choice(WRONG_SYNTAXES), 1)
 
 
+# explicit-VR element headers whose VR gets replaced: SOP Class UID, Patient's Name, Series Instance UID, Rows
+_VR_TARGETS = [b"\x08\x00\x16\x00UI", b"\x10\x00\x10\x00PN", b"\x20\x00\x0e\x00UI", b"\x28\x00\x10\x00US"]
+
+
 def unknown_vr(data: bytes, rng: random.Random) -> bytes:
-    """(0008,0016) SOP Class UID with the VR 'QI' (or another unknown VR)."""
+    """An element (SOP Class UID, PatientName, SeriesInstanceUID or Rows) with the VR 'QI' (or another unknown VR)."""
     vr = rng.choice([b"QI", b"ZZ", b"\x00\x00", b"ui"])
-    return data.replace(b"\x08\x00\x16\x00UI", b"\x08\x00\x16\x00" + vr, 1)
+    target = rng.choice([t for t in _VR_TARGETS if t in data] or _VR_TARGETS[:1])
+    return data.replace(target, target[:4] + vr, 1)
 
 
 def hostile_uid(data: bytes, rng: random.Random) -> bytes:
