@@ -61,7 +61,13 @@ def _add_bundle_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="DICOM screening with a trained bundle and its adversarial-input guard: screen DICOM folders, or "
+        "serve as a DICOM storage node next to a PACS; one DICOM SR and one JSON per series.",
+        epilog="Exit codes: 0 nothing failed; 1 some file or series failed or got no verdict (every file was still "
+        "tried); 2 the tool could not run (bad arguments, folders, bundle, checkpoint or guard file).",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     s = sub.add_parser(
         "screen",
