@@ -281,7 +281,12 @@ def screen(
                 paths = {}
             records.append(_record(r, paths))
             if echo:
-                print(f"{r.status:12s} {r.series_uid}: {r.reason}" if r.series_uid else f"{r.status:12s} {r.reason}")
+                again = f" [version {r.version}: earlier results kept]" if (r.version or 1) > 1 else ""
+                print(
+                    f"{r.status:12s} {r.series_uid}: {r.reason}{again}"
+                    if r.series_uid
+                    else f"{r.status:12s} {r.reason}"
+                )
     finally:
         counts = {s: sum(r.status == s for r in results) for s in ("screened", "skipped", "not screened", "failed")}
         summary = {

@@ -223,7 +223,7 @@ def test_embedded_phantoms(screener: DicomScreener, trained_xray_bundle: tuple[P
 
 
 def test_cli_exit_codes(
-    trained_xray_bundle: tuple[Path, Path, dict[str, Any]], cr_in_window: Path, tmp_path: Path
+    trained_xray_bundle: tuple[Path, Path, dict[str, Any]], cr_in_window: Path, tmp_path: Path, capsys: Any
 ) -> None:
     bundle_dir, root, overrides = trained_xray_bundle
     inputs = tmp_path / "in"
@@ -243,6 +243,9 @@ def test_cli_exit_codes(
 
     (inputs / "corrupt.dcm").unlink()
     assert cli_main([*args, str(tmp_path / "out2"), "--override", *tiny, "--quiet"]) == 0
+    assert cli_main([*args, str(tmp_path / "out2"), "--override", *tiny, "--quiet"]) == 0  # again: a new version
+    assert "[version 2: earlier results kept]" in capsys.readouterr().out
+    assert len(list((tmp_path / "out2").glob("*.SR.dcm"))) == 2
     assert cli_main([*args, str(tmp_path / "out3"), "--modality", "MR", "--override", *tiny, "--quiet"]) == 0  # skipped
 
     assert cli_main(["screen", "--bundle", str(bundle_dir)]) == 2  # argparse: --input and --output missing
