@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from monai_robust.attacks import APGD, BIM, CW, FGSM, PGD, SMIA, is_adversarial, precision
+from monai_robust.attacks import APGD, BIM, CW, FGSM, PGD, SMIA, AutoAttack, is_adversarial, precision
 from monai_robust.attacks.functional import lp_norm
 
 EPS = {"inf": 0.05, 2: 0.5}
@@ -144,3 +144,17 @@ def test_refinement_only_touches_samples_not_broken_in_fp32(tiny_net) -> None:
     adv = attack(x, y)
     assert attack.last_precision.refined < len(y)  # broken in fp32 after bf16: not refined
     assert torch.equal(attack.last_precision.success, _fp32_success(net, adv, y))
+
+
+@pytest.mark.parametrize("net_name", ["lies", "tiny"])
+def test_autoattack_decides_in_fp32(tiny_net, net_name: str) -> None:
+    """The ensemble iterates in bf16 but counts a sample broken only when the fp32 model is fooled."""
+    net = LowPrecisionLies() if net_name == "lies" else tiny_net(2, 3)
+    x, y = _data()
+    aa = AutoAttack(net, 0.05, bounds=(0, 1), num_steps=2, num_queries=5, num_target_classes=2)
+    adv, result = aa.run(x, y)
+    assert aa.last_precision is not None and aa.last_precision.dtype == torch.bfloat16
+    fp32 = _fp32_success(net, adv, y)
+    assert torch.equal(aa.last_precision.success, fp32)
+    assert torch.equal(result.robust, ~fp32)
+    assert float(lp_norm(adv - x, "inf").max()) <= 0.05 * (1 + 1e-6)
