@@ -34,7 +34,7 @@ try:  # python bench/mixed_precision.py, or python -m bench.mixed_precision
 except ImportError:  # pragma: no cover
     from bench._common import BENCH_DIR, load_tutorial, machine_info, replace_readme_section, write_json
 
-from monai_robust.attacks import APGD, BIM, FGSM, PGD
+from monai_robust.attacks import APGD, BIM, FGSM, PGD, AutoAttack
 from monai_robust.attacks.precision import cpu_bf16_flags, low_precision_dtype
 
 NPZ = Path("/work/shared/data/pneumoniamnist.npz")
@@ -86,8 +86,9 @@ def trained(name: str, npz: Path, weights: Path, train_images: int | None) -> to
     return net.eval()
 
 
-def attacks(net: torch.nn.Module, eps_inf: float, eps_l2: float, steps: int) -> dict[str, Any]:
-    """The five attacks of issue 19, with the library's default step sizes."""
+def attacks(net: torch.nn.Module, eps_inf: float, eps_l2: float, steps: int, queries: int) -> dict[str, Any]:
+    """The attacks of issue 19 with the library's default step sizes; the AutoAttack ensemble with ``steps``
+    iterations and ``queries`` Square queries when ``queries > 0``."""
     b = (0.0, 1.0)
     return {
         "FGSM": FGSM(net, eps_inf, bounds=b),
@@ -95,7 +96,8 @@ def attacks(net: torch.nn.Module, eps_inf: float, eps_l2: float, steps: int) -> 
         f"PGD-{steps}-Linf": PGD(net, eps_inf, num_steps=steps, bounds=b),
         f"PGD-{steps}-L2": PGD(net, eps_l2, lp=2, num_steps=steps, bounds=b),
         f"APGD-{steps}-Linf": APGD(net, eps_inf, num_steps=steps, bounds=b),
-    }
+    } | ({f"AutoAttack-{steps}-Linf (Square {queries})": AutoAttack(net, eps_inf, num_steps=steps, num_queries=queries,
+                                                                    bounds=b)} if queries > 0 else {})
 
 
 def _correct(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -122,7 +124,7 @@ def run_net(name: str, args: argparse.Namespace) -> list[dict]:
     x, y = x[: args.n], y[: args.n]
     clean = torch.cat([_correct(net, x[i : i + args.batch], y[i : i + args.batch]) for i in range(0, len(x), args.batch)])
     rows = []
-    for attack_name, attack in attacks(net, args.eps_inf, args.eps_l2, args.steps).items():
+    for attack_name, attack in attacks(net, args.eps_inf, args.eps_l2, args.steps, args.queries).items():
         correct, refined = {}, 0
         for mode in ("fp32", "mixed"):
             attack.set_random_state(0)  # the same seed for every batch in both precisions
@@ -165,7 +167,7 @@ def markdown(payloads: list[dict]) -> str:
         f"one thread. Commands: {commands}. Default step sizes (PGD 2.5 eps / steps, BIM 1.25 eps / steps); in "
         "mixed precision PGD and BIM run their last ceil(steps / 5) steps in fp32 on the samples not yet broken in "
         "fp32, FGSM redoes the step in fp32 on those samples, APGD adds ceil(steps / 5) fp32 steps of eps / 4 on "
-        "them. The first n PneumoniaMNIST test images, the same seeds in both precisions; networks trained briefly "
+        "them; AutoAttack decides the clean pass and each attack's success in fp32 (APGD-CE with its refinement). The first n PneumoniaMNIST test images, the same seeds in both precisions; networks trained briefly "
         "from fixed seeds (SmallCNN 28x28: 3 epochs, Adam 1e-3; DenseNet121-2D on the images upsampled to 64x64: "
         "1 epoch on the first 2560 of a fixed permutation of the training images). Robust accuracy is decided by "
         "the fp32 model; accuracy only, no timings (`## Attacks`). *only fp32 / only mixed* = images broken by one "
@@ -196,6 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eps-inf", type=float, default=1 / 255)
     p.add_argument("--eps-l2", type=float, default=0.25)
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--queries", type=int, default=100, help="Square queries of the AutoAttack row (0: no AutoAttack)")
     p.add_argument("--train-images", type=int, default=None, help="training images per epoch (default all)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--npz", type=Path, default=NPZ)
