@@ -172,7 +172,7 @@ class APGD(BoundedAttack):
     """
 
     _repr_keys = ("num_steps", "num_restarts", "rho", "momentum")
-    exact_amp = True
+    exact_amp = amp_by_default = True
 
     def __init__(
         self,

@@ -107,7 +107,7 @@ class AutoAttack(BoundedAttack):
     """
 
     _repr_keys = ("attack_names", "num_steps", "num_queries", "num_target_classes")
-    exact_amp = True  # every success below is decided in fp32 (see refine)
+    exact_amp = amp_by_default = True  # every success below is decided in fp32 (see refine)
 
     def __init__(
         self,

@@ -185,7 +185,8 @@ class Attack(Randomizable):
         early_stop: stop updating samples already adversarial (evaluation speed); they stay adversarial. A call
             may override it (``attack(x, y, early_stop=True)``).
         amp: run the iterations under autocast: ``None`` (default) where the hardware has native bf16 for the
-            attacks that check their result in fp32 (FGSM, BIM, PGD, APGD; fp32 for the others), ``True`` always,
+            attacks that check their result in fp32 and gain from it (BIM, PGD, APGD, AutoAttack; fp32 for the
+            others, FGSM included: its fp32 check costs what bf16 saves), ``True`` always,
             ``False`` never; a call may override it and ``MONAI_ROBUST_FP32=1`` forces fp32
             (:func:`~monai_robust.attacks.precision.low_precision_dtype`).
 
@@ -195,7 +196,9 @@ class Attack(Randomizable):
 
     exact_amp: bool = False
     """True for attacks whose mixed-precision calls end with the fp32 check and refinement
-    (:func:`~monai_robust.attacks.precision.exact_fp32`); only they run mixed precision by default."""
+    (:func:`~monai_robust.attacks.precision.exact_fp32`)."""
+    amp_by_default: bool = False
+    """True where ``amp=None`` means mixed precision on native-bf16 hardware (exact attacks that it speeds up)."""
 
     black_box: bool = False
     """True for attacks that only query the model's outputs (no gradients): the gradient-masking check compares
@@ -259,7 +262,7 @@ class Attack(Randomizable):
         self._checked = False
         self._stop = self.early_stop if early_stop is None else bool(early_stop)
         want = self.amp if amp is None else bool(amp)
-        self._precision = low_precision_dtype(False if want is None and not self.exact_amp else want, device)
+        self._precision = low_precision_dtype(False if want is None and not self.amp_by_default else want, device)
         self.last_precision = None
         with attack_mode(self.network, self._precision or False):
             adv = craft(x.to(device, dtype), y.to(device)).detach()

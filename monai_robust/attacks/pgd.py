@@ -51,7 +51,7 @@ class PGD(BoundedAttack):
 
     _repr_keys = ("step_size", "rel_step_size", "num_steps", "num_restarts", "random_start")
     _default_rel_step = 2.5
-    exact_amp = True
+    exact_amp = amp_by_default = True
 
     def __init__(
         self,

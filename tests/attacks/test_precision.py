@@ -65,7 +65,12 @@ def test_cpu_flags_are_known_names() -> None:
 
 def test_attacks_default_to_mixed_only_where_checked(tiny_net, monkeypatch: pytest.MonkeyPatch) -> None:
     net, (x, y) = tiny_net(2, 3), _data()
-    for attack in (FGSM(net, 0.05, bounds=(0, 1)), BIM(net, 0.05, num_steps=2, bounds=(0, 1)),
+    fgsm = FGSM(net, 0.05, bounds=(0, 1))
+    fgsm(x, y)
+    assert fgsm.last_precision is None  # exact but not faster: fp32 by default
+    fgsm(x, y, amp=True)
+    assert fgsm.last_precision is not None
+    for attack in (BIM(net, 0.05, num_steps=2, bounds=(0, 1)),
                    PGD(net, 0.5, lp=2, num_steps=2, bounds=(0, 1)), APGD(net, 0.05, num_steps=2, bounds=(0, 1))):
         attack(x, y)
         assert attack.last_precision is not None and attack.last_precision.dtype == torch.bfloat16, attack
@@ -118,7 +123,7 @@ def test_counted_broken_is_broken_in_fp32(make, lp, early_stop: bool) -> None:
     net, (x, y) = LowPrecisionLies(), _data()
     attack = make(net, lp)
     net.dtypes.clear()
-    adv = attack(x, y, early_stop=early_stop)
+    adv = attack(x, y, early_stop=early_stop, amp=True)
     report = attack.last_precision
     assert torch.bfloat16 in net.dtypes and torch.float32 in net.dtypes  # iterations in bf16, check in fp32
     assert report.n == len(y) and report.refined >= int((y != 1).sum()) - int(_fp32_success(net, x, y).sum())
