@@ -67,6 +67,7 @@ from torch import nn
 from monai_robust.attacks.fgsm import FGSM
 from monai_robust.attacks.functional import lp_norm
 from monai_robust.attacks.pgd import BIM, PGD
+from monai_robust.data import MEDMNIST_SPLITS, read_medmnist
 from monai_robust.detectors import (
     DeepFeatureDetector,
     Detector,
@@ -123,15 +124,11 @@ def optional_attack(module: str, name: str) -> Any:
 
 
 def load(path: Path) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """All splits of a MedMNIST file (train first), as float images in [0, 1] ``(N, 1, *spatial)``, labels ``(N,)``
-    and the number of train-split images."""
-    if not Path(path).is_file():
-        raise ValueError(f"{path}: MedMNIST .npz not found.")
-    with np.load(path) as f:
-        x = np.concatenate([f[f"{s}_images"] for s in ("train", "val", "test")])
-        y = np.concatenate([f[f"{s}_labels"] for s in ("train", "val", "test")])
-        n_train = len(f["train_images"])
-    return torch.from_numpy(x).float().div(255).unsqueeze(1), torch.from_numpy(y).long().reshape(-1), n_train
+    """All splits of a MedMNIST file (:func:`~monai_robust.data.read_medmnist`, train first), as float images in
+    [0, 1] ``(N, 1, *spatial)``, labels ``(N,)`` and the number of train-split images."""
+    splits = [read_medmnist(path, split) for split in MEDMNIST_SPLITS]
+    x, y = (np.concatenate(arrays) for arrays in zip(*splits))
+    return torch.from_numpy(x).float().div(255), torch.from_numpy(y), len(splits[0][0])
 
 
 def densenet(spatial_dims: int, small: bool = False) -> nn.Module:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .evaluator import AttackSpec, RobustnessEvaluator, eps_key
 from .events import RobustEvents, register_robust_events
+from .fit import classification_accuracy, fit_classifier
 from .prepare_batch import AttackBatch, check_attack_device
 from .training import (
     AdversarialIteration,
@@ -33,7 +34,9 @@ __all__ = [
     "adversarial_metrics",
     "adversarial_output_transform",
     "check_attack_device",
+    "classification_accuracy",
     "eps_key",
+    "fit_classifier",
     "register_robust_events",
     "trades_kl",
 ]
