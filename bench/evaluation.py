@@ -32,7 +32,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchattacks
@@ -43,7 +42,9 @@ from _common import BENCH_DIR, MinTimer, machine_info, replace_readme_section, w
 
 from monai_robust.attacks.fgsm import FGSM  # noqa: E402
 from monai_robust.attacks.pgd import PGD  # noqa: E402
+from monai_robust.data import medmnist_tensors  # noqa: E402
 from monai_robust.engines.evaluator import RobustnessEvaluator  # noqa: E402
+from monai_robust.networks import SmallCNN  # noqa: E402
 
 LINF_EPS_SETS = ((1 / 255, 2 / 255, 4 / 255), (2 / 255, 4 / 255, 8 / 255))
 L2_EPS = (0.1, 0.25, 0.5)
@@ -51,31 +52,14 @@ CW_STEPS, CW_C, CW_LR = 50, 1.0, 0.01
 
 
 def load(path: Path) -> dict[str, torch.Tensor]:
-    with np.load(path) as f:
-        return {
-            f"{s}_{k}": (
-                torch.from_numpy(f[f"{s}_images"]).float().div(255).unsqueeze(1)
-                if k == "x"
-                else torch.from_numpy(f[f"{s}_labels"]).long().reshape(-1)
-            )
-            for s in ("train", "test")
-            for k in ("x", "y")
-        }
-
-
-def make_cnn(width: int = 16) -> nn.Module:
-    """conv-relu-pool x2, conv-relu, global average pool, linear (the size of the tests' SmallCNN)."""
-    return nn.Sequential(
-        nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 2),
-    )
+    """The train and test splits as float images in [0, 1] ``(N, 1, 28, 28)`` and labels ``(N,)``."""
+    (train_x, train_y), (test_x, test_y) = medmnist_tensors(path, "train"), medmnist_tensors(path, "test")
+    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
 
 def train(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    net = make_cnn()
+    net = SmallCNN(channels=(16, 32, 32), norm=None)  # conv-relu-pool x2, conv-relu, GAP, linear
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(epochs):
         perm = torch.randperm(x.shape[0])

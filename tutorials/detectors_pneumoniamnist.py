@@ -59,7 +59,6 @@ from pathlib import Path
 from typing import Any
 
 import monai
-import numpy as np
 import torch
 from monai.networks.nets import DenseNet
 from torch import nn
@@ -67,7 +66,7 @@ from torch import nn
 from monai_robust.attacks.fgsm import FGSM
 from monai_robust.attacks.functional import lp_norm
 from monai_robust.attacks.pgd import BIM, PGD
-from monai_robust.data import MEDMNIST_SPLITS, read_medmnist
+from monai_robust.data import MEDMNIST_SPLITS, medmnist_tensors
 from monai_robust.detectors import (
     DeepFeatureDetector,
     Detector,
@@ -124,11 +123,10 @@ def optional_attack(module: str, name: str) -> Any:
 
 
 def load(path: Path) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """All splits of a MedMNIST file (:func:`~monai_robust.data.read_medmnist`, train first), as float images in
+    """All splits of a MedMNIST file (:func:`~monai_robust.data.medmnist_tensors`, train first), as float images in
     [0, 1] ``(N, 1, *spatial)``, labels ``(N,)`` and the number of train-split images."""
-    splits = [read_medmnist(path, split) for split in MEDMNIST_SPLITS]
-    x, y = (np.concatenate(arrays) for arrays in zip(*splits))
-    return torch.from_numpy(x).float().div(255), torch.from_numpy(y), len(splits[0][0])
+    splits = [medmnist_tensors(path, split) for split in MEDMNIST_SPLITS]
+    return torch.cat([x for x, _ in splits]), torch.cat([y for _, y in splits]), len(splits[0][0])
 
 
 def densenet(spatial_dims: int, small: bool = False) -> nn.Module:

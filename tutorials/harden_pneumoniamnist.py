@@ -18,7 +18,7 @@ run took 65 minutes of wall time on a 2-core machine shared with other jobs (loa
 ``--tiny`` shrinks everything (256 training, 48 validation and 48 test images, 1 epoch, 2-step attacks) to seconds:
 a smoke test of the API, not a measurement (the tiny models barely train).
 
-API shown: :func:`~monai_robust.data.read_medmnist` (the ``.npz`` splits), the package's
+API shown: :func:`~monai_robust.data.medmnist_tensors` (the ``.npz`` splits), the package's
 :class:`~monai_robust.networks.nets.SmallCNN`, :class:`~monai_robust.attacks.pgd.PGD` and
 :class:`~monai_robust.attacks.apgd.APGD` (``attack(x, y)`` -> adversarial ``x``),
 :func:`~monai_robust.networks.utils.insert_blocks` (denoising blocks into an existing network by module name),
@@ -56,7 +56,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from monai_robust.attacks.apgd import APGD
 from monai_robust.attacks.pgd import PGD
-from monai_robust.data import MEDMNIST_SPLITS, read_medmnist
+from monai_robust.data import medmnist_tensors
 from monai_robust.engines.evaluator import RobustnessEvaluator
 from monai_robust.engines.training import PGDATIteration, adversarial_metrics
 from monai_robust.handlers.eps_schedule import EpsSchedule
@@ -86,10 +86,8 @@ def load(path: Path, max_train: int | None = None, max_eval: int | None = None) 
     """The three splits of a MedMNIST ``.npz`` as float images in [0, 1] ``(N, 1, 28, 28)`` and labels ``(N,)``;
     the first ``max_train`` training and ``max_eval`` validation and test images when given."""
     out = {}
-    for split in MEDMNIST_SPLITS:
-        images, labels = read_medmnist(path, split)  # uint8 (N, 1, 28, 28), int64 (N,)
-        n = max_train if split == "train" else max_eval
-        out[f"{split}_x"], out[f"{split}_y"] = torch.from_numpy(images[:n]).float().div(255), torch.from_numpy(labels[:n])
+    for split, n in (("train", max_train), ("val", max_eval), ("test", max_eval)):
+        out[f"{split}_x"], out[f"{split}_y"] = medmnist_tensors(path, split, limit=n)
     return out
 
 

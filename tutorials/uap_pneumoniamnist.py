@@ -5,7 +5,7 @@
 What it does (CPU, one thread, a few minutes):
 
 1. trains the package's :class:`~monai_robust.networks.nets.SmallCNN` on the PneumoniaMNIST train split (read with
-   :func:`~monai_robust.data.read_medmnist`) with :func:`~monai_robust.engines.fit.fit_classifier`, keeping the
+   :func:`~monai_robust.data.medmnist_tensors`) with :func:`~monai_robust.engines.fit.fit_classifier`, keeping the
    epoch with the best validation accuracy, and reports its test accuracy;
 2. fits non-targeted UAPs at ζ = 4 % (L2) on training images with ``SGDUAP`` and ``IterativeUAP`` (FGSM and
    DeepFool inner attacks) and measures their fooling rate on the *test* split against uniform and Gaussian
@@ -49,7 +49,7 @@ from torch import nn
 
 from monai_robust.attacks.uap_sources import noise_control, photo_crops
 from monai_robust.attacks.universal import SGDUAP, IterativeUAP, evaluate_uap, uap_adversarial_retraining
-from monai_robust.data import MEDMNIST_SPLITS, read_medmnist
+from monai_robust.data import medmnist_tensors
 from monai_robust.engines.fit import classification_accuracy, fit_classifier
 from monai_robust.networks import SmallCNN
 
@@ -70,15 +70,11 @@ def make_cnn(spatial_dims: int, width: int = 32) -> nn.Module:
 
 
 def load_medmnist(path: Path, max_train: int | None = None, max_eval: int | None = None) -> dict[str, torch.Tensor]:
-    """A MedMNIST ``.npz`` (:func:`~monai_robust.data.read_medmnist`) as float images in [0, 1] with a channel axis,
-    and labels ``(N,)``; the first ``max_train`` training and ``max_eval`` validation and test images when given."""
-    out = {}
-    for split in MEDMNIST_SPLITS:
-        images, labels = read_medmnist(path, split)
-        n = max_train if split == "train" else max_eval
-        out[f"{split}_images"] = torch.from_numpy(images[:n]).float().div(255)
-        out[f"{split}_labels"] = torch.from_numpy(labels[:n])
-    return out
+    """A MedMNIST ``.npz`` as float images in [0, 1] with a channel axis, and labels ``(N,)``; the first
+    ``max_train`` training and ``max_eval`` validation and test images when given."""
+    limits = {"train": max_train, "val": max_eval, "test": max_eval}
+    tensors = {split: medmnist_tensors(path, split, limit=n) for split, n in limits.items()}
+    return {f"{split}_{kind}": t[i] for split, t in tensors.items() for i, kind in enumerate(("images", "labels"))}
 
 
 def get_model(data: dict[str, torch.Tensor], spatial_dims: int, epochs: int, seed: int, cache: Path | None,
