@@ -272,9 +272,9 @@ def main() -> None:
     workflow.run()
     workflow.finalize()
 
-    # ---- 4. inference with the hardened checkpoint and the fitted guard (train.json + harden.json define the
-    # network, the checkpoint file and the guard file; inference.json only adds the prediction workflow)
-    infer_configs = ["train.json", "harden.json", "inference.json"]
+    # ---- 4. inference with the hardened checkpoint and the fitted guard: inference.json runs on its own (the plain
+    # model, models/model.pt); harden.json after it swaps in the network with blocks and models/model_hardened.pt
+    infer_configs = ["inference.json", "harden.json"]
     print("inference, equivalent command:\n  " + cli_command(infer_configs, overrides))
     workflow = bundle_workflow(infer_configs, overrides)
     workflow.initialize()

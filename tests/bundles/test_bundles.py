@@ -68,7 +68,7 @@ def test_train_harden_evaluate(name: str, tmp_path: Path) -> None:
 
     # inference on the test split with the hardened checkpoint and the fitted guard: one row per image with the
     # class probabilities and the guard's verdict
-    wf = _workflow(name, ["train.json", "harden.json", "inference.json"], tmp_path)
+    wf = _workflow(name, ["inference.json", "harden.json"], tmp_path)
     wf.initialize()
     wf.run()
     wf.finalize()
