@@ -38,14 +38,19 @@ VARIANTS = {
 }
 
 
-def run_bundle(bundle: str, configs: tuple[str, ...], root: Path, overrides: list[str], threads: int) -> dict[str, Any]:
-    """Runs one chain with ``python -m monai.bundle run`` (``threads`` torch threads); returns its wall / CPU seconds
-    and the report."""
+def run_bundle(bundle: str, configs: tuple[str, ...], root: Path, overrides: list[str], threads: int | None,
+               env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Runs one chain with ``python -m monai.bundle run`` (``threads`` torch threads through ``OMP_NUM_THREADS``;
+    ``None``: not set, the bundle's ``num_threads`` decides) in the environment ``env`` (default this process's);
+    returns its wall / CPU seconds and the report."""
     files = "[" + ",".join(repr(str(BUNDLES / bundle / "configs" / c)) for c in configs) + "]"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, "--bundle_root", str(root), *overrides]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = dict(os.environ if env is None else env)
+    env.pop("OMP_NUM_THREADS", None)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -111,9 +116,12 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/monai_robust_bench_bundles"), help="bundle roots")
     p.add_argument("--override", nargs="*", default=[], help="extra `--key value` pairs for every run")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each run (OMP_NUM_THREADS)")
+    p.add_argument("--device", default=None, help="the bundles' device (e.g. cuda; default: theirs, cuda when available)")
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "bundles.json")
     p.add_argument("--no-readme", action="store_true")
     args = p.parse_args()
+    if args.device is not None:
+        args.override += ["--device", args.device]
     payload: dict[str, Any] = {"machine": machine_info(), "load_avg_1min_at_start": os.getloadavg()[0],
                                "threads": args.threads, "bundles": {}}
     for bundle in args.bundles:
