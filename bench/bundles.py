@@ -32,6 +32,10 @@ except ImportError:  # pragma: no cover
     from bench._common import BENCH_DIR, machine_info, replace_readme_section, write_json
 
 BUNDLES = BENCH_DIR.parent / "bundles"
+# smoke-test overrides (seconds, not a measurement): few images, one epoch each, a guard that a barely trained model can
+# be fitted and calibrated with
+TINY = ["--num_images", "24", "--image_size", "32", "--batch_size", "8", "--num_epochs", "1", "--harden_epochs", "1",
+        "--guard_fpr", "0.25", "--guard_eps", "0.25"]
 VARIANTS = {
     "standard": ("train.json", "guard.json", "evaluate.json"),
     "hardened": ("train.json", "harden.json", "guard.json", "evaluate.json"),
@@ -119,7 +123,10 @@ def main() -> None:
     p.add_argument("--device", default=None, help="the bundles' device (e.g. cuda; default: theirs, cuda when available)")
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "bundles.json")
     p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--tiny", action="store_true", help="smoke-test sizes (2D bundle settings; not a measurement)")
     args = p.parse_args()
+    if args.tiny:
+        args.override = TINY + args.override
     if args.device is not None:
         args.override += ["--device", args.device]
     payload: dict[str, Any] = {"machine": machine_info(), "load_avg_1min_at_start": os.getloadavg()[0],

@@ -146,7 +146,7 @@ def evaluator_run(
         attacks["cw"] = partial(cw_cls, net, **_cw_kwargs())
         eps["cw"] = [*L2_EPS, None]
     data = [{"image": x, "label": y} for x, y in batches]
-    ev = RobustnessEvaluator("cpu", data, net, attacks, eps, seed=seed, progress=False, **options)
+    ev = RobustnessEvaluator(next(net.parameters()).device, data, net, attacks, eps, seed=seed, progress=False, **options)
     ev.run()
     acc = {"clean": ev.results["clean"]["accuracy"]}
     for name, a in ev.results["attacks"].items():
@@ -259,6 +259,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "evaluation.json")
     parser.add_argument("--no-readme", action="store_true")
     parser.add_argument("--from-json", type=Path, help="only rewrite the README section from a saved JSON")
+    parser.add_argument("--device", default="cpu", help="torch device of the model, the images and the attacks (cuda)")
     args = parser.parse_args()
     if args.from_json:
         replace_readme_section(BENCH_DIR / "README.md", "Evaluation", readme_section(json.loads(args.from_json.read_text())))
@@ -273,8 +274,8 @@ def main() -> None:
         cw_note = ""
 
     data = load(args.data)
-    net = train(data["train_x"], data["train_y"], args.epochs, args.seed)
-    x, y = data["test_x"][: args.n_test], data["test_y"][: args.n_test]
+    net = train(data["train_x"], data["train_y"], args.epochs, args.seed).to(args.device)
+    x, y = data["test_x"][: args.n_test].to(args.device), data["test_y"][: args.n_test].to(args.device)
     batches = [(x[i : i + args.batch_size], y[i : i + args.batch_size]) for i in range(0, x.shape[0], args.batch_size)]
     comparisons = [compare(net, batches, args.seed, eps, CW, args.repeats, args.ablation) for eps in LINF_EPS_SETS]
     cw_diag = cw_check(net, batches, args.seed, CW) if CW is not None else {}
@@ -286,6 +287,7 @@ def main() -> None:
             "linf_eps_sets": LINF_EPS_SETS, "l2_eps_cw": L2_EPS, "pgd": "10 steps, step 2.5*eps/10, random start",
             "cw": f"c={CW_C}, {CW_STEPS} Adam steps, lr={CW_LR}, 1 binary-search round (torchattacks defaults)",
             "repeats": args.repeats, "timing": "minimum over interleaved repeats; process CPU time is the robust measure",
+            "device": args.device,
         },
         "note": cw_note,
         "target_speedup": 1.7,

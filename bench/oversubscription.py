@@ -38,13 +38,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH_DIR, machine_info, replace_readme_section, write_json  # noqa: E402
 
-from bundles import VARIANTS, run_bundle  # noqa: E402
+from bundles import TINY, VARIANTS, run_bundle  # noqa: E402
 from monai_robust.utils.threads import available_cores, passive_openmp_env  # noqa: E402
 
 BUNDLE = "robust_xray_classification"
 TARGET = 4.0  # busy wall time / idle wall time
-TINY = ["--num_images", "24", "--image_size", "32", "--batch_size", "8", "--num_epochs", "1", "--harden_epochs", "1",
-        "--guard_fpr", "0.25", "--guard_eps", "0.25"]
 
 
 def variant_settings(variant: str) -> tuple[list[str], dict[str, str]]:

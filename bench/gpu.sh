@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Copyright (c) monai_robust contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+#
+# The GPU benchmarks in one prepared run (issue 19): at most BUDGET_S seconds (default 460, under 8 minutes on one
+# H100), from a checkout of this repository on a machine with a CUDA build of torch:
+#
+#   1. installs what is missing of the project's dependencies (pyproject.toml; never torch itself; offline from
+#      WHEELHOUSE=/path/to/wheels when set), torchattacks 3.5.1 without its dependencies;
+#   2. attacks: bench/attacks.py in fp32, under AMP fp16 and bf16, and channels-last with fp16 / bf16 (ours and
+#      torchattacks; ART in fp32);
+#   3. the evaluator vs a torchattacks loop: bench/evaluation.py;
+#   4. UAP fitting vs ART: bench/universal.py (the FGSM-inner cases; DEEPFOOL_PASSES=1 adds ART's default case);
+#   5. the 2D bundle chain (train -> guard -> evaluate, train -> harden -> guard -> evaluate) on the device:
+#      bench/bundles.py;
+#   6. bench/gpu_table.py: summary.md and summary.json.
+#
+# Every step writes its JSON into OUT (the environment variable; default bench/results/gpu) and steps.json records
+# each step's status and seconds; a step that runs out of its share of the budget is stopped and marked "timeout".
+#
+# Usage:
+#   bash bench/gpu.sh                                # on the GPU machine
+#   OUT=/tmp/gpu BUDGET_S=420 bash bench/gpu.sh
+#   DEVICE=cpu SMOKE=1 OUT=/tmp/gpu_smoke bash bench/gpu.sh   # CPU dry run at tiny sizes (a test of the script)
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+DEVICE="${DEVICE:-cuda}"
+SMOKE="${SMOKE:-0}"
+OUT_DIR="${OUT:-$ROOT/bench/results/gpu}"
+PY="${PYTHON:-python3}"
+DATA="${DATA_DIR:-$ROOT/../shared/data}"
+DEEPFOOL_PASSES="${DEEPFOOL_PASSES:-0}"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # the package from this checkout, no install needed
+mkdir -p "$OUT_DIR"
+START=$(date +%s)
+STEPS="$OUT_DIR/steps.tsv"
+: > "$STEPS"
+
+remaining() { echo $(( BUDGET_S - ($(date +%s) - START) )); }
+
+# step NAME SHARE_S CMD...: runs CMD with at most min(SHARE_S, what is left of the budget) seconds
+step() {
+  local name="$1" share="$2"; shift 2
+  local left; left=$(remaining)
+  share=$(( share * SCALE ))
+  local limit=$(( share < left ? share : left ))
+  if (( limit < 5 )); then
+    printf '%s\tskipped (budget spent)\t0\n' "$name" >> "$STEPS"; echo "== $name: skipped, budget spent"; return
+  fi
+  echo "== $name (at most ${limit}s): $*"
+  local t0; t0=$(date +%s)
+  timeout -k 10 "$limit" "$@" > "$OUT_DIR/$name.log" 2>&1
+  local rc=$?
+  local status="ok"; (( rc == 124 || rc == 137 )) && status="timeout"; (( rc != 0 && rc != 124 && rc != 137 )) && status="failed (rc $rc)"
+  printf '%s\t%s\t%s\n' "$name" "$status" "$(( $(date +%s) - t0 ))" >> "$STEPS"
+  echo "   $status; log: $OUT_DIR/$name.log"; tail -n 3 "$OUT_DIR/$name.log" | sed 's/^/   | /'
+}
+
+install_missing() {
+  "$PY" - "$ROOT" <<'PYEOF'
+import importlib.util, os, re, subprocess, sys
+root = sys.argv[1]
+if importlib.util.find_spec("torch") is None:
+    sys.exit("torch is not installed: install the CUDA build of torch for this machine first.")
+text = open(os.path.join(root, "pyproject.toml")).read()
+try:
+    import tomllib  # Python >= 3.11
+    project = tomllib.loads(text)["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["peers"]
+except ModuleNotFoundError:  # Python 3.10: the quoted requirements of the dependencies and peers lists
+    blocks = re.findall(r'^(?:dependencies|peers) = \[(.*?)\]', text, re.M | re.S)
+    requirements = [r for b in blocks for r in re.findall(r'"([^"]+)"', b)]
+wanted = [r for r in requirements if re.split(r"[<>=!\[ ]", r)[0].lower() != "torch"]
+modules = {"pytorch-ignite": "ignite", "pyyaml": "yaml", "pillow": "PIL", "adversarial-robustness-toolbox": "art",
+           "scikit-learn": "sklearn"}
+missing = [r for r in wanted
+           if importlib.util.find_spec(modules.get(re.split(r"[<>=!\[ ]", r)[0].lower(), re.split(r"[<>=!\[ ]", r)[0])) is None]
+pip = [sys.executable, "-m", "pip", "install", "-q"]
+if os.environ.get("WHEELHOUSE"):
+    pip += ["--no-index", "--find-links", os.environ["WHEELHOUSE"]]
+if missing:
+    print("installing:", missing, flush=True)
+    subprocess.run(pip + missing, check=True)
+if importlib.util.find_spec("torchattacks") is None:
+    subprocess.run(pip + ["--no-deps", "torchattacks==3.5.1"], check=True)
+import torch
+print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+PYEOF
+}
+
+if [[ "$DEVICE" == cuda* ]]; then
+  PRECISIONS=(fp16 bf16)
+else
+  PRECISIONS=(bf16)  # CPU autocast: bf16 (AVX512-BF16 / AMX where the CPU has them)
+fi
+if [[ "$SMOKE" == "1" ]]; then
+  ATTACK_SIZE=(--models resnet18_2d --attacks FGSM PGD-10-Linf --quick --batch-div 8 --threads 1)
+  EVAL_SIZE=(--n-test 32 --batch-size 16 --epochs 1 --repeats 1)
+  UAP_SIZE=(--num-fit 32 --passes 1 --repeats 1)
+  BUNDLE_SIZE=(--tiny --threads 1)
+  SCALE="${SCALE:-6}"  # a slow (shared) CPU needs more than a GPU's shares
+  BUDGET_S="${BUDGET_S:-2400}"
+  GRAD_ATTACKS=(--attacks FGSM PGD-10-Linf)
+else
+  ATTACK_SIZE=(--repeats 2)
+  EVAL_SIZE=(--repeats 2)
+  UAP_SIZE=(--repeats 2)
+  BUNDLE_SIZE=(--threads 4)
+  GRAD_ATTACKS=(--attacks FGSM BIM-10 PGD-10-Linf PGD-10-L2 APGD-10-Linf CW-10)
+fi
+BUDGET_S="${BUDGET_S:-460}"  # seconds for the whole run
+SCALE="${SCALE:-1}"  # multiplies every step's share of the budget
+
+step install 60 install_missing
+step attacks_fp32 90 "$PY" bench/attacks.py --device "$DEVICE" "${ATTACK_SIZE[@]}" --out "$OUT_DIR/attacks_fp32.json" --no-readme
+for p in "${PRECISIONS[@]}"; do
+  step "attacks_$p" 35 "$PY" bench/attacks.py --device "$DEVICE" --precision "$p" --libs ours torchattacks \
+    "${ATTACK_SIZE[@]}" "${GRAD_ATTACKS[@]}" --out "$OUT_DIR/attacks_$p.json" --no-readme
+done
+step "attacks_channels_last_${PRECISIONS[0]}" 35 "$PY" bench/attacks.py --device "$DEVICE" --precision "${PRECISIONS[0]}" \
+  --channels-last --libs ours torchattacks "${ATTACK_SIZE[@]}" "${GRAD_ATTACKS[@]}" \
+  --out "$OUT_DIR/attacks_channels_last_${PRECISIONS[0]}.json" --no-readme
+step evaluation 50 "$PY" bench/evaluation.py --device "$DEVICE" --data "$DATA/pneumoniamnist.npz" "${EVAL_SIZE[@]}" \
+  --out "$OUT_DIR/evaluation.json" --no-readme
+step universal 50 "$PY" bench/universal.py --device "$DEVICE" --data-dir "$DATA" "${UAP_SIZE[@]}" \
+  --deepfool-passes "$DEEPFOOL_PASSES" --out "$OUT_DIR/universal.json" --readme "$OUT_DIR/universal_README.md"
+step bundles 100 "$PY" bench/bundles.py --bundles robust_xray_classification --device "$DEVICE" \
+  "${BUNDLE_SIZE[@]}" --work "$OUT_DIR/bundle_roots" --out "$OUT_DIR/bundles.json" --no-readme
+
+"$PY" - "$STEPS" "$OUT_DIR/steps.json" <<'PYEOF'
+import json, sys
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
+json.dump([{"step": s, "status": st, "seconds": float(t)} for s, st, t in rows], open(sys.argv[2], "w"), indent=2)
+PYEOF
+"$PY" bench/gpu_table.py "$OUT_DIR"
+echo "total $(( $(date +%s) - START )) s; results in $OUT_DIR (summary.md)"
