@@ -58,39 +58,6 @@ step() {
   echo "   $status; log: $OUT_DIR/$name.log"; tail -n 3 "$OUT_DIR/$name.log" | sed 's/^/   | /'
 }
 
-install_missing() {
-  "$PY" - "$ROOT" <<'PYEOF'
-import importlib.util, os, re, subprocess, sys
-root = sys.argv[1]
-if importlib.util.find_spec("torch") is None:
-    sys.exit("torch is not installed: install the CUDA build of torch for this machine first.")
-text = open(os.path.join(root, "pyproject.toml")).read()
-try:
-    import tomllib  # Python >= 3.11
-    project = tomllib.loads(text)["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["peers"]
-except ModuleNotFoundError:  # Python 3.10: the quoted requirements of the dependencies and peers lists
-    blocks = re.findall(r'^(?:dependencies|peers) = \[(.*?)\]', text, re.M | re.S)
-    requirements = [r for b in blocks for r in re.findall(r'"([^"]+)"', b)]
-wanted = [r for r in requirements if re.split(r"[<>=!\[ ]", r)[0].lower() != "torch"]
-modules = {"pytorch-ignite": "ignite", "pyyaml": "yaml", "pillow": "PIL", "adversarial-robustness-toolbox": "art",
-           "scikit-learn": "sklearn"}
-missing = [r for r in wanted
-           if importlib.util.find_spec(modules.get(re.split(r"[<>=!\[ ]", r)[0].lower(), re.split(r"[<>=!\[ ]", r)[0])) is None]
-pip = [sys.executable, "-m", "pip", "install", "-q"]
-if os.environ.get("WHEELHOUSE"):
-    pip += ["--no-index", "--find-links", os.environ["WHEELHOUSE"]]
-if missing:
-    print("installing:", missing, flush=True)
-    subprocess.run(pip + missing, check=True)
-if importlib.util.find_spec("torchattacks") is None:
-    subprocess.run(pip + ["--no-deps", "torchattacks==3.5.1"], check=True)
-import torch
-print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
-      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
-PYEOF
-}
-
 if [[ "$DEVICE" == cuda* ]]; then
   PRECISIONS=(fp16 bf16)
 else
@@ -114,7 +81,7 @@ fi
 BUDGET_S="${BUDGET_S:-460}"  # seconds for the whole run
 SCALE="${SCALE:-1}"  # multiplies every step's share of the budget
 
-step install 60 install_missing
+step install 60 "$PY" bench/install_deps.py
 step attacks_fp32 90 "$PY" bench/attacks.py --device "$DEVICE" "${ATTACK_SIZE[@]}" --out "$OUT_DIR/attacks_fp32.json" --no-readme
 for p in "${PRECISIONS[@]}"; do
   step "attacks_$p" 35 "$PY" bench/attacks.py --device "$DEVICE" --precision "$p" --libs ours torchattacks \
