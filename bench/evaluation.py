@@ -59,7 +59,7 @@ def load(path: Path) -> dict[str, torch.Tensor]:
 
 def train(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    net = SmallCNN(channels=(16, 32, 32), norm=None)  # conv-relu-pool x2, conv-relu, GAP, linear
+    net = SmallCNN(channels=(16, 32, 32), norm=None).to(x.device)  # conv-relu-pool x2, conv-relu, GAP, linear
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(epochs):
         perm = torch.randperm(x.shape[0])
@@ -274,7 +274,7 @@ def main() -> None:
         cw_note = ""
 
     data = load(args.data)
-    net = train(data["train_x"], data["train_y"], args.epochs, args.seed).to(args.device)
+    net = train(data["train_x"].to(args.device), data["train_y"].to(args.device), args.epochs, args.seed)
     x, y = data["test_x"][: args.n_test].to(args.device), data["test_y"][: args.n_test].to(args.device)
     batches = [(x[i : i + args.batch_size], y[i : i + args.batch_size]) for i in range(0, x.shape[0], args.batch_size)]
     comparisons = [compare(net, batches, args.seed, eps, CW, args.repeats, args.ablation) for eps in LINF_EPS_SETS]

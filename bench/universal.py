@@ -176,18 +176,18 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
     logging.getLogger("art").setLevel(logging.ERROR)
     npz = args.data_dir / "pneumoniamnist.npz"
-    train, val, test = (medmnist_tensors(npz, split) for split in ("train", "val", "test"))
+    train, val, test = ([t.to(args.device) for t in medmnist_tensors(npz, split)] for split in ("train", "val", "test"))
     torch.manual_seed(args.seed)  # as the tutorial: the initial weights and the shuffling
-    net = SmallCNN(channels=(32, 64, 64), norm=None, dropout=0.2)
+    net = SmallCNN(channels=(32, 64, 64), norm=None, dropout=0.2).to(args.device)  # trained where it runs
     if args.model_cache is not None and args.model_cache.is_file():
-        net.load_state_dict(torch.load(args.model_cache, map_location="cpu", weights_only=True))
+        net.load_state_dict(torch.load(args.model_cache, map_location=args.device, weights_only=True))
     else:
         fit_classifier(net, train, val, epochs=6)
         if args.model_cache is not None:
             torch.save(net.state_dict(), args.model_cache)
     info = {"test_acc": classification_accuracy(net.eval(), *test)}
-    net = net.to(args.device)  # ART and ours run where the model is; the images stay on the CPU and are moved
-    fit_x, test_x = train[0][: args.num_fit], test[0]
+    # ART and ours run where the model is; the images stay on the CPU and are moved
+    fit_x, test_x = train[0][: args.num_fit].cpu(), test[0].cpu()
     eps = 0.04 * float(fit_x.flatten(1).norm(dim=1).mean())
     payload = {
         "machine": machine_info(),
