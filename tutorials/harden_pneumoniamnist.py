@@ -57,7 +57,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from monai_robust.attacks.apgd import APGD
 from monai_robust.attacks.pgd import PGD
 from monai_robust.data import medmnist_tensors
-from monai_robust.engines.evaluator import RobustnessEvaluator
+from monai_robust.engines import EvaluationOptions, RobustnessEvaluator
 from monai_robust.engines.training import PGDATIteration, adversarial_metrics
 from monai_robust.handlers.eps_schedule import EpsSchedule
 from monai_robust.networks import SmallCNN, insert_blocks, straight_through_mode
@@ -154,7 +154,7 @@ class CorrectPerImage:
 
 def robust_table(net: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict[str, Any], eps_list: list[float],
                  has_blocks: bool) -> tuple[dict[str, Any], dict[float, dict[str, float]]]:
-    """``RobustnessEvaluator`` on ``(x, y)``: every attack (``{name: factory(eps=...)}``) at every eps, with the
+    """``RobustnessEvaluator`` on ``(x, y)``: every attack (``{name: attack}``) at every eps, with the
     network's own gradient and, for a network with blocks, again with the straight-through (BPDA) gradient.
 
     Returns the evaluator's results of the normal-gradient run (clean metrics, validity checks) and, per eps, robust
@@ -166,8 +166,9 @@ def robust_table(net: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict
     for grad in ("normal", "straight_through") if has_blocks else ("normal",):
         per_image = CorrectPerImage()
         # every eps on every image with the attacks as configured (no retiring of broken images, no early stop)
-        evaluator = RobustnessEvaluator("cpu", data, net, attacks, eps_list, reuse_smaller_eps=False, early_stop=False,
-                                        noise_control=False, seed=0, progress=False, val_handlers=[per_image])
+        options = EvaluationOptions(reuse_smaller_eps=False, early_stop=False, noise_control=False)
+        evaluator = RobustnessEvaluator("cpu", data, net, attacks, eps_list, options=options, seed=0, progress=False,
+                                        val_handlers=[per_image])
         with straight_through_mode(net, grad == "straight_through"):
             evaluator.run()
         results.setdefault(grad, evaluator.results)
@@ -186,10 +187,10 @@ def robust_table(net: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict
 
 
 def make_attacks(net: nn.Module, pgd_steps: int, apgd_steps: int | None = None) -> dict[str, Any]:
-    """Factories ``factory(eps=...)`` of a PGD and an APGD (L-inf, random start) on ``net``, named by their steps."""
-    attacks = {f"PGD-{pgd_steps}": partial(PGD, net, num_steps=pgd_steps, bounds=BOUNDS)}
+    """A PGD and an APGD (L-inf, random start) on ``net``, named by their steps; the evaluator passes each eps."""
+    attacks = {f"PGD-{pgd_steps}": PGD(net, num_steps=pgd_steps, bounds=BOUNDS)}
     if apgd_steps is not None:
-        attacks[f"APGD-{apgd_steps}"] = partial(APGD, net, num_steps=apgd_steps, bounds=BOUNDS)
+        attacks[f"APGD-{apgd_steps}"] = APGD(net, num_steps=apgd_steps, bounds=BOUNDS)
     return attacks
 
 

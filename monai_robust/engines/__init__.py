@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
-from .evaluator import AttackSpec, RobustnessEvaluator, eps_key
+from .evaluator import RobustnessEvaluator
 from .events import RobustEvents, register_robust_events
 from .fit import classification_accuracy, fit_classifier
-from .prepare_batch import AttackBatch, check_attack_device
+from .plans import AttackPlan, EvaluationOptions
+from .prepare_batch import AttackBatch, call_attack, check_attack_device
+from .probes import ProbeOptions, gradient_probe, randomness_probe
 from .training import (
     AdversarialIteration,
     AdversarialKeys,
@@ -24,19 +26,23 @@ __all__ = [
     "AdversarialIteration",
     "AdversarialKeys",
     "AttackBatch",
-    "AttackSpec",
+    "AttackPlan",
+    "EvaluationOptions",
     "FastATIteration",
     "PGDATIteration",
+    "ProbeOptions",
     "RobustEvents",
     "RobustnessEvaluator",
     "TRADESIteration",
     "UAPIteration",
     "adversarial_metrics",
     "adversarial_output_transform",
+    "call_attack",
     "check_attack_device",
     "classification_accuracy",
-    "eps_key",
     "fit_classifier",
+    "gradient_probe",
+    "randomness_probe",
     "register_robust_events",
     "trades_kl",
 ]
