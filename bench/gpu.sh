@@ -17,10 +17,13 @@
 #
 # Every step writes its JSON into OUT (the environment variable; default bench/results/gpu) and steps.json records
 # each step's status and seconds; a step that runs out of its share of the budget is stopped and marked "timeout".
+# Settings (environment): DEVICE (cuda), OUT, BUDGET_S, SCALE (multiplies each step's share), PYTHON (python3),
+# DATA_DIR (PneumoniaMNIST for steps 3-4; default shared/data in or beside the checkout, else they are skipped),
+# DEEPFOOL_PASSES, WHEELHOUSE, SMOKE=1 (tiny sizes).
 #
 # Usage:
 #   bash bench/gpu.sh                                # on the GPU machine
-#   OUT=/tmp/gpu BUDGET_S=420 bash bench/gpu.sh
+#   OUT=/tmp/gpu BUDGET_S=420 DATA_DIR=/path/to/folder/with/pneumoniamnist.npz bash bench/gpu.sh
 #   DEVICE=cpu SMOKE=1 OUT=/tmp/gpu_smoke bash bench/gpu.sh   # CPU dry run at tiny sizes (a test of the script)
 set -uo pipefail
 
@@ -30,7 +33,9 @@ DEVICE="${DEVICE:-cuda}"
 SMOKE="${SMOKE:-0}"
 OUT_DIR="${OUT:-$ROOT/bench/results/gpu}"
 PY="${PYTHON:-python3}"
-DATA="${DATA_DIR:-$ROOT/../shared/data}"
+# PneumoniaMNIST for the evaluation and UAP steps: DATA_DIR, else shared/data in or beside the checkout
+DATA="${DATA_DIR:-}"
+for d in "$ROOT/shared/data" "$ROOT/../shared/data"; do [[ -z "$DATA" && -f "$d/pneumoniamnist.npz" ]] && DATA="$d"; done
 DEEPFOOL_PASSES="${DEEPFOOL_PASSES:-0}"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # the package from this checkout, no install needed
 mkdir -p "$OUT_DIR"
@@ -90,10 +95,15 @@ done
 step "attacks_channels_last_${PRECISIONS[0]}" 35 "$PY" bench/attacks.py --device "$DEVICE" --precision "${PRECISIONS[0]}" \
   --channels-last --libs ours torchattacks "${ATTACK_SIZE[@]}" "${GRAD_ATTACKS[@]}" \
   --out "$OUT_DIR/attacks_channels_last_${PRECISIONS[0]}.json" --no-readme
+if [[ -z "$DATA" || ! -f "$DATA/pneumoniamnist.npz" ]]; then
+  echo "== no pneumoniamnist.npz (set DATA_DIR): the evaluation and UAP steps are skipped"
+  printf 'evaluation\tskipped (no data: set DATA_DIR)\t0\nuniversal\tskipped (no data: set DATA_DIR)\t0\n' >> "$STEPS"
+else
 step evaluation 50 "$PY" bench/evaluation.py --device "$DEVICE" --data "$DATA/pneumoniamnist.npz" "${EVAL_SIZE[@]}" \
   --out "$OUT_DIR/evaluation.json" --no-readme
 step universal 50 "$PY" bench/universal.py --device "$DEVICE" --data-dir "$DATA" "${UAP_SIZE[@]}" \
   --deepfool-passes "$DEEPFOOL_PASSES" --out "$OUT_DIR/universal.json" --readme "$OUT_DIR/universal_README.md"
+fi
 step bundles 100 "$PY" bench/bundles.py --bundles robust_xray_classification --device "$DEVICE" \
   "${BUNDLE_SIZE[@]}" --work "$OUT_DIR/bundle_roots" --out "$OUT_DIR/bundles.json" --no-readme
 
