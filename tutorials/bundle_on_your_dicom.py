@@ -48,12 +48,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from monai.bundle import ConfigWorkflow
 
 from monai_robust.data import datalist_from_csv, datalist_from_folders, is_dicom_input, read_dicom, read_medmnist
 from monai_robust.data.folders import ImageDatalist
 from monai_robust.utils.intensity import LinearIntensityMap
+from monai_robust.utils.threads import add_num_threads_argument, set_num_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "robust_xray_classification"
@@ -202,11 +202,12 @@ def main() -> None:
                              "8 bits)")
     parser.add_argument("--classes", nargs="+", help="class names in label order (default: sorted folder names)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: the bundle's, cuda when available)")
+    add_num_threads_argument(parser, default=1)  # 1: the setting of the recorded runs
     args = parser.parse_args()
     for key, value in (TINY if args.tiny else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    torch.set_num_threads(1)
+    set_num_threads(args.num_threads)
     t0 = time.perf_counter()
     out = args.output_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -265,6 +266,7 @@ def main() -> None:
         overrides["guard_fpr"] = args.guard_fpr
     if args.device is not None:
         overrides["device"] = f"$torch.device('{args.device}')"
+    overrides["num_threads"] = args.num_threads  # the bundle's own thread setting (its default 0: the free cores)
     main_configs = ["train.json", "harden.json", "guard.json", "evaluate.json"]
     print("bundle run, equivalent command:\n  " + cli_command(main_configs, overrides))
     workflow = bundle_workflow(main_configs, overrides)

@@ -78,6 +78,7 @@ from monai_robust.detectors import (
     MahalanobisDetector,
     detection_auc,
 )
+from monai_robust.utils.threads import add_num_threads_argument, set_num_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUNDS = (0.0, 1.0)
@@ -290,6 +291,7 @@ def main() -> None:
     parser.add_argument("--lid-batch", type=int, help="LID's minibatch (k=20 neighbours within it)")
     parser.add_argument("--lid-batch-3d", type=int, help="LID's minibatch in 3D (k=10)")
     parser.add_argument("--seed", type=int, default=0)
+    add_num_threads_argument(parser, default=1)  # 1: the setting of the recorded runs
     args = parser.parse_args()
     for key, value in (TINY if args.tiny else FULL).items():
         if getattr(args, key) is None:
@@ -297,7 +299,7 @@ def main() -> None:
     out = args.out if args.out is not None else args.output_dir / "detectors.json"
     if 4 not in args.eps:  # the cross-attack, guard and adaptive sections use the detectors fitted on PGD at 4/255
         parser.error(f"--eps must include 4, got --eps {' '.join(map(str, args.eps))}")
-    torch.set_num_threads(1)
+    set_num_threads(args.num_threads)
     start = time.time()
     result: dict[str, Any] = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

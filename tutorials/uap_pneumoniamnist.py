@@ -52,6 +52,7 @@ from monai_robust.attacks.universal import SGDUAP, IterativeUAP, evaluate_uap, u
 from monai_robust.data import medmnist_tensors
 from monai_robust.engines.fit import classification_accuracy, fit_classifier
 from monai_robust.networks import SmallCNN
+from monai_robust.utils.threads import add_num_threads_argument, set_num_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUNDS = (0.0, 1.0)  # model-input range: images scaled to [0, 1]
@@ -202,6 +203,7 @@ def main() -> None:
     parser.add_argument("--model-cache", type=Path, default=None, help="load/save the trained 2D CNN here")
     parser.add_argument("--model-cache-3d", type=Path, default=None, help="load/save the trained 3D CNN here")
     parser.add_argument("--skip-3d", action="store_true")
+    add_num_threads_argument(parser, default=1)  # 1: the setting of the recorded runs
     args = parser.parse_args()
     for key, value in (TINY if args.tiny else FULL).items():
         if getattr(args, key) is None:
@@ -209,10 +211,10 @@ def main() -> None:
     if args.data_dir is not None:
         args.npz, args.npz3d = args.data_dir / "pneumoniamnist.npz", args.data_dir / "adrenalmnist3d.npz"
     out = args.out if args.out is not None else args.output_dir / "universal_evidence.json"
-    torch.set_num_threads(1)
+    set_num_threads(args.num_threads)
     t_start = time.perf_counter()
     report: dict[str, Any] = {
-        "script": "tutorials/uap_pneumoniamnist.py", "torch": torch.__version__, "threads": 1,
+        "script": "tutorials/uap_pneumoniamnist.py", "torch": torch.__version__, "threads": torch.get_num_threads(),
         "machine": platform.machine(), "seed": args.seed, "bounds": list(BOUNDS),
     }
     limits = {k: getattr(args, k) for k in ("max_train", "max_eval", "max_train_3d", "max_eval_3d")}

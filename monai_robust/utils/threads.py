@@ -121,17 +121,18 @@ def passive_openmp_env(environ: MutableMapping[str, str] | None = None) -> bool:
     return env["OMP_WAIT_POLICY"].upper() == "PASSIVE"
 
 
-def add_num_threads_argument(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Adds ``--num-threads N`` to a command line (default ``0``: :func:`default_num_threads`); pass the parsed value
-    to :func:`set_num_threads` before the work starts.
+def add_num_threads_argument(parser: argparse.ArgumentParser, default: int = 0) -> argparse.ArgumentParser:
+    """Adds ``--num-threads N`` to a command line; pass the parsed value to :func:`set_num_threads` before the work
+    starts.
 
     Args:
         parser: the command's parser (or subparser).
+        default: the value without the flag; ``0``: :func:`default_num_threads`.
 
     Returns:
         ``parser``.
     """
-    parser.add_argument("--num-threads", type=int, default=0, metavar="N",
-                        help="CPU threads for torch (default 0: the cores this process may use, fewer when the "
-                             "machine is loaded)")
+    parser.add_argument("--num-threads", type=int, default=default, metavar="N",
+                        help=f"CPU threads for torch (default {default}; 0: the cores this process may use, fewer when "
+                             "the machine is loaded)")
     return parser
