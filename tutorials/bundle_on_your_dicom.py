@@ -182,6 +182,7 @@ def cli_command(configs: list[str], overrides: dict[str, Any]) -> str:
 def main() -> None:
     # ---- settings: full by default, --tiny for seconds; explicit flags override both
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_num_threads_argument(parser, default=1)  # 1: the setting of the recorded runs
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--dicom-dir", type=Path, help="your folder of class sub-folders of DICOM files")
     source.add_argument("--manifest", type=Path, help="your CSV manifest (columns image,label; paths relative to it)")
@@ -202,7 +203,6 @@ def main() -> None:
                              "8 bits)")
     parser.add_argument("--classes", nargs="+", help="class names in label order (default: sorted folder names)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: the bundle's, cuda when available)")
-    add_num_threads_argument(parser, default=1)  # 1: the setting of the recorded runs
     args = parser.parse_args()
     for key, value in (TINY if args.tiny else FULL).items():
         if getattr(args, key) is None:

@@ -267,6 +267,7 @@ def run_protocol(
 def main() -> None:
     # ---------------------------------------------------------------- settings: full by default, --tiny for seconds
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_num_threads_argument(parser, default=1)  # 1: the setting of the recorded runs
     data_dir = ROOT.parent / "shared" / "data"
     parser.add_argument("--npz", "--data", dest="npz", type=Path, default=data_dir / "pneumoniamnist.npz",
                         help="PneumoniaMNIST .npz")
@@ -291,7 +292,6 @@ def main() -> None:
     parser.add_argument("--lid-batch", type=int, help="LID's minibatch (k=20 neighbours within it)")
     parser.add_argument("--lid-batch-3d", type=int, help="LID's minibatch in 3D (k=10)")
     parser.add_argument("--seed", type=int, default=0)
-    add_num_threads_argument(parser, default=1)  # 1: the setting of the recorded runs
     args = parser.parse_args()
     for key, value in (TINY if args.tiny else FULL).items():
         if getattr(args, key) is None:

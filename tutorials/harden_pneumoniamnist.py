@@ -248,6 +248,7 @@ def markdown(results: dict[str, Any], standard_clean: float) -> str:
 def main() -> None:
     # ---- settings: full by default, --tiny for a few seconds; explicit flags override both
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_num_threads_argument(parser, default=1)  # 1: the setting of the recorded runs
     parser.add_argument("--npz", "--data", dest="npz", type=Path,
                         default=ROOT.parent / "shared" / "data" / "pneumoniamnist.npz", help="PneumoniaMNIST .npz")
     parser.add_argument("--output-dir", "--out", dest="output_dir", type=Path, default=ROOT / "bench" / "results",
@@ -261,7 +262,6 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=int)
     parser.add_argument("--pgd-steps", type=int)
     parser.add_argument("--apgd-steps", type=int)
-    add_num_threads_argument(parser, default=1)  # 1: the setting of the recorded runs
     args = parser.parse_args()
     for key, value in (TINY if args.tiny else FULL).items():
         if getattr(args, key) is None:

@@ -182,6 +182,7 @@ def study(net: nn.Module, data: dict[str, torch.Tensor], num_fit: int, seed: int
 def main() -> None:
     # ---- settings: full by default, --tiny for seconds; explicit flags override both
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_num_threads_argument(parser, default=1)  # 1: the setting of the recorded runs
     data_dir = ROOT.parent / "shared" / "data"
     parser.add_argument("--npz", type=Path, default=data_dir / "pneumoniamnist.npz", help="PneumoniaMNIST .npz")
     parser.add_argument("--npz3d", type=Path, default=data_dir / "adrenalmnist3d.npz", help="AdrenalMNIST3D .npz")
@@ -203,7 +204,6 @@ def main() -> None:
     parser.add_argument("--model-cache", type=Path, default=None, help="load/save the trained 2D CNN here")
     parser.add_argument("--model-cache-3d", type=Path, default=None, help="load/save the trained 3D CNN here")
     parser.add_argument("--skip-3d", action="store_true")
-    add_num_threads_argument(parser, default=1)  # 1: the setting of the recorded runs
     args = parser.parse_args()
     for key, value in (TINY if args.tiny else FULL).items():
         if getattr(args, key) is None:
