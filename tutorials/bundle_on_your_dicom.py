@@ -59,12 +59,14 @@ ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "robust_xray_classification"
 CLASSES = ("normal", "pneumonia")  # PneumoniaMNIST's labels 0 and 1
 # full settings and the --tiny smoke-test settings; explicit flags override either
-# (guard_eps / guard_fpr None: the bundle's own, 2/255 and 5 %)
+# (guard_eps / guard_fpr / aa_steps / aa_queries None: the bundle's own, 2/255, 5 %, 100 steps, 5000 queries)
 FULL = {"num_per_class": 500, "num_epochs": 4, "harden_epochs": 2, "batch_size": 32, "guard_eps": None,
-        "guard_fpr": None}
+        "guard_fpr": None, "aa_steps": None, "aa_queries": None}
 # tiny: the guard is fitted on the adversarial images that fool the model (a 2/255 PGD may fool none of a few
-# images) and its threshold is calibrated on at least 1 / guard_fpr validation images (6 here)
-TINY = {"num_per_class": 20, "num_epochs": 1, "harden_epochs": 1, "batch_size": 8, "guard_eps": 16.0, "guard_fpr": 0.2}
+# images) and its threshold is calibrated on at least 1 / guard_fpr validation images (6 here); the evaluation's
+# AutoAttack runs 2 steps and 5 Square queries
+TINY = {"num_per_class": 20, "num_epochs": 1, "harden_epochs": 1, "batch_size": 8, "guard_eps": 16.0, "guard_fpr": 0.2,
+        "aa_steps": 2, "aa_queries": 5}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -197,6 +199,8 @@ def main() -> None:
     parser.add_argument("--guard-eps", type=float,
                         help="L-inf budget (in 1/255 of the window) of the PGD whose images the guard is fitted on")
     parser.add_argument("--guard-fpr", type=float, help="the guard's false-positive rate on clean validation images")
+    parser.add_argument("--aa-steps", type=int, help="iterations of the evaluation's AutoAttack (default: the bundle's)")
+    parser.add_argument("--aa-queries", type=int, help="Square queries of the evaluation's AutoAttack (default: the bundle's)")
     parser.add_argument("--image-size", type=int, default=32, help="images are resized to this square size")
     parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="values mapped to [0, 1] (default: the range the DICOM files can store, e.g. 0 255 for "
@@ -264,6 +268,9 @@ def main() -> None:
         overrides["guard_eps"] = f"${args.guard_eps:g} / 255 * (@bounds[1] - @bounds[0])"
     if args.guard_fpr is not None:
         overrides["guard_fpr"] = args.guard_fpr
+    for key in ("aa_steps", "aa_queries"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
     if args.device is not None:
         overrides["device"] = f"$torch.device('{args.device}')"
     overrides["num_threads"] = args.num_threads  # the bundle's own thread setting (its default 0: the free cores)
