@@ -33,9 +33,9 @@ except ImportError:  # pragma: no cover
 
 BUNDLES = BENCH_DIR.parent / "bundles"
 # smoke-test overrides (seconds, not a measurement): few images, one epoch each, a guard that a barely trained model can
-# be fitted and calibrated with
+# be fitted and calibrated with, a 2-step AutoAttack with 5 Square queries
 TINY = ["--num_images", "24", "--image_size", "32", "--batch_size", "8", "--num_epochs", "1", "--harden_epochs", "1",
-        "--guard_fpr", "0.25", "--guard_eps", "0.25"]
+        "--guard_fpr", "0.25", "--guard_eps", "0.25", "--aa_steps", "2", "--aa_queries", "5"]
 VARIANTS = {
     "standard": ("train.json", "guard.json", "evaluate.json"),
     "hardened": ("train.json", "harden.json", "guard.json", "evaluate.json"),
