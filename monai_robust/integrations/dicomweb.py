@@ -1,0 +1,234 @@
+# Copyright (c) monai_robust contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+"""DICOMweb in and out for screening: QIDO-RS search and WADO-RS retrieve of series from a PACS (in memory or into a
+folder), and STOW-RS delivery of the Structured Reports, through ``dicomweb-client`` (the client MONAI Label uses).
+
+The flow of :func:`screen_dicomweb`: QIDO-RS lists the series (optionally of given studies and matching QIDO filters,
+e.g. ``{"Modality": "CR"}``); WADO-RS retrieves each series' instances; the screener screens them as datasets
+received over the network (:meth:`~monai_robust.integrations.dicom.DicomScreener.screen_datasets`); with ``stow`` the
+SRs are stored back by STOW-RS, and a rejected SR is reported with the server's reason, not dropped.
+
+``dicomweb-client`` is optional (the ``dicom`` extra installs it): this module imports without it, and building a
+:class:`DicomWebClient` raises a clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from monai.utils import optional_import
+from pydicom import Dataset
+
+_DICOMwebClient, has_dicomweb_client = optional_import("dicomweb_client", name="DICOMwebClient")
+
+__all__ = ["DicomWebClient", "SeriesRef", "StowError", "screen_dicomweb"]
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "dicomweb-client is not importable: `pip install dicomweb-client` (or the project's `dicom` extra)."
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+
+class StowError(RuntimeError):
+    """A STOW-RS request failed or the server rejected instances (the message names them and the reason)."""
+
+
+@dataclass(frozen=True)
+class SeriesRef:
+    """One series found by QIDO-RS.
+
+    Attributes:
+        study_uid: StudyInstanceUID.
+        series_uid: SeriesInstanceUID.
+        modality: Modality (``""`` when the server did not return it).
+        num_instances: NumberOfSeriesRelatedInstances (``None`` when not returned).
+    """
+
+    study_uid: str
+    series_uid: str
+    modality: str = ""
+    num_instances: int | None = None
+
+
+def _value(attrs: Mapping[str, Any], tag: str) -> Any:
+    values = attrs.get(tag, {}).get("Value") or [None]
+    return values[0]
+
+
+def _check_uid(uid: Any, what: str) -> str:
+    if not isinstance(uid, str) or not _UID.match(uid) or len(uid) > 64:
+        raise ValueError(f"{what} must be a DICOM UID (digits and dots, <= 64 characters), got {uid!r}.")
+    return uid
+
+
+class DicomWebClient:
+    """QIDO-RS / WADO-RS / STOW-RS against one DICOMweb root (e.g. Orthanc's ``http://host:8042/dicom-web``).
+
+    Args:
+        url: the DICOMweb root, ``http://`` or ``https://``.
+        timeout: seconds per HTTP request (> 0).
+        session: a ``requests.Session`` carrying authentication (``dicomweb_client.session_utils``), or ``None``.
+
+    Raises:
+        RuntimeError: When ``dicomweb-client`` is not installed.
+        ValueError: When ``url`` is not an http(s) URL or ``timeout`` is not positive.
+
+    Example::
+
+        >>> client = DicomWebClient("http://127.0.0.1:8042/dicom-web")
+        >>> refs = client.search_series(filters={"Modality": "CR"})
+        >>> datasets = client.retrieve_series(refs[0])
+    """
+
+    def __init__(self, url: str, timeout: float = 30.0, session: Any = None) -> None:
+        if not has_dicomweb_client:
+            raise RuntimeError(INSTALL_HINT)
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ValueError(f"url must be a DICOMweb root starting with http:// or https://, got {url!r}.")
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"timeout must be a number of seconds > 0, got timeout={timeout!r}.")
+        self.url = url.rstrip("/")
+        self.client = _DICOMwebClient(url=self.url, session=session, timeout=float(timeout))
+
+    def search_series(
+        self, study_uids: Sequence[str] | None = None, filters: Mapping[str, Any] | None = None
+    ) -> list[SeriesRef]:
+        """QIDO-RS: the series of ``study_uids`` (default: every study) matching ``filters``.
+
+        Args:
+            study_uids: StudyInstanceUIDs to search in, or ``None`` for all.
+            filters: QIDO-RS attribute filters by keyword, e.g. ``{"Modality": "CR"}``.
+
+        Returns:
+            The series found, in the server's order.
+
+        Raises:
+            ValueError: When a study UID is not a UID.
+            requests.HTTPError: When the server answers with an error status.
+        """
+        fields = ["Modality", "NumberOfSeriesRelatedInstances"]
+        found: list[SeriesRef] = []
+        for study in [None] if study_uids is None else [_check_uid(u, "study uid") for u in study_uids]:
+            hits = self.client.search_for_series(
+                study_instance_uid=study, search_filters=dict(filters or {}), fields=fields, get_remaining=True
+            )
+            for attrs in hits:
+                count = _value(attrs, "00201209")
+                found.append(
+                    SeriesRef(
+                        study_uid=str(_value(attrs, "0020000D")),
+                        series_uid=str(_value(attrs, "0020000E")),
+                        modality=str(_value(attrs, "00080060") or ""),
+                        num_instances=int(count) if count is not None else None,
+                    )
+                )
+        return found
+
+    def retrieve_series(self, ref: SeriesRef) -> list[Dataset]:
+        """WADO-RS: every instance of one series, as pydicom datasets (pixel data included), in the transfer syntax
+        the server stores them in (``transfer-syntax=*``: no transcoding, e.g. JPEG 2000 stays JPEG 2000)."""
+        return list(self.client.retrieve_series(ref.study_uid, ref.series_uid, media_types=(("application/dicom", "*"),)))
+
+    def retrieve_to_folder(
+        self,
+        folder: str | os.PathLike,
+        study_uids: Sequence[str] | None = None,
+        filters: Mapping[str, Any] | None = None,
+    ) -> list[Path]:
+        """QIDO-RS then WADO-RS into ``folder/<study uid>/<series uid>/<sop instance uid>.dcm``.
+
+        Args:
+            folder: where to write (created if needed); an existing file of the same name is not overwritten.
+            study_uids: as in :meth:`search_series`.
+            filters: as in :meth:`search_series`.
+
+        Returns:
+            The series folders written, one per series found.
+
+        Raises:
+            FileExistsError: When a file to write already exists (names it).
+            ValueError: When ``folder`` exists and is not a folder.
+        """
+        root = Path(folder)
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"folder={str(root)!r} exists and is not a folder.")
+        written = []
+        for ref in self.search_series(study_uids, filters):
+            target = root / _check_uid(ref.study_uid, "StudyInstanceUID") / _check_uid(ref.series_uid, "SeriesInstanceUID")
+            target.mkdir(parents=True, exist_ok=True)
+            for ds in self.retrieve_series(ref):
+                path = target / f"{_check_uid(str(ds.SOPInstanceUID), 'SOPInstanceUID')}.dcm"
+                if path.exists():
+                    raise FileExistsError(f"{path} exists: retrieve into an empty folder.")
+                ds.save_as(path, enforce_file_format=True)
+            written.append(target)
+        return written
+
+    def store(self, datasets: Iterable[Dataset]) -> list[str]:
+        """STOW-RS: stores datasets (e.g. the SRs); returns the SOPInstanceUIDs the server accepted.
+
+        Raises:
+            StowError: When the request fails or the server lists failed instances (with their failure reasons).
+        """
+        datasets = list(datasets)
+        if not datasets:
+            return []
+        try:
+            response = self.client.store_instances(datasets)
+        except Exception as e:  # requests.HTTPError and connection errors, with the server's answer
+            raise StowError(f"STOW-RS to {self.url} failed for {len(datasets)} instance(s): {e}") from e
+        failed = [
+            f"{item.get('ReferencedSOPInstanceUID', '?')} (reason {item.get('FailureReason', '?')})"
+            for item in getattr(response, "FailedSOPSequence", [])
+        ]
+        if failed:
+            raise StowError(f"STOW-RS to {self.url} rejected {len(failed)} instance(s): {', '.join(failed)}.")
+        return [str(item.ReferencedSOPInstanceUID) for item in getattr(response, "ReferencedSOPSequence", [])]
+
+
+def screen_dicomweb(
+    screener: Any,
+    client: DicomWebClient,
+    study_uids: Sequence[str] | None = None,
+    filters: Mapping[str, Any] | None = None,
+    stow: DicomWebClient | None = None,
+) -> list[tuple[Any, list[str] | str | None]]:
+    """Screens series fetched by QIDO-RS/WADO-RS and, with ``stow``, stores each SR back by STOW-RS.
+
+    Args:
+        screener: a :class:`~monai_robust.integrations.dicom.DicomScreener` (anything with ``screen_datasets``).
+        client: where the studies come from.
+        study_uids: studies to screen (default: every study the filters match).
+        filters: QIDO-RS filters, e.g. ``{"Modality": "CR"}``.
+        stow: where SRs go (often ``client`` itself), or ``None`` to keep them in the results only.
+
+    Returns:
+        ``[(result, delivery)]`` per series: ``delivery`` is the list of stored SOPInstanceUIDs, the error message of
+        a failed STOW-RS (the screening result is kept), or ``None`` (no ``stow``, or no SR).
+
+    Example::
+
+        >>> pacs = DicomWebClient("http://127.0.0.1:8042/dicom-web")
+        >>> for result, delivery in screen_dicomweb(screener, pacs, filters={"Modality": "CR"}, stow=pacs):
+        ...     print(result.series_uid, result.status, delivery)
+    """
+    if not hasattr(screener, "screen_datasets"):
+        raise ValueError(f"screener must have screen_datasets (a DicomScreener), got {type(screener).__name__}.")
+    out: list[tuple[Any, list[str] | str | None]] = []
+    for ref in client.search_series(study_uids, filters):
+        for result in screener.screen_datasets(client.retrieve_series(ref)):
+            delivery: list[str] | str | None = None
+            if stow is not None and result.sr is not None:
+                try:
+                    delivery = stow.store([result.sr])
+                except StowError as e:
+                    logger.error(str(e))
+                    delivery = str(e)
+            out.append((result, delivery))
+    return out
