@@ -64,7 +64,7 @@ def robustness_curves(results: dict[str, Any]) -> dict[str, list[tuple[float | N
             for n in ("n_clean", "n_adversarial"):  # the sizes behind the AUC (0 adversarial: no AUC)
                 if _finite(detector.get(n)):
                     metrics[f"detector_{n}"] = float(detector[n])
-            eps = None if r.get("eps") is None else float(r["eps"])
+            eps = float(r["eps"]) if _finite(r.get("eps")) else None  # unbounded (minimisation) attacks: None
             points.append((eps, metrics))
         if points:
             curves[str(name)] = sorted(points, key=lambda p: (p[0] is None, p[0] or 0.0))
