@@ -1,9 +1,9 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
 """Experiment tracking of every stage through MONAI's ``--tracking`` mechanism: the X-ray bundle's chain (train ->
-harden -> guard -> evaluate, tiny) run with ``tracking=configs/tracking.json`` and a local SQLite MLflow store in a
-temporary folder, as ``python -m monai.bundle run ... --tracking configs/tracking.json`` runs it; then the MLflow runs
-(one per stage) and the TensorBoard curves over ε are read back."""
+harden -> guard -> evaluate, tiny) run by ``monai.bundle.run`` (what ``python -m monai.bundle run ... --tracking
+configs/tracking.json``, the README's command, calls) with a local SQLite MLflow store in a temporary folder; then the
+MLflow runs (one per stage) and the TensorBoard curves over ε are read back."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from monai.bundle import ConfigWorkflow
+from monai.bundle import run
 
 from tests.bundles.test_bundles import BUNDLES, TINY
 
@@ -38,11 +38,10 @@ def test_every_stage_reaches_mlflow_and_tensorboard(tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
-    wf = ConfigWorkflow(
+    run(
         config_file=[str(XRAY / c) for c in ("train.json", "harden.json", "guard.json", "evaluate.json")],
         meta_file=str(XRAY / "metadata.json"),
         logging_file=str(XRAY / "logging.conf"),
-        workflow_type=None,
         bundle_root=str(tmp_path),
         tracking=str(XRAY / "tracking.json"),
         tracking_uri=uri,
@@ -52,9 +51,6 @@ def test_every_stage_reaches_mlflow_and_tensorboard(tmp_path: Path) -> None:
         eval_eps=EPS,
         **TINY["robust_xray_classification"],
     )
-    wf.initialize()
-    wf.run()
-    wf.finalize()
     report = json.loads((tmp_path / "outputs" / "report" / "robustness.json").read_text())
     eps = sorted(r["eps"] for r in report["attacks"]["PGD-10"]["results"] if r["status"] == "ok")
     assert eps == pytest.approx(EPS)
