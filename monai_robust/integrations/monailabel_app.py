@@ -37,7 +37,7 @@ from typing import Any
 
 from monai.utils import optional_import
 
-from monai_robust.integrations.monailabel import INSTALL_HINT, monailabel_infers
+from monai_robust.integrations.monailabel import monailabel_infers
 
 MONAILabelApp, has_monailabel_app = optional_import("monailabel.interfaces.app", name="MONAILabelApp", as_type="base")
 settings, _ = optional_import("monailabel.config", name="settings")
@@ -167,8 +167,6 @@ class RobustClassificationApp(MONAILabelApp):
 
     def init_infers(self) -> dict[str, Any]:
         """One robust classification task per configured bundle."""
-        if not has_monailabel_app:
-            raise RuntimeError(INSTALL_HINT)
         tasks = {}
         for name, spec in self.bundle_specs.items():
             overrides = {k: v for k, v in spec.items() if k != "bundle"}
