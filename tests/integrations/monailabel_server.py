@@ -20,7 +20,7 @@ import requests
 
 from tests.integrations.orthanc import free_port, missing_prerequisite
 
-__all__ = ["APP_DIR", "MonaiLabelServer", "require_monailabel_server"]
+__all__ = ["APP_DIR", "MonaiLabelServer", "conf_for", "expected_probabilities", "ok_json", "require_monailabel_server"]
 
 REPO = Path(__file__).resolve().parents[2]
 APP_DIR = REPO / "apps" / "monailabel"
@@ -134,3 +134,22 @@ class MonaiLabelServer:
             data={"params": json.dumps(params or {})},
             timeout=120,
         )
+
+
+def conf_for(trained_xray_bundle: tuple[Path, Path, dict[str, Any]]) -> dict[str, str]:
+    """``--conf bundles`` naming the trained bundle (configs from the repo, weights and data in ``bundle_root``)."""
+    bundle_dir, _, overrides = trained_xray_bundle
+    return {"bundles": json.dumps({"xray": {"bundle": str(bundle_dir), **overrides}}, separators=(",", ":"))}
+
+
+def expected_probabilities(predictor: Any, path: Path) -> dict[str, float]:
+    """The bundle predictor's class probabilities for one image file, computed in this process."""
+    from monai_robust.data.datalist import load_image
+
+    return predictor.predict(predictor.preprocess(load_image(path))[None])[0]["probabilities"]
+
+
+def ok_json(response: Any) -> dict[str, Any]:
+    """The JSON of a ``200`` answer (else fails, quoting the answer)."""
+    assert response.status_code == 200, response.text[:1000]
+    return response.json()
