@@ -10,13 +10,21 @@ SRs are stored back by STOW-RS, and a rejected SR is reported with the server's 
 
 ``dicomweb-client`` is optional (the ``dicom`` extra installs it): this module imports without it, and building a
 :class:`DicomWebClient` raises a clear error.
+
+Command line (:func:`main`; exit code 0 when every series was screened or skipped and every SR stored, else 1)::
+
+    python -m monai_robust.integrations.dicomweb --url http://127.0.0.1:8042/dicom-web \
+        --bundle bundles/robust_xray_classification --output results/ --modality CR DX --stow
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +35,7 @@ from pydicom import Dataset
 
 _DICOMwebClient, has_dicomweb_client = optional_import("dicomweb_client", name="DICOMwebClient")
 
-__all__ = ["DicomWebClient", "SeriesRef", "StowError", "screen_dicomweb"]
+__all__ = ["DicomWebClient", "SeriesRef", "StowError", "main", "screen_dicomweb"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,10 +82,12 @@ class DicomWebClient:
         url: the DICOMweb root, ``http://`` or ``https://``.
         timeout: seconds per HTTP request (> 0).
         session: a ``requests.Session`` carrying authentication (``dicomweb_client.session_utils``), or ``None``.
+        attempts: tries per request (>= 1; ``dicomweb-client`` waits exponentially between them, 1 s, 2 s, 4 s ...,
+            after a refused connection or a 408/429/503/504 answer); 1: fail at once.
 
     Raises:
         RuntimeError: When ``dicomweb-client`` is not installed.
-        ValueError: When ``url`` is not an http(s) URL or ``timeout`` is not positive.
+        ValueError: When ``url`` is not an http(s) URL, ``timeout`` is not positive or ``attempts`` < 1.
 
     Example::
 
@@ -86,15 +96,18 @@ class DicomWebClient:
         >>> datasets = client.retrieve_series(refs[0])
     """
 
-    def __init__(self, url: str, timeout: float = 30.0, session: Any = None) -> None:
+    def __init__(self, url: str, timeout: float = 30.0, session: Any = None, attempts: int = 3) -> None:
         if not has_dicomweb_client:
             raise RuntimeError(INSTALL_HINT)
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise ValueError(f"url must be a DICOMweb root starting with http:// or https://, got {url!r}.")
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ValueError(f"timeout must be a number of seconds > 0, got timeout={timeout!r}.")
+        if not (isinstance(attempts, int) and attempts >= 1):
+            raise ValueError(f"attempts must be an integer >= 1, got attempts={attempts!r}.")
         self.url = url.rstrip("/")
         self.client = _DICOMwebClient(url=self.url, session=session, timeout=float(timeout))
+        self.client.set_http_retry_params(retry=attempts > 1, max_attempts=attempts)
 
     def search_series(
         self, study_uids: Sequence[str] | None = None, filters: Mapping[str, Any] | None = None
@@ -232,3 +245,52 @@ def screen_dicomweb(
                     delivery = str(e)
             out.append((result, delivery))
     return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m monai_robust.integrations.dicomweb --url URL --bundle B --output OUT [--study UID ...]
+    [--modality CR DX] [--stow | --stow-url URL] [--overrides JSON]``: QIDO-RS/WADO-RS from ``--url``, screening,
+    ``<series uid>.SR.dcm`` + ``.json`` in ``--output``, and with ``--stow`` the SRs stored back (or to ``--stow-url``).
+
+    Returns:
+        0 when no series failed and every SR was stored; 1 otherwise (each problem is printed).
+    """
+    from monai_robust.integrations.dicom import DicomScreener, SeriesRules, write_result
+
+    parser = argparse.ArgumentParser(prog="python -m monai_robust.integrations.dicomweb", description=__doc__.split("\n")[0])
+    parser.add_argument("--url", required=True, help="DICOMweb root of the PACS, e.g. http://127.0.0.1:8042/dicom-web")
+    parser.add_argument("--bundle", required=True, help="the trained bundle folder")
+    parser.add_argument("--output", required=True, help="folder for the SR and JSON of each series")
+    parser.add_argument("--study", nargs="*", default=None, help="StudyInstanceUIDs to screen (default: all)")
+    parser.add_argument("--modality", nargs="*", default=["CR", "DX"], help="series to screen (none: any)")
+    parser.add_argument("--stow", action="store_true", help="store each SR back to --url by STOW-RS")
+    parser.add_argument("--stow-url", default=None, help="store each SR to this DICOMweb root instead")
+    parser.add_argument("--overrides", default="{}", help="bundle config overrides as a JSON object")
+    parser.add_argument("--attempts", type=int, default=3, help="tries per HTTP request (exponential back-off)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        overrides = json.loads(args.overrides)
+    except json.JSONDecodeError as e:
+        parser.error(f"--overrides is not valid JSON ({e}): {args.overrides!r}")
+    if not isinstance(overrides, dict):
+        parser.error(f"--overrides must be a JSON object, got {args.overrides!r}")
+    source = DicomWebClient(args.url, attempts=args.attempts)
+    stow = DicomWebClient(args.stow_url, attempts=args.attempts) if args.stow_url else (source if args.stow else None)
+    screener = DicomScreener(
+        args.bundle, SeriesRules(modalities=tuple(args.modality) or None), device=args.device, overrides=overrides
+    )
+    ok = True
+    for modality in args.modality or [None]:
+        filters = {"Modality": modality} if modality else None
+        for result, delivery in screen_dicomweb(screener, source, args.study, filters, stow=stow):
+            paths = write_result(result, args.output)
+            stored = delivery is None or isinstance(delivery, list)
+            ok = ok and result.ok and stored
+            print(json.dumps({"series": result.series_uid, "status": result.status, "reason": result.reason,
+                              "stow": delivery, **{k: str(v) for k, v in paths.items()}}))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

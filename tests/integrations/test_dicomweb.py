@@ -7,6 +7,7 @@ series with the SR stored back by STOW-RS, and the errors of a down server and b
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pydicom
 import pytest
 
 from monai_robust.integrations.dicom import DicomScreener, SeriesRules
-from monai_robust.integrations.dicomweb import DicomWebClient, SeriesRef, StowError, screen_dicomweb
+from monai_robust.integrations.dicomweb import DicomWebClient, SeriesRef, StowError, main, screen_dicomweb
 from tests.integrations.orthanc import OrthancServer, free_port, missing_prerequisite, require_dicomweb_plugin
 
 
@@ -118,18 +119,43 @@ def test_screen_and_stow_sr(pacs: OrthancServer, uploaded: list[Path], screener:
     assert any(s.modality == "SR" for s in client.search_series())
 
 
-def test_down_server_and_bad_arguments(screener: DicomScreener) -> None:
-    down = DicomWebClient(f"http://127.0.0.1:{free_port()}/dicom-web", timeout=5)
-    ds = pydicom.Dataset()
-    with pytest.raises(StowError, match=r"STOW-RS to http://127\.0\.0\.1:\d+/dicom-web failed for 1 instance"):
+def test_down_server_and_bad_arguments(uploaded: list[Path]) -> None:
+    down = DicomWebClient(f"http://127.0.0.1:{free_port()}/dicom-web", timeout=5, attempts=1)
+    ds = pydicom.dcmread(uploaded[0])
+    with pytest.raises(StowError, match=r"STOW-RS to http://127\.0\.0\.1:\d+/dicom-web failed for 1 instance.*refused"):
         down.store([ds])
     assert down.store([]) == []
     with pytest.raises(ValueError, match=r"url must be a DICOMweb root .* got 'pacs:8042'"):
         DicomWebClient("pacs:8042")
     with pytest.raises(ValueError, match=r"timeout must be .* got timeout=0"):
         DicomWebClient("http://127.0.0.1:1/dicom-web", timeout=0)
+    with pytest.raises(ValueError, match=r"attempts must be an integer >= 1, got attempts=0"):
+        DicomWebClient("http://127.0.0.1:1/dicom-web", attempts=0)
     with pytest.raises(ValueError, match=r"study uid must be a DICOM UID .* got '1\.2\.x'"):
         down.search_series(study_uids=["1.2.x"])
     with pytest.raises(ValueError, match="screener must have screen_datasets"):
         screen_dicomweb(object(), down)
     assert SeriesRef("1.2", "1.2.3").num_instances is None
+
+
+def test_command(
+    pacs: OrthancServer, uploaded: list[Path], trained_xray_bundle: tuple[Path, Path, dict[str, Any]], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The README's command: screen the PACS's CR series, write SR + JSON, store the SRs by STOW-RS."""
+    bundle_dir, _, overrides = trained_xray_bundle
+    base = ["--url", pacs.dicomweb_url, "--bundle", str(bundle_dir), "--modality", "CR", "DX",
+            "--overrides", json.dumps(overrides)]
+    before = len(pacs.get("/instances"))
+    assert main([*base, "--output", str(tmp_path / "out"), "--stow"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    cr_series = {str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID) for f in uploaded
+                 if pydicom.dcmread(f, stop_before_pixels=True).Modality == "CR"}
+    assert {line["series"] for line in lines} == cr_series and all(line["status"] == "screened" for line in lines)
+    assert all(Path(line["sr"]).is_file() and Path(line["json"]).is_file() for line in lines)
+    assert len(pacs.get("/instances")) == before + len(cr_series)  # one SR stored per series
+    # a STOW-RS destination that is down: results still written, the failure printed, exit code 1
+    down = f"http://127.0.0.1:{free_port()}/dicom-web"
+    assert main([*base, "--output", str(tmp_path / "out2"), "--stow-url", down, "--attempts", "1"]) == 1
+    failed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert failed and all("STOW-RS to" in line["stow"] and Path(line["json"]).is_file() for line in failed)
