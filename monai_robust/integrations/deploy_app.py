@@ -15,8 +15,9 @@ Run (``monai-deploy-app-sdk`` 4.0.0, the ``deploy`` extra; Holoscan runs on CPU 
     python -m monai_robust.integrations.deploy_app --bundle bundles/robust_xray_classification \\
         -i incoming/ -o results/ --modality CR DX
 
-``monai-deploy-app-sdk`` is optional: this module imports without it; building the app or an operator raises a clear
-error.
+Deploy's ``DICOMSeriesToVolumeOperator`` converts the first selected series only, so one run writes one SR (the JSON's
+``summary`` is left empty; ``screen`` fills it). ``monai-deploy-app-sdk`` is optional: this module imports without it;
+building the app or an operator raises a clear error.
 """
 
 from __future__ import annotations
