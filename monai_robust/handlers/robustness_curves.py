@@ -27,7 +27,7 @@ def tracking_name(text: str) -> str:
     Example::
 
         >>> tracking_name("PGD-10 (L∞)@eps")
-        'PGD-10 (L_)_eps'
+        'PGD-10 _L___eps'
     """
     return _UNSAFE.sub("_", str(text))
 
