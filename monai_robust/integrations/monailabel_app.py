@@ -16,9 +16,9 @@ App configuration (``--conf KEY VALUE``):
   trained ``models/model.pt``; the app refuses to start when none does.
 - ``device``: where the networks run (default ``cpu``).
 - ``dicomweb_search_filter``: QIDO-RS filter of a DICOMweb datastore (``--studies http://.../dicom-web``), JSON; default
-  ``{}`` (every modality: MONAI Label's own default keeps only CT) unless ``MONAI_LABEL_DICOMWEB_SEARCH_FILTER`` is set.
+  ``{}`` (every modality: MONAI Label's own default keeps only CT).
 - ``dicomweb_convert_to_nifti``: ``false`` by default (the task reads DICOM series folders itself; MONAI Label's
-  default converts each series to NIfTI first) unless ``MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI`` is set.
+  default converts each series to NIfTI first).
 
 The server needs more than the infer task: ``requirements-monailabel-server.txt`` (installed with ``--no-deps``, CPU
 only) and the ``pydicom_seg`` shim in ``apps/monailabel/pydicom_seg_shim`` (``pip install apps/monailabel/pydicom_seg_shim``).
@@ -149,15 +149,13 @@ class RobustClassificationApp(MONAILabelApp):
         self.bundle_specs = parse_bundles_conf(conf.get("bundles"))
         self.device = conf.get("device", "cpu")
         if str(studies).startswith(("http://", "https://")):
-            # our defaults, unless MONAI Label's own environment variables set them
-            if "dicomweb_search_filter" in conf or "MONAI_LABEL_DICOMWEB_SEARCH_FILTER" not in os.environ:
-                search = conf.get("dicomweb_search_filter", "{}")
-                try:
-                    settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER = json.loads(search)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"--conf dicomweb_search_filter is not valid JSON ({e}): {search!r}.") from e
-            if "dicomweb_convert_to_nifti" in conf or "MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI" not in os.environ:
-                settings.MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI = _flag(conf.get("dicomweb_convert_to_nifti"), False)
+            search = conf.get("dicomweb_search_filter", "{}")
+            try:
+                settings.MONAI_LABEL_DICOMWEB_SEARCH_FILTER = json.loads(search)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--conf dicomweb_search_filter is not valid JSON ({e}): {search!r}.") from e
+            convert = _flag(conf.get("dicomweb_convert_to_nifti"), False)
+            settings.MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI = convert
         super().__init__(
             app_dir=app_dir,
             studies=studies,
