@@ -20,6 +20,10 @@ App configuration (``--conf KEY VALUE``):
 - ``dicomweb_convert_to_nifti``: ``false`` by default (the task reads DICOM series folders itself; MONAI Label's
   default converts each series to NIfTI first).
 
+  These two replace MONAI Label's ``MONAI_LABEL_DICOMWEB_SEARCH_FILTER`` / ``..._CONVERT_TO_NIFTI`` settings (MONAI
+  Label exports every setting to the environment of its server, so an environment value cannot be told from its
+  default): set them with ``--conf``.
+
 The server needs more than the infer task: ``requirements-monailabel-server.txt`` (installed with ``--no-deps``, CPU
 only) and the ``pydicom_seg`` shim in ``apps/monailabel/pydicom_seg_shim`` (``pip install apps/monailabel/pydicom_seg_shim``).
 MONAI Label downloads dcmqi at start-up unless ``bin/itkimage2segimage`` exists in the app; the app ships an executable
