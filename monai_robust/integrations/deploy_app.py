@@ -8,7 +8,9 @@ network and detector guard) -> :class:`RobustSRWriterOperator` (the TID 1500 Str
 
 Axis order: Deploy's volume is ``(slices, rows, columns)`` (NumPy ``DHW``); this project's reader, like ITK and
 MONAI's readers, gives channel-first ``(C, columns, rows[, slices])``. :func:`deploy_to_reader_layout` converts;
-passing Deploy's array straight to the bundle would silently transpose every image.
+passing Deploy's array straight to the bundle would silently transpose every image. Values: Deploy leaves MONOCHROME1
+stored values as they are (higher = darker), the reader inverts them over the BitsStored range before the modality
+rescale (higher = brighter, as in training); :func:`deploy_to_reader_values` maps Deploy's values to the reader's.
 
 Run (``monai-deploy-app-sdk`` 4.0.0, the ``deploy`` extra; Holoscan runs on CPU and logs that no CUDA driver exists)::
 
@@ -46,6 +48,7 @@ __all__ = [
     "RobustSRWriterOperator",
     "RobustScreeningDeployApp",
     "deploy_to_reader_layout",
+    "deploy_to_reader_values",
     "main",
     "selection_rules",
 ]
@@ -90,6 +93,46 @@ def deploy_to_reader_layout(voxels: np.ndarray, spatial_dims: int) -> list[np.nd
     if spatial_dims == 3:
         return [np.ascontiguousarray(voxels.transpose(2, 1, 0)[None])]
     raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
+
+
+def deploy_to_reader_values(voxels: np.ndarray, datasets: Sequence[Any]) -> np.ndarray:
+    """Deploy's values (modality rescale ``s * v + b`` of the stored values ``v``) as this project's reader gives them:
+    a MONOCHROME1 slice becomes ``s * (lo + hi - v) + b`` (the stored values inverted over the BitsStored range
+    ``[lo, hi]``, then rescaled); other slices are unchanged.
+
+    Args:
+        voxels: ``(slices, rows, columns)`` from ``DICOMSeriesToVolumeOperator``.
+        datasets: the slices' datasets in the volume's order (one per slice).
+
+    Returns:
+        A float32 copy of ``voxels`` in the reader's values.
+
+    Raises:
+        ValueError: When the counts differ, or a MONOCHROME1 slice has a Modality LUT Sequence (not a linear rescale:
+            its inversion cannot be recovered from Deploy's values; screen such series with ``screen``).
+
+    Example::
+
+        >>> deploy_to_reader_values(np.full((1, 2, 2), 803), [monochrome1_15_bit])[0, 0, 0]
+        31964.0
+    """
+    voxels = np.asarray(voxels, dtype=np.float32)
+    if voxels.ndim != 3 or len(datasets) != voxels.shape[0]:
+        raise ValueError(f"need one dataset per slice of a (slices, rows, columns) volume, got {len(datasets)} "
+                         f"dataset(s) for shape {voxels.shape}.")
+    out = voxels.copy()
+    for i, ds in enumerate(datasets):
+        if str(ds.get("PhotometricInterpretation", "")) != "MONOCHROME1":
+            continue
+        if "ModalityLUTSequence" in ds:
+            raise ValueError(f"SOP instance {ds.get('SOPInstanceUID', '?')}: MONOCHROME1 with a Modality LUT Sequence: "
+                             "Deploy's values cannot be mapped to the reader's; screen this series with `screen`.")
+        bits = int(ds.get("BitsStored", ds.get("BitsAllocated", 16)))
+        signed = int(ds.get("PixelRepresentation", 0)) == 1
+        lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+        slope, intercept = float(ds.get("RescaleSlope", 1.0)), float(ds.get("RescaleIntercept", 0.0))
+        out[i] = slope * (lo + hi) + 2 * intercept - voxels[i]
+    return out
 
 
 def selection_rules(modalities: Sequence[str] | None) -> str:
@@ -141,7 +184,7 @@ class RobustClassifierOperator(Operator):
     def classify(self, voxels: np.ndarray, datasets: Sequence[Any]) -> SeriesResult:
         """The predictions for a Deploy volume of ``datasets`` (one per slice, in the volume's order)."""
         p = self.predictor
-        images = deploy_to_reader_layout(voxels, int(p.spatial_dims))
+        images = deploy_to_reader_layout(deploy_to_reader_values(voxels, datasets), int(p.spatial_dims))
         first = datasets[0]
         window = p.intensity_map.physical_range
         refs = []

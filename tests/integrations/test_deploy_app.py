@@ -41,6 +41,20 @@ def test_layout_and_guards() -> None:
         deploy.deploy_to_reader_layout(rows, 2)
     with pytest.raises(ValueError, match="spatial_dims must be 2 or 3, got 4"):
         deploy.deploy_to_reader_layout(stack, 4)
+    # MONOCHROME1 values: inverted over the BitsStored range before the rescale; MONOCHROME2 unchanged
+    mono1 = pydicom.Dataset()
+    mono1.PhotometricInterpretation, mono1.BitsStored, mono1.PixelRepresentation = "MONOCHROME1", 12, 0
+    mono1.RescaleSlope, mono1.RescaleIntercept = 2.0, -10.0
+    mono2 = pydicom.Dataset()
+    mono2.PhotometricInterpretation = "MONOCHROME2"
+    values = deploy.deploy_to_reader_values(np.stack([rows * 2.0 - 10, rows * 1.0]), [mono1, mono2])
+    np.testing.assert_allclose(values[0], 2.0 * (4095 - rows) - 10)
+    np.testing.assert_allclose(values[1], rows)
+    with pytest.raises(ValueError, match=r"one dataset per slice .* got 1 dataset\(s\) for shape \(2, 3, 4\)"):
+        deploy.deploy_to_reader_values(stack, [mono2])
+    mono1.ModalityLUTSequence = [pydicom.Dataset()]
+    with pytest.raises(ValueError, match="MONOCHROME1 with a Modality LUT Sequence"):
+        deploy.deploy_to_reader_values(stack[:1], [mono1])
     rules = json.loads(deploy.selection_rules(["CR", "DX"]))["selections"][0]["conditions"]
     assert rules == {"Modality": "(?i)^(CR|DX)$"} and json.loads(deploy.selection_rules(None))["selections"][0]["conditions"] == {}
     if not deploy.has_deploy:
@@ -82,6 +96,15 @@ def test_deploy_volume_matches_reader(shared_data: Path, trained_xray_bundle: tu
     reader = load_image(ct).numpy()
     assert volume.shape == reader.shape
     np.testing.assert_allclose(volume, reader)
+    # a real MONOCHROME1 CR (JPEG 2000, 15 bits): Deploy keeps the stored values, the reader inverts them
+    mono1 = tmp_path / "mono1"
+    mono1.mkdir()
+    shutil.copy(shared_data / "dicom" / "RG1_J2KI.dcm", mono1)
+    raw = _deploy_volume(mono1, "CR")
+    header = pydicom.dcmread(mono1 / "RG1_J2KI.dcm", stop_before_pixels=True)
+    (converted,) = deploy.deploy_to_reader_layout(deploy.deploy_to_reader_values(raw, [header]), 2)
+    np.testing.assert_allclose(converted, load_image(mono1 / "RG1_J2KI.dcm").numpy())
+    np.testing.assert_allclose(raw[0].T, (2**15 - 1) - converted[0])  # unconverted: inverted contrast
 
 
 def test_readme_command_writes_the_screening_sr(trained_xray_bundle: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
