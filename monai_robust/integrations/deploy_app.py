@@ -212,6 +212,7 @@ class RobustClassifierOperator(Operator):
             f"{len(predictions)} image(s) of {len(datasets)} instance(s) screened (MONAI Deploy)",
             predictions=predictions,
             model={"name": p.name, "version": p.version, "class_names": list(p.class_names)},
+            patient_id=str(first.get("PatientID", "") or ""),
         )
 
 
