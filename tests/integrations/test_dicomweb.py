@@ -33,11 +33,14 @@ def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
 
 
 @pytest.fixture(scope="module")
-def uploaded(pacs: OrthancServer, shared_data: Path, trained_xray_bundle: tuple[Path, Path, dict[str, Any]]) -> list[Path]:
-    """Two phantom radiographs, the real CR radiograph (JPEG 2000) and an MR image, stored in Orthanc."""
+def uploaded(
+    pacs: OrthancServer, shared_data: Path, trained_xray_bundle: tuple[Path, Path, dict[str, Any]], cr_in_window: Path
+) -> list[Path]:
+    """Two phantom radiographs, the real CR radiograph (JPEG 2000, rescaled into the model's window) and an MR image,
+    stored in Orthanc."""
     _, root, _ = trained_xray_bundle
     files = sorted((root / "data" / "images").glob("*.dcm"))[:2]
-    files += [shared_data / "dicom" / "RG1_J2KI.dcm", shared_data / "dicom" / "MR2_UNCR.dcm"]
+    files += [cr_in_window, shared_data / "dicom" / "MR2_UNCR.dcm"]
     for f in files:
         pacs.upload(f)
     return files
