@@ -11,31 +11,33 @@ SRs are stored back by STOW-RS, and a rejected SR is reported with the server's 
 ``dicomweb-client`` is optional (the ``dicom`` extra installs it): this module imports without it, and building a
 :class:`DicomWebClient` raises a clear error.
 
-Command line (:func:`main`; exit code 0 when every series was screened or skipped and every SR stored, else 1)::
+Command line: ``screen`` reads from a PACS with ``--dicomweb`` (:func:`screen_from_dicomweb`)::
 
-    python -m monai_robust.integrations.dicomweb --url http://127.0.0.1:8042/dicom-web \
-        --bundle bundles/robust_xray_classification --output results/ --modality CR DX --stow
+    python -m monai_robust.dicom screen --bundle bundles/robust_xray_classification \\
+        --dicomweb http://127.0.0.1:8042/dicom-web --output results/ --modality CR DX --stow
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import re
-import sys
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydicom
 from monai.utils import optional_import
 from pydicom import Dataset
 
+from monai_robust.integrations.dicom.workflow import SUMMARY_NAME, screen
+
 _DICOMwebClient, has_dicomweb_client = optional_import("dicomweb_client", name="DICOMwebClient")
 
-__all__ = ["DicomWebClient", "SeriesRef", "StowError", "main", "screen_dicomweb"]
+__all__ = ["DicomWebClient", "SeriesRef", "StowError", "screen_dicomweb", "screen_from_dicomweb", "store_summary_srs"]
 
 logger = logging.getLogger(__name__)
 
@@ -247,50 +249,71 @@ def screen_dicomweb(
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m monai_robust.integrations.dicomweb --url URL --bundle B --output OUT [--study UID ...]
-    [--modality CR DX] [--stow | --stow-url URL] [--overrides JSON]``: QIDO-RS/WADO-RS from ``--url``, screening,
-    ``<series uid>.SR.dcm`` + ``.json`` in ``--output``, and with ``--stow`` the SRs stored back (or to ``--stow-url``).
+def screen_from_dicomweb(
+    bundle: Any,
+    url: str,
+    output: str | os.PathLike,
+    *,
+    study_uids: Sequence[str] | None = None,
+    modalities: Sequence[str] | None = ("CR", "DX"),
+    stow_url: str | None = None,
+    attempts: int = 3,
+    echo: bool = False,
+    **screen_kwargs: Any,
+) -> dict[str, Any]:
+    """``screen`` of a PACS's series: QIDO-RS / WADO-RS into a temporary folder, then
+    :func:`~monai_robust.integrations.dicom.workflow.screen` (with all its guarantees: safe names, versions, one result
+    per series, the summary), then, with ``stow_url``, STOW-RS of every SR written. This is
+    ``python -m monai_robust.dicom screen --dicomweb URL [--stow | --stow-url URL]``.
+
+    Args:
+        bundle: a bundle folder or a ready ``DicomScreener``.
+        url: the DICOMweb root to read from.
+        output: the results folder.
+        study_uids: studies to screen (default: every study with series of ``modalities``).
+        modalities: QIDO-RS ``Modality`` filters, one search each (``None``: every series).
+        stow_url: where SRs are stored by STOW-RS (often ``url``), or ``None``.
+        attempts: tries per HTTP request.
+        echo: print one line per series (and per STOW-RS failure).
+        screen_kwargs: ``rules``, ``bundle_root``, ``ckpt_file``, ``device``, ``overrides``, ``batch_size``.
 
     Returns:
-        0 when no series failed and every SR was stored; 1 otherwise (each problem is printed).
+        ``screen``'s summary with ``inputs == [url]`` and, per result, ``stow``: the stored SOPInstanceUIDs or the
+        error; a failed STOW-RS makes ``exit_code`` 1 (the SR stays in ``output``). Rewritten to
+        ``<output>/screening_summary.json``; the results' ``sources`` name the temporary files, removed afterwards.
+
+    Raises:
+        requests.HTTPError / ConnectionError: When QIDO-RS or WADO-RS fails (nothing is screened).
     """
-    from monai_robust.integrations.dicom import DicomScreener, SeriesRules, write_result
-
-    parser = argparse.ArgumentParser(prog="python -m monai_robust.integrations.dicomweb", description=__doc__.split("\n")[0])
-    parser.add_argument("--url", required=True, help="DICOMweb root of the PACS, e.g. http://127.0.0.1:8042/dicom-web")
-    parser.add_argument("--bundle", required=True, help="the trained bundle folder")
-    parser.add_argument("--output", required=True, help="folder for the SR and JSON of each series")
-    parser.add_argument("--study", nargs="*", default=None, help="StudyInstanceUIDs to screen (default: all)")
-    parser.add_argument("--modality", nargs="*", default=["CR", "DX"], help="series to screen (none: any)")
-    parser.add_argument("--stow", action="store_true", help="store each SR back to --url by STOW-RS")
-    parser.add_argument("--stow-url", default=None, help="store each SR to this DICOMweb root instead")
-    parser.add_argument("--overrides", default="{}", help="bundle config overrides as a JSON object")
-    parser.add_argument("--attempts", type=int, default=3, help="tries per HTTP request (exponential back-off)")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args(argv)
-    try:
-        overrides = json.loads(args.overrides)
-    except json.JSONDecodeError as e:
-        parser.error(f"--overrides is not valid JSON ({e}): {args.overrides!r}")
-    if not isinstance(overrides, dict):
-        parser.error(f"--overrides must be a JSON object, got {args.overrides!r}")
-    source = DicomWebClient(args.url, attempts=args.attempts)
-    stow = DicomWebClient(args.stow_url, attempts=args.attempts) if args.stow_url else (source if args.stow else None)
-    screener = DicomScreener(
-        args.bundle, SeriesRules(modalities=tuple(args.modality) or None), device=args.device, overrides=overrides
-    )
-    ok = True
-    for modality in args.modality or [None]:
-        filters = {"Modality": modality} if modality else None
-        for result, delivery in screen_dicomweb(screener, source, args.study, filters, stow=stow):
-            paths = write_result(result, args.output)
-            stored = delivery is None or isinstance(delivery, list)
-            ok = ok and result.ok and stored
-            print(json.dumps({"series": result.series_uid, "status": result.status, "reason": result.reason,
-                              "stow": delivery, **{k: str(v) for k, v in paths.items()}}))
-    return 0 if ok else 1
+    source = DicomWebClient(url, attempts=attempts)
+    stow = DicomWebClient(stow_url, attempts=attempts) if stow_url else None
+    with tempfile.TemporaryDirectory(prefix="monai_robust_dicomweb_") as tmp:
+        for modality in modalities or [None]:
+            source.retrieve_to_folder(tmp, study_uids, {"Modality": modality} if modality else None)
+        summary = screen(bundle, [tmp], output, echo=echo, **screen_kwargs)
+    summary["inputs"] = [url]
+    if stow is not None:
+        store_summary_srs(summary, stow, echo=echo)
+    (Path(output) / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def store_summary_srs(summary: dict[str, Any], client: DicomWebClient, echo: bool = False) -> None:
+    """STOW-RS of every SR a ``screen`` summary lists (``results[i]["files"]["sr"]``); records ``stow`` per result
+    (stored SOPInstanceUIDs or the error) and sets ``exit_code`` to 1 when one fails (the SR file stays).
+
+    Example::
+
+        >>> store_summary_srs(screen("bundles/robust_xray_classification", ["in/"], "out/"), DicomWebClient(url))
+    """
+    for record in summary.get("results", []):
+        sr_path = record.get("files", {}).get("sr")
+        if not sr_path:
+            continue
+        try:
+            record["stow"] = client.store([pydicom.dcmread(sr_path)])
+        except StowError as e:
+            record["stow"], summary["exit_code"] = str(e), 1
+            logger.error(str(e))
+            if echo:
+                print(f"{'undelivered':12s} {record['series_instance_uid']}: {e}")

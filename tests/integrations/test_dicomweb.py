@@ -17,7 +17,8 @@ import pydicom
 import pytest
 
 from monai_robust.integrations.dicom import DicomScreener, SeriesRules
-from monai_robust.integrations.dicomweb import DicomWebClient, SeriesRef, StowError, main, screen_dicomweb
+from monai_robust.integrations.dicom.cli import main as cli_main
+from monai_robust.integrations.dicomweb import DicomWebClient, SeriesRef, StowError, screen_dicomweb
 from tests.integrations.orthanc import OrthancServer, free_port, missing_prerequisite, require_dicomweb_plugin
 
 
@@ -141,24 +142,33 @@ def test_down_server_and_bad_arguments(uploaded: list[Path]) -> None:
     assert SeriesRef("1.2", "1.2.3").num_instances is None
 
 
-def test_command(
+def test_screen_command(
     pacs: OrthancServer, uploaded: list[Path], trained_xray_bundle: tuple[Path, Path, dict[str, Any]], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """The README's command: screen the PACS's CR series, write SR + JSON, store the SRs by STOW-RS."""
-    bundle_dir, _, overrides = trained_xray_bundle
-    base = ["--url", pacs.dicomweb_url, "--bundle", str(bundle_dir), "--modality", "CR", "DX",
-            "--overrides", json.dumps(overrides)]
+    """The README's command: ``screen --dicomweb URL --stow`` screens the PACS's CR series (screen's summary, names and
+    versions), writes SR + JSON, and stores each SR by STOW-RS; an undelivered SR gives exit code 1."""
+    bundle_dir, root, overrides = trained_xray_bundle
+    tiny = [f"{k}={json.dumps(v)}" for k, v in overrides.items() if k != "bundle_root"]
+    base = ["screen", "--bundle", str(bundle_dir), "--bundle-root", str(root), "--dicomweb", pacs.dicomweb_url,
+            "--modality", "CR", "DX", "--override", *tiny]
     before = len(pacs.get("/instances"))
-    assert main([*base, "--output", str(tmp_path / "out"), "--stow"]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert cli_main([*base, "--output", str(tmp_path / "out"), "--stow"]) == 0
+    summary = json.loads((tmp_path / "out" / "screening_summary.json").read_text())
     cr_series = {str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID) for f in uploaded
                  if pydicom.dcmread(f, stop_before_pixels=True).Modality == "CR"}
-    assert {line["series"] for line in lines} == cr_series and all(line["status"] == "screened" for line in lines)
-    assert all(Path(line["sr"]).is_file() and Path(line["json"]).is_file() for line in lines)
+    assert summary["inputs"] == [pacs.dicomweb_url] and summary["counts"]["screened"] == len(cr_series)
+    assert {r["series_instance_uid"] for r in summary["results"]} == cr_series
+    for record in summary["results"]:
+        sr = pydicom.dcmread(record["files"]["sr"])
+        assert record["stow"] == [str(sr.SOPInstanceUID)]
     assert len(pacs.get("/instances")) == before + len(cr_series)  # one SR stored per series
-    # a STOW-RS destination that is down: results still written, the failure printed, exit code 1
+    # a STOW-RS destination that is down: the results are still written, the failure printed, exit code 1
+    capsys.readouterr()
     down = f"http://127.0.0.1:{free_port()}/dicom-web"
-    assert main([*base, "--output", str(tmp_path / "out2"), "--stow-url", down, "--attempts", "1"]) == 1
-    failed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert failed and all("STOW-RS to" in line["stow"] and Path(line["json"]).is_file() for line in failed)
+    assert cli_main([*base, "--output", str(tmp_path / "out2"), "--stow-url", down]) == 1
+    assert "undelivered" in capsys.readouterr().out
+    failed = json.loads((tmp_path / "out2" / "screening_summary.json").read_text())["results"]
+    assert failed and all("STOW-RS to" in r["stow"] and Path(r["files"]["json"]).is_file() for r in failed)
+    assert cli_main(["screen", "--bundle", str(bundle_dir), "--input", str(tmp_path), "--output", str(tmp_path / "x"),
+                     "--stow"]) == 2  # --stow needs --dicomweb
