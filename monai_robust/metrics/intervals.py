@@ -217,8 +217,8 @@ def percentile_interval(values: Any, confidence: float = 0.95) -> tuple[float, f
 
     Example::
 
-        >>> percentile_interval(torch.arange(101.0), 0.9)
-        (5.0, 95.0)
+        >>> [round(v, 6) for v in percentile_interval(torch.arange(101.0), 0.9)]
+        [5.0, 95.0]
     """
     _check_confidence(confidence)
     v = torch.as_tensor(values).detach().double().reshape(-1).cpu()
