@@ -11,6 +11,8 @@ evaluation.
 
 from __future__ import annotations
 
+from monai_robust.metrics.detection import BASELINE, compare_detectors, confidence_scores
+
 from .adaptive import DetectorAwarePGD
 from .base import (
     Detector,
@@ -31,7 +33,6 @@ from .calibration import (
     fpr_range,
     min_calibration_size,
 )
-from .comparison import BASELINE, compare_detectors, confidence_scores
 from .deep_features import DeepFeatureDetector
 from .guard import DetectorGuard
 from .kd_bu import KDBUDetector, mc_dropout, nearest_neighbour_bandwidth

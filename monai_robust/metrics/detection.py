@@ -1,6 +1,6 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
-"""Detector comparisons that always include the bar to clear: the ``1 - max softmax`` confidence baseline
+"""Detector comparisons (a metric on detector scores and classifier logits) that always include the bar to clear: the ``1 - max softmax`` confidence baseline
 (Hendrycks & Gimpel 2017, "A baseline for detecting misclassified and out-of-distribution examples", ICLR).
 
 Successful adversarial examples made at a small budget sit just across the decision boundary, where the classifier
