@@ -5,7 +5,7 @@ from __future__ import annotations
 from .balanced import auc_rows, balanced_accuracy, balanced_accuracy_rows, bootstrap_intervals, macro_auc
 from .clinical import class_probabilities, clinical_metrics, roc_auc, sensitivity_specificity
 from .collapse import collapse_check, prediction_histogram
-from .detection import BASELINE, compare_detectors, confidence_scores
+from .detection import BASELINE, compare_detectors, confidence_scores, detection_summary
 from .intervals import beta_quantile, betainc, binomial_interval, percentile_interval, stratified_bootstrap_indices
 from .perceptibility import perceptibility, perturbation_norms, psnr, ssim, summarize
 from .robustness import (
@@ -37,6 +37,7 @@ __all__ = [
     "BASELINE",
     "compare_detectors",
     "confidence_scores",
+    "detection_summary",
     "auc_rows",
     "balanced_accuracy",
     "balanced_accuracy_rows",

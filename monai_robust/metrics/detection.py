@@ -21,7 +21,7 @@ from monai_robust.metrics.balanced import auc_rows
 from monai_robust.metrics.clinical import class_probabilities
 from monai_robust.metrics.intervals import percentile_interval, stratified_bootstrap_indices
 
-__all__ = ["BASELINE", "compare_detectors", "confidence_scores"]
+__all__ = ["BASELINE", "compare_detectors", "confidence_scores", "detection_summary"]
 
 BASELINE = "1 - max softmax"
 """The name of the confidence baseline in :func:`compare_detectors`' results."""
@@ -148,3 +148,49 @@ def compare_detectors(
                   f"seed {seed}, paired for the differences",
     }
 
+
+
+def detection_summary(
+    clean_scores: Any,
+    adversarial_scores: Any,
+    clean_logits: Any,
+    adversarial_logits: Any,
+    num_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One detector's AUC with its ``n``, interval, the baseline's AUC and the verdict; ``nan`` and a note where a
+    set is empty (no successful adversarial example: no AUC).
+
+    Args:
+        clean_scores: ``(n,)`` detector scores of clean images.
+        adversarial_scores: ``(m,)`` scores of adversarial images.
+        clean_logits: ``(n, classes)`` classifier logits of the same clean images.
+        adversarial_logits: ``(m, classes)`` logits of the same adversarial images.
+        num_bootstrap: resamples for the intervals; default 1000.
+        confidence: the intervals' coverage; default 0.95.
+        seed: the bootstrap's seed.
+
+    Returns:
+        ``{"n_clean", "n_adversarial", "auc", "interval", "baseline": {"name", "auc", "interval"},
+        "difference_interval", "verdict", "note"}``.
+
+    Raises:
+        ValueError: On size mismatches or non-finite scores.
+
+    Example::
+
+        >>> detection_summary(det(x), det(adv), net(x), net(adv))["verdict"]
+        'beats the baseline'
+    """
+    n, m = len(torch.as_tensor(clean_logits)), len(torch.as_tensor(adversarial_logits))
+    if n == 0 or m == 0:
+        nan = float("nan")
+        return {"n_clean": n, "n_adversarial": m, "auc": nan, "interval": [nan, nan],
+                "baseline": {"name": BASELINE, "auc": nan, "interval": [nan, nan]}, "difference_interval": [nan, nan],
+                "verdict": "", "note": f"no AUC: {n} clean and {m} adversarial images"}
+    out = compare_detectors({"detector": clean_scores}, {"detector": adversarial_scores}, clean_logits,
+                            adversarial_logits, num_bootstrap, confidence, seed)
+    d = out["detectors"]["detector"]
+    return {"n_clean": n, "n_adversarial": m, "auc": d["auc"], "interval": d["interval"], "baseline": out["baseline"],
+            "difference_interval": d["difference_interval"], "verdict": d["verdict"], "note": ""}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from monai_robust.metrics.detection import BASELINE, compare_detectors, confidence_scores
+from monai_robust.metrics.detection import BASELINE, compare_detectors, confidence_scores, detection_summary
 
 
 def test_confidence_scores_binary_heads_agree():
@@ -52,3 +52,15 @@ def test_bad_input():
         compare_detectors({"a": torch.zeros(4)}, {"a": torch.zeros(0)}, z, torch.zeros(0, 2))
     with pytest.raises(ValueError, match="non-finite"):
         compare_detectors({"a": torch.tensor([0.0, 1, 2, float("nan")])}, {"a": torch.zeros(4)}, z, z)
+
+
+def test_detection_summary_single_detector_and_empty_set():
+    g = torch.Generator().manual_seed(1)
+    z_c, z_a = torch.randn(50, 2, generator=g) * 3, torch.randn(20, 2, generator=g)
+    s_c, s_a = torch.randn(50, generator=g), torch.randn(20, generator=g) + 3
+    one = detection_summary(s_c, s_a, z_c, z_a, num_bootstrap=100)
+    many = compare_detectors({"d": s_c}, {"d": s_a}, z_c, z_a, num_bootstrap=100)
+    assert one["auc"] == many["detectors"]["d"]["auc"] and one["baseline"] == many["baseline"]
+    assert one["n_clean"] == 50 and one["n_adversarial"] == 20 and one["verdict"] == "beats the baseline"
+    empty = detection_summary(s_c, torch.zeros(0), z_c, torch.zeros(0, 2))
+    assert empty["n_adversarial"] == 0 and "no AUC" in empty["note"] and empty["auc"] != empty["auc"]
