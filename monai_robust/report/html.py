@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_robust.report.table import COLUMNS, RETAINED_NOTE, _fmt, summary_rows
+from monai_robust.report.table import COLUMNS, RETAINED_NOTE, _fmt, guard_summary, summary_rows
 
 __all__ = ["render_html"]
 
@@ -186,8 +186,12 @@ def render_html(
         parts.append("<h2>Examples</h2>")
         for caption, p in examples:
             parts.append(f"<h3>{_esc(caption)}</h3>" + img(p, caption))
-    if figures.get("detector"):
-        parts.append("<h2>Detector</h2>" + img(figures["detector"], "detector score histograms"))
+    if figures.get("detector") or guard_summary(results):
+        parts.append("<h2>Detector</h2>" + img(figures.get("detector"), "detector score histograms"))
+        parts.append(f"<p>{_esc(guard_summary(results))}</p>" if guard_summary(results) else "")
+        parts.append("<p class='note'>Detector AUCs separate the successful adversarial images from the clean ones "
+                     "(n clean / adversarial in the table), beside the 1 − max softmax baseline; the note column says "
+                     "where a detector does not beat it.</p>")
     parts.append(_uap_table(results))
     errors = results.get("errors", [])
     if errors:

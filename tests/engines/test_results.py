@@ -68,6 +68,7 @@ def test_rows_carry_balanced_metrics_intervals_and_guard(pneumonia, pneumonia_mo
         assert held["false_positives"] == int(guard(x)["adversarial_suspected"].sum())
     text = format_table(r)
     assert "bal.acc" in text and "1-maxsoftmax AUC" in text
+    assert "guard: target FPR 0.100 from 200 clean calibration images" in text and "256 clean test images" in text
 
 
 class Constant(nn.Module):
