@@ -138,13 +138,13 @@ def render_html(
     examples: Sequence[tuple[str, Path]] = (),
     title: str = "Robustness report",
 ) -> Path:
-    """Writes the HTML report: headline cards, robust accuracy/AUC plots, the summary table, per-class numbers,
+    """Writes the HTML report: headline cards, robust (balanced) accuracy and AUC plots, the summary table, per-class numbers,
     validity verdicts, example panels, detector histograms, UAPs, errors and the run's settings.
 
     Args:
         results: the evaluator's results.
         path: the HTML file to write; figure paths are written relative to its folder.
-        figures: ``{"accuracy": png, "auc": png, "detector": png}`` (any may be missing).
+        figures: ``{"accuracy": png, "balanced_accuracy": png, "auc": png, "detector": png}`` (any may be missing).
         examples: ``(caption, png)`` example panels.
         title: the page title.
 
@@ -174,7 +174,9 @@ def render_html(
     )
     parts.append(_cards(results))
     parts.append("<h2>Robustness vs budget</h2>")
-    parts.append(img(figures.get("accuracy"), "robust accuracy vs eps") + img(figures.get("auc"), "robust AUC vs eps"))
+    parts.append(img(figures.get("accuracy"), "robust accuracy vs eps")
+                 + img(figures.get("balanced_accuracy"), "robust balanced accuracy vs eps")
+                 + img(figures.get("auc"), "robust AUC vs eps"))
     parts.append("<h2>Validity checks</h2>" + _validity_table(results))
     parts.append("<h2>All numbers</h2>" + _summary_table(results))
     parts.append(

@@ -67,4 +67,5 @@ def test_write_report_with_examples(tmp_path):
     assert "examples_pgd_0.02.png" in html and "zero &lt;gradients&gt;" in html  # escaped
     assert "collapsed to one class" in html and "balanced accuracy" in html and 'class="fail"' in html
     assert paths["accuracy"].stat().st_size > 1000 and "detector" not in paths
+    assert paths["balanced_accuracy"].stat().st_size > 1000 and "balanced_accuracy_vs_eps.png" in html
     assert json.loads(paths["json"].read_text())["attacks"]["cw"]["results"][0]["eps"] is None
