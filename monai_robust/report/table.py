@@ -91,9 +91,10 @@ def _ci(r: dict[str, Any], name: str) -> str | None:
     return f"[{_fmt(float(ci[0]))}, {_fmt(float(ci[1]))}]"
 
 
-def _quality(r: dict[str, Any]) -> dict[str, Any]:
+def _quality(r: dict[str, Any], alarm: bool = True) -> dict[str, Any]:
     """The quality columns of one result: rates with their intervals, AUC with its n, the prediction histogram, and
-    the collapse, AUC and detector-baseline notes."""
+    the collapse, AUC and detector-baseline notes. ``alarm``: a one-class result is the model's collapse (clean
+    inputs, random noise), flagged ``COLLAPSED``; otherwise (an attack pushing inputs into one class) it is noted."""
     out = {k: r.get(k) for k in ("n", "accuracy", "balanced_accuracy", "auc", "auc_n", "sensitivity", "specificity",
                                  "attack_success_rate")}
     out.update({f"{k}_ci": _ci(r, k) for k in ("accuracy", "balanced_accuracy", "auc")})
@@ -109,7 +110,8 @@ def _quality(r: dict[str, Any]) -> dict[str, Any]:
     notes = []
     collapse = r.get("collapse") or {}
     if collapse.get("collapsed"):
-        notes.append("COLLAPSED: " + str(collapse.get("note", "")).removeprefix("collapsed: "))
+        what = str(collapse.get("note", "")).removeprefix("collapsed: ")
+        notes.append(("COLLAPSED: " if alarm else "one class under attack: ") + what)
     elif collapse.get("unpredicted_classes"):
         notes.append(collapse.get("note", ""))
     if r.get("auc_note"):
@@ -156,7 +158,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             p = r.get("perceptibility", {})
             row.update(linf=_mean(p, "linf"), l2=_mean(p, "l2"), psnr=_mean(p, "psnr_db"), ssim=_mean(p, "ssim"))
-            rows.append(_with_notes(row, _quality(r), "reference" if a.get("reference") else ""))
+            rows.append(_with_notes(row, _quality(r, alarm=False), "reference" if a.get("reference") else ""))
     for name, u in results.get("uaps", {}).items():
         for part in ("perturbed", "control"):
             r = u.get(part, {})
@@ -173,7 +175,7 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "psnr": _mean(p, "psnr_db"),
                 "ssim": _mean(p, "ssim"),
             }
-            rows.append(_with_notes(row, _quality(r), note))
+            rows.append(_with_notes(row, _quality(r, alarm=part == "control"), note))
     for c in results.get("controls", {}).get("noise", []):
         row = {"group": "control", "what": f"noise L{c.get('lp')}", "eps": _eps_text(c)}
         rows.append(_with_notes(row, _quality(c), "control"))

@@ -52,7 +52,7 @@ def test_table_rows_and_failed_attack():
     assert "FAILED" in text and "[FAIL   ] gradients" in text and "0.438" in text and "0.625" not in text
     assert rows[1]["balanced_accuracy_ci"] == "[0.300, 0.800]" and rows[1]["auc_n"] == 10
     assert rows[1]["predicted"] == "normal:9 / pneumonia:1" and "COLLAPSED" not in rows[1]["note"]
-    assert rows[2]["note"].startswith("COLLAPSED: class normal") and "retained" in text
+    assert rows[2]["note"].startswith("one class under attack: class normal") and "retained" in text
 
 
 def test_write_report_with_examples(tmp_path):
@@ -65,7 +65,18 @@ def test_write_report_with_examples(tmp_path):
     paths = write_report(results(), tmp_path, examples)
     html = paths["html"].read_text()
     assert "examples_pgd_0.02.png" in html and "zero &lt;gradients&gt;" in html  # escaped
-    assert "collapsed to one class" in html and "balanced accuracy" in html and 'class="fail"' in html
+    assert "collapsed to one class" not in html and "balanced accuracy" in html
     assert paths["accuracy"].stat().st_size > 1000 and "detector" not in paths
     assert paths["balanced_accuracy"].stat().st_size > 1000 and "balanced_accuracy_vs_eps.png" in html
     assert json.loads(paths["json"].read_text())["attacks"]["cw"]["results"][0]["eps"] is None
+
+
+def test_collapsed_clean_model_is_flagged_in_html(tmp_path):
+    from monai_robust.report import render_html
+
+    r = results()
+    r["clean"]["collapse"] = {"collapsed": True, "balanced_enough": True, "unpredicted_classes": [0],
+                              "note": "collapsed: class pneumonia predicted for 100.0% of 10 images"}
+    page = render_html(r, tmp_path / "index.html").read_text()
+    assert "collapsed to one class" in page and 'class="fail"' in page
+    assert summary_rows(r)[0]["note"].startswith("COLLAPSED: class pneumonia")
