@@ -65,7 +65,7 @@ def test_write_report_with_examples(tmp_path):
     paths = write_report(results(), tmp_path, examples)
     html = paths["html"].read_text()
     assert "examples_pgd_0.02.png" in html and "zero &lt;gradients&gt;" in html  # escaped
-    assert "collapsed to one class" not in html and "balanced accuracy" in html
+    assert "collapsed to one class<b>" not in html and "balanced accuracy" in html
     assert paths["accuracy"].stat().st_size > 1000 and "detector" not in paths
     assert paths["balanced_accuracy"].stat().st_size > 1000 and "balanced_accuracy_vs_eps.png" in html
     assert json.loads(paths["json"].read_text())["attacks"]["cw"]["results"][0]["eps"] is None
@@ -78,5 +78,5 @@ def test_collapsed_clean_model_is_flagged_in_html(tmp_path):
     r["clean"]["collapse"] = {"collapsed": True, "balanced_enough": True, "unpredicted_classes": [0],
                               "note": "collapsed: class pneumonia predicted for 100.0% of 10 images"}
     page = render_html(r, tmp_path / "index.html").read_text()
-    assert "collapsed to one class" in page and 'class="fail"' in page
+    assert "collapsed to one class<b>" in page and 'class="fail"' in page
     assert summary_rows(r)[0]["note"].startswith("COLLAPSED: class pneumonia")
