@@ -6,6 +6,7 @@ that inference can attach to each prediction."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,6 +14,7 @@ import torch
 
 from monai_robust.detectors.base import Detector, FittedModule, as_batches
 from monai_robust.detectors.calibration import (
+    calibration_size_for,
     conformal_rank,
     conformal_threshold,
     false_positive_rate,
@@ -21,6 +23,8 @@ from monai_robust.detectors.calibration import (
 )
 
 __all__ = ["DetectorGuard"]
+
+logger = logging.getLogger(__name__)
 
 
 class DetectorGuard(FittedModule):
@@ -94,6 +98,14 @@ class DetectorGuard(FittedModule):
         self.calibration_fpr = (scores > self.threshold).float().mean()
         self.calibration_size = torch.tensor(int(scores.numel()), device=scores.device)
         self.fitted.fill_(True)
+        n, k = int(scores.numel()), conformal_rank(int(scores.numel()), self.fpr)
+        upper = fpr_range(n, k)[1]
+        if upper > 2 * self.fpr and 2 * self.fpr < 1:
+            logger.warning(
+                "guard calibrated on %d clean images at fpr=%.3g: one such guard in forty flags more than %.1f %% of "
+                "clean images; with %d calibration images that is below %.3g.",
+                n, self.fpr, 100 * upper, calibration_size_for(self.fpr, 2 * self.fpr, probability=0.975), 2 * self.fpr,
+            )
         return self
 
     def calibration_report(self, confidence: float = 0.95) -> dict[str, Any]:
