@@ -33,10 +33,10 @@ class DetectorGuard(FittedModule):
 
     :meth:`calibrate` scores ``n`` clean images (not used to fit the detector) and sets the threshold to the
     ``k = ceil((n + 1)(1 - fpr))``-th smallest score (split-conformal, :mod:`~monai_robust.detectors.calibration`):
-    a new clean image from the same source is flagged with probability at most ``fpr``, for any ``n`` and any
-    detector. It refuses fewer than ``ceil(1 / fpr - 1)`` images (19 at ``fpr = 0.05``), below which no threshold has
-    that guarantee. The rate of one calibrated guard still varies with the calibration draw (19 images at 0.05: up to
-    17.6 % in one guard of forty); :meth:`calibration_report` gives that range, and :meth:`held_out_fpr` measures the
+    a new clean image from the same source is flagged with probability at most ``fpr``, for any detector and any
+    ``n`` at or above the minimum. It refuses fewer than ``ceil(1 / fpr - 1)`` images (19 at ``fpr = 0.05``), below which no threshold has
+    that guarantee. The rate of one calibrated guard still varies with the calibration draw (19 images at 0.05: more
+    than 17.6 % in one guard of forty); :meth:`calibration_report` gives that range, and :meth:`held_out_fpr` measures the
     rate on other clean images with an exact interval.
 
     The detector is a registered sub-module, so ``guard.state_dict()`` carries the detector's fitted statistics,
