@@ -15,7 +15,9 @@ import torch
 import torch.distributed as dist
 from monai.metrics import Cumulative
 
-__all__ = ["AttackTally", "SampleStore", "clock", "common_keys", "distributed", "gather_records"]
+from monai_robust.report.table import key_label
+
+__all__ = ["AttackTally", "SampleStore", "clock", "distributed", "gather_records", "merge_records"]
 
 
 def clock() -> tuple[float, float]:
@@ -139,8 +141,37 @@ def gather_records(record: dict[str, Any]) -> list[dict[str, Any]]:
     return parts
 
 
-def common_keys(parts: Sequence[dict[str, Any]], field: str) -> tuple[list[Hashable], list[Hashable]]:
-    """The keys listed under ``field`` by every rank (first-seen order), and those some ranks lack."""
-    seen = list(dict.fromkeys(k for p in parts for k in p[field]))
-    everywhere = [k for k in seen if all(k in p[field] for p in parts)]
-    return everywhere, [k for k in seen if k not in everywhere]
+def merge_records(parts: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, Any]:
+    """Merges the records of :func:`gather_records` (``{"keys", "clean", "tallies", "failed", "errors",
+    "num_classes"}`` per rank; ``failed`` one dict per attack of ``names``): the failures of each attack (any
+    rank's), the errors (once each), the number of classes, and the tallies summed over ranks of the keys that every
+    rank filled and no rank failed (first-seen order, the same on every rank); a key some rank lacks is left out
+    with an error.
+
+    Raises:
+        RuntimeError: When a rank evaluated no batch.
+    """
+    if not all(p["clean"] for p in parts):
+        raise RuntimeError("a rank evaluated no batch: give every rank a non-empty shard of the test set.")
+    failed: list[dict[Hashable, str]] = [{} for _ in names]
+    for part in parts:
+        for i in range(len(names)):
+            for eps, msg in part["failed"][i].items():
+                failed[i].setdefault(eps, msg)
+    failed_keys = {(name, eps) for name, f in zip(names, failed) for eps in f}
+    errors: list[dict[str, Any]] = []
+    for part in parts:
+        errors += [e for e in part["errors"] if e not in errors]
+    seen = list(dict.fromkeys(k for p in parts for k in p["keys"]))
+    tallies: dict[Hashable, AttackTally] = {}
+    for key in seen:
+        if key in failed_keys:
+            continue
+        if not all(key in p["keys"] for p in parts):
+            errors.append({"where": key_label(*key), "error": "not evaluated on every rank: left out of the results"})
+            continue
+        tallies[key] = AttackTally()
+        for part in parts:
+            tallies[key].merge(part["tallies"][key])
+    num_classes = next((p["num_classes"] for p in parts if p["num_classes"] is not None), None)
+    return {"failed": failed, "errors": errors, "num_classes": num_classes, "tallies": tallies}

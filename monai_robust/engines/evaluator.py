@@ -2,16 +2,18 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 """``RobustnessEvaluator``: one pass over a test set that answers "how robust is my model?".
 
-This module is the engine (plans in, one iteration per batch); :mod:`~monai_robust.engines.plans` holds what is run,
-:mod:`~monai_robust.engines.accumulate` the per-sample stores, :mod:`~monai_robust.engines.results` the results
-schema and :mod:`~monai_robust.engines.probes` the model probes behind the validity checks.
+This module is the engine (plans in, one iteration per batch). Around it: :mod:`~monai_robust.engines.plans` (what is
+run, and the options), :mod:`~monai_robust.engines.inputs` (input checks, UAPs, noise controls),
+:mod:`~monai_robust.engines.recorder` and :mod:`~monai_robust.engines.accumulate` (per-sample MONAI ``Cumulative``
+stores, counts, the merge over ranks), :mod:`~monai_robust.engines.results` (the results schema) and
+:mod:`~monai_robust.engines.probes` (the model probes behind the validity checks).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,26 +24,27 @@ from monai.utils import CommonKeys as Keys
 from monai.utils import IgniteInfo, convert_to_tensor, min_version, optional_import
 from torch import nn
 
+from monai_robust import __version__
 from monai_robust.attacks.base import Attack, NonFiniteError, check_finite
 from monai_robust.attacks.functional import clip_to_bounds, lp_norm
 from monai_robust.attacks.threat import _check_bounds
 from monai_robust.attacks.uap_sources import noise_control
-from monai_robust.engines.accumulate import AttackTally, SampleStore, clock, common_keys, distributed, gather_records
+from monai_robust.engines.accumulate import clock, distributed
 from monai_robust.engines.events import RobustEvents
+from monai_robust.engines.inputs import build_uaps, check_data_range, check_labels, noise_like
 from monai_robust.engines.plans import AttackPlan, EvaluationOptions, build_plans
 from monai_robust.engines.probes import ProbeOptions, gradient_probe, randomness_probe, unbounded_probe
+from monai_robust.engines.recorder import RunRecorder
 from monai_robust.engines.results import (
-    CLEAN_FIELDS,
-    SAMPLE_FIELDS,
     ResultContext,
-    attack_entry,
+    build_results,
     flatten_metrics,
 )
-from monai_robust.metrics.perceptibility import perturbation_norms, psnr, ssim, summarize
+from monai_robust.metrics.perceptibility import summarize
 from monai_robust.metrics.robustness import to_class_predictions
 from monai_robust.metrics.validity import run_validity_checks
 from monai_robust.report.table import key_label
-from monai_robust.utils.enums import LpNorm, as_lp
+from monai_robust.utils.enums import LpNorm
 from monai_robust.utils.intensity import LinearIntensityMap
 
 if TYPE_CHECKING:
@@ -192,10 +195,9 @@ class RobustnessEvaluator(SupervisedEvaluator):
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.positive_class = int(positive_class)
         self.plans = build_plans(attacks or {}, eps, set(reference_attacks), network)
-        self.uaps = self._build_uaps(uaps or {})
+        self.uaps = build_uaps(uaps or {})
         self.bounds = self._resolve_bounds(bounds)
         self.results: dict[str, Any] = {}
-        self.examples: dict[str, Any] = {}
         self._ddp_buffers = ddp_buffers
         self._reset_run()
 
@@ -206,27 +208,6 @@ class RobustnessEvaluator(SupervisedEvaluator):
             self._register_handlers(val_handlers)
 
     # ------------------------------------------------------------------------------------------ configuration
-    def _build_uaps(self, uaps: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        out = {}
-        for name, value in uaps.items():
-            if not isinstance(name, str) or not name or "@" in name:
-                raise ValueError(f"UAP names must be non-empty strings without '@', got {name!r}.")
-            d = convert_to_tensor(getattr(value, "delta", value), track_meta=False)
-            d = d if isinstance(d, torch.Tensor) else torch.as_tensor(d)
-            if d.ndim < 2 or d.numel() == 0 or not bool(torch.isfinite(d).all()):
-                raise ValueError(f"UAP {name!r} must be a finite (C, *spatial) tensor, got shape {tuple(d.shape)}.")
-            lp = as_lp(getattr(value, "lp", 2) or 2)
-            eps = getattr(value, "eps", None)
-            out[name] = {
-                "delta": d.float(),
-                "lp": lp,
-                "eps": float(eps) if eps is not None else float(lp_norm(d.reshape(1, -1), lp)[0]),
-                "target": getattr(value, "target", None),
-                "bounds": _check_bounds(getattr(value, "bounds", None)),
-                "zeta": getattr(value, "zeta", None),
-            }
-        return out
-
     def _resolve_bounds(self, bounds: Any) -> tuple[float, float] | None:
         if not (isinstance(bounds, str) and bounds == "auto"):
             return _check_bounds(bounds)
@@ -240,27 +221,23 @@ class RobustnessEvaluator(SupervisedEvaluator):
 
     # ------------------------------------------------------------------------------------------ run state
     def _reset_run(self) -> None:
-        self._clean = SampleStore(CLEAN_FIELDS)
-        self._stores: dict[Key, SampleStore] = {}
-        self._tallies: dict[Key, AttackTally] = {}
-        self._noise: dict[Key, str] = {}  # noise-control key -> its Lp
-        self._errors: list[dict[str, Any]] = []
+        self._run = RunRecorder(self.detector, self.options.num_examples, self.options.keep_images)
         self._probes: dict[str, Any] = {}
         self._first = True
         self._num_classes: int | None = None
-        self._data_range: float | None = None
         self._uap_controls: dict[str, torch.Tensor] = {}
-        self._t0 = clock()
         self._bar: Any = None
-        self._complete = False
-        self.examples = {}
 
-    def _tally(self, key: Key) -> AttackTally:
-        return self._tallies.setdefault(key, AttackTally())
+    @property
+    def examples(self) -> dict[str, Any]:
+        """The first batch's example panels: ``{"images", "labels", "clean_pred", "adversarial": {(name, eps):
+        {"images", "pred", "attack", "eps", "lp", "bounds"}}, "class_names", "spatial_dims"}``."""
+        return self._run.examples
 
     def _on_started(self, engine: Engine) -> None:
         self._reset_run()
         self.results = {}
+        engine.state.robustness = {}  # never a previous run's numbers for this run's handlers
         if self._ddp_buffers and distributed():
             for buffer in self.network.buffers():  # as DDP's next forward would: BatchNorm statistics of rank 0
                 dist.broadcast(buffer, src=0)
@@ -277,50 +254,8 @@ class RobustnessEvaluator(SupervisedEvaluator):
 
     def _on_epoch_completed(self, engine: Engine) -> None:
         self._close_bar()
-        self._complete = True
-        self._sync_ranks()
+        self._num_classes = self._run.sync(self.plans, self._num_classes)
         self.compute_results()
-
-    def _sync_ranks(self) -> None:
-        """Merges every rank's counts, failures and errors (one ``all_gather_object``), drops stores not filled on
-        every rank, then gathers the per-sample stores (``Cumulative.get_buffer``) in the same order on every rank."""
-        record = {
-            "keys": [k for k, s in self._stores.items() if s.n_local],
-            "clean": self._clean.n_local > 0,
-            "tallies": self._tallies,
-            "failed": [dict(p.failed) for p in self.plans],
-            "errors": self._errors,
-            "num_classes": self._num_classes,
-        }
-        parts = gather_records(record)
-        if len(parts) == 1:
-            return
-        for i, plan in enumerate(self.plans):
-            for part in parts:
-                for eps, msg in part["failed"][i].items():
-                    plan.failed.setdefault(eps, msg)
-        errors: list[dict[str, Any]] = []
-        for part in parts:
-            errors += [e for e in part["errors"] if e not in errors]
-        self._errors = errors
-        self._num_classes = next((p["num_classes"] for p in parts if p["num_classes"] is not None), None)
-        if not all(p["clean"] for p in parts):
-            raise RuntimeError("a rank evaluated no batch: give every rank a non-empty shard of the test set.")
-        failed = {(plan.name, eps) for plan in self.plans for eps in plan.failed}
-        keys, partial = common_keys(parts, "keys")
-        for key in partial:
-            self._errors.append({"where": key_label(*key), "error": "not evaluated on every rank: left out of the results"})
-        tallies: dict[Key, AttackTally] = {}
-        for key in keys:
-            tallies[key] = AttackTally()
-            for part in parts:
-                tallies[key].merge(part["tallies"][key])
-        self._tallies = tallies
-        self._stores = {k: self._stores[k] for k in keys if k not in failed}
-        self._clean.get()
-        for key in keys:
-            if key in self._stores:
-                self._stores[key].get()
 
     def _on_completed(self, engine: Engine) -> None:
         if not self.results:
@@ -331,7 +266,7 @@ class RobustnessEvaluator(SupervisedEvaluator):
         handlers (the report writes it), then always re-raises: an interrupted evaluation never looks complete. A
         :class:`NonFiniteError` leaves no results: numbers of a model with NaN/Inf outputs are not written."""
         self._close_bar()
-        self._errors.append({"where": "run", "error": f"{type(e).__name__}: {e}"})
+        self._run.error("run", e)
         if not isinstance(e, NonFiniteError):
             try:
                 self.compute_results()
@@ -354,21 +289,20 @@ class RobustnessEvaluator(SupervisedEvaluator):
         x = convert_to_tensor(batch[0], track_meta=False)
         if not torch.is_floating_point(x):
             x = x.float()
-        y = self._labels(batch[1], x.shape[0])
+        y = check_labels(batch[1], x.shape[0], self.state.device)
         logits = self._predict(x)
-        check_finite(logits, "logits", "the clean pass")
         if self._first:
             self._first_batch(x, y, logits)
         else:
             self._check_label_range(y, logits)
         correct = to_class_predictions(logits) == y
-        self._clean.add(logits=logits.detach().float(), labels=y, score=self._score(x, "clean"))
+        self._run.clean.add(logits=logits.detach().float(), labels=y, score=self._run.score(x, "clean"))
         adversarial: dict[Key, Any] = {}
         out = {Keys.IMAGE: x, Keys.LABEL: y, Keys.PRED: logits, "adversarial": adversarial}
         engine.state.output = out
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         if self._first:
-            self._keep_examples(x, y, logits, correct)
+            self._run.keep_examples(x, y, logits, self.class_names)
         for plan in self.plans:
             if plan.minimization:
                 self._run_minimization(engine, plan, x, y, logits, correct, adversarial)
@@ -384,20 +318,6 @@ class RobustnessEvaluator(SupervisedEvaluator):
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return out
 
-    def _labels(self, labels: Any, n: int) -> torch.Tensor:
-        y = convert_to_tensor(labels, track_meta=False)
-        y = y if isinstance(y, torch.Tensor) else torch.as_tensor(y)
-        if y.ndim == 2 and y.shape[1] > 1:
-            raise ValueError(
-                f"labels of shape {tuple(y.shape)} look multi-label or one-hot; the evaluator needs (N,) class indices."
-            )
-        if y.ndim > 2 or y.numel() != n:
-            raise ValueError(f"labels must be (N,) or (N, 1) class indices with N={n}, got shape {tuple(y.shape)}.")
-        y = y.reshape(-1)
-        if torch.is_floating_point(y) and not bool((y == y.round()).all()):
-            raise ValueError("labels must be integral class indices, got non-integral values.")
-        return y.long().to(self.state.device)
-
     def _cuda_amp(self) -> bool:
         return self.amp and self.state.device is not None and self.state.device.type == "cuda"
 
@@ -407,24 +327,8 @@ class RobustnessEvaluator(SupervisedEvaluator):
         if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"the network must return logits (N, classes) with N={x.shape[0]}, got {shape}.")
+        check_finite(out, "logits", "the evaluated network")
         return convert_to_tensor(out, track_meta=False).float()
-
-    def _score(self, x: torch.Tensor, where: str) -> torch.Tensor:
-        """Detector scores ``(N,)`` (NaN without a detector, or after it failed)."""
-        nan = torch.full((x.shape[0],), math.nan, device=x.device)
-        if self.detector is None or x.shape[0] == 0 or "detector" in self._probes.get("failed", {}):
-            return nan
-        try:
-            with torch.no_grad():
-                s = torch.as_tensor(self.detector(x)).detach().float().reshape(-1).to(x.device)
-            if s.shape[0] != x.shape[0]:
-                raise ValueError(f"the detector returned {s.shape[0]} scores for {x.shape[0]} images.")
-            return s
-        except Exception as e:
-            self._probes.setdefault("failed", {})["detector"] = f"{type(e).__name__}: {e}"
-            self._errors.append({"where": f"detector ({where})", "error": f"{type(e).__name__}: {e}"})
-            logger.warning("detector failed on %s: %s", where, e)
-            return nan
 
     # ------------------------------------------------------------------------------------------ first batch
     def _first_batch(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor) -> None:
@@ -438,23 +342,10 @@ class RobustnessEvaluator(SupervisedEvaluator):
             raise ValueError(f"class_names has {len(self.class_names)} names for a model with {c} classes.")
         if not 0 <= self.positive_class < c:
             raise ValueError(f"positive_class={self.positive_class} is out of range for a model with {c} classes.")
-        lo, hi = float(x.min()), float(x.max())
         boxes = [(p.name, p.bounds) for p in self.plans if p.bounds is not None]
         boxes += [(f"uap:{n}", u["bounds"]) for n, u in self.uaps.items() if u["bounds"] is not None]
         boxes += [("bounds", self.bounds)] if self.bounds is not None else []
-        for who, (blo, bhi) in boxes:
-            tol = 1e-5 * (bhi - blo)
-            if lo < blo - tol or hi > bhi + tol:
-                raise ValueError(
-                    f"the data range [{lo:g}, {hi:g}] of the first batch lies outside the bounds {(blo, bhi)} of "
-                    f"{who!r}: configure the attack's bounds in the model-input units of the data."
-                )
-            if self.options.check_data_range and (hi - lo) < 0.05 * (bhi - blo):
-                raise ValueError(
-                    f"the data range [{lo:g}, {hi:g}] of the first batch covers under 5% of the bounds {(blo, bhi)} "
-                    f"of {who!r}: the bounds (and eps) are probably in other units than the data (e.g. 0-255 vs "
-                    "0-1). Set EvaluationOptions(check_data_range=False) if this is intended."
-                )
+        check_data_range(x, boxes, self.options.check_data_range)
         for name, u in self.uaps.items():
             d = u["delta"][0] if u["delta"].ndim == x.ndim and u["delta"].shape[0] == 1 else u["delta"]
             if tuple(d.shape) != tuple(x.shape[1:]):
@@ -463,7 +354,8 @@ class RobustnessEvaluator(SupervisedEvaluator):
                     "expected (C, *spatial) or (1, C, *spatial)."
                 )
             u["delta"] = d
-        self._data_range = (self.bounds[1] - self.bounds[0]) if self.bounds is not None else max(hi - lo, 1e-12)
+        width = float(x.max()) - float(x.min())
+        self._run.data_range = (self.bounds[1] - self.bounds[0]) if self.bounds is not None else max(width, 1e-12)
         gen = None if self.seed is None else torch.Generator(device="cpu").manual_seed(self.seed)
         for name, u in self.uaps.items():
             self._uap_controls[name] = noise_control(u["delta"].cpu(), "uniform", u["lp"], gen)
@@ -503,20 +395,6 @@ class RobustnessEvaluator(SupervisedEvaluator):
             )
             for plan in self.plans
             if plan.kind == "iterative" and not plan.reference
-        }
-
-    def _keep_examples(self, x: torch.Tensor, y: torch.Tensor, logits: torch.Tensor, correct: torch.Tensor) -> None:
-        if self.options.num_examples == 0:
-            return
-        order = torch.cat([correct.nonzero().reshape(-1), (~correct).nonzero().reshape(-1)])
-        self._example_idx = order[: self.options.num_examples]
-        self.examples = {
-            "images": _view(x[self._example_idx]),
-            "labels": y[self._example_idx].cpu(),
-            "clean_pred": to_class_predictions(logits[self._example_idx]).cpu(),
-            "adversarial": {},
-            "class_names": self.class_names,
-            "spatial_dims": x.ndim - 2,
         }
 
     # ------------------------------------------------------------------------------------------ attacks
@@ -563,7 +441,7 @@ class RobustnessEvaluator(SupervisedEvaluator):
             except Exception as e:
                 self._fail(plan, eps, e)
                 continue
-            tally = self._tally((plan.name, eps))
+            tally = self._run.tally((plan.name, eps))
             tally.add_time(t0)
             tally.n_attacked += int(idx.numel())
             wrong = to_class_predictions(adv_logits) != y
@@ -591,7 +469,7 @@ class RobustnessEvaluator(SupervisedEvaluator):
             for eps in plan.eps:
                 self._fail(plan, eps, e)
             return
-        self._tally((plan.name, plan.eps[-1])).add_progress(plan.attack.last_progress, int(idx.numel()))
+        self._run.tally((plan.name, plan.eps[-1])).add_progress(plan.attack.last_progress, int(idx.numel()))
         dist_ = lp_norm(sub - x[idx], plan.lp)
         fooled = to_class_predictions(sub_logits) != y[idx]
         for eps in plan.eps:
@@ -599,52 +477,20 @@ class RobustnessEvaluator(SupervisedEvaluator):
             adv_x, adv_logits = x.clone(), logits.clone()
             take = idx[ok]
             adv_x[take], adv_logits[take] = sub[ok], sub_logits[ok]
-            tally = self._tally((plan.name, eps))
+            tally = self._run.tally((plan.name, eps))
             tally.add_time(t0, 1.0 / len(plan.eps))
             tally.n_attacked += int(idx.numel()) if eps == plan.eps[-1] else 0
             wrong = to_class_predictions(adv_logits) != y
             self._record((plan.name, eps), plan.lp, plan.bounds, x, adv_x, adv_logits, correct & wrong, adversarial)
 
     def _fail(self, plan: AttackPlan, eps: float, e: Exception) -> None:
-        msg = f"{type(e).__name__}: {e}"
-        plan.failed[eps] = msg
-        self._stores.pop((plan.name, eps), None)
-        self._errors.append({"where": key_label(plan.name, eps), "error": msg})
-        logger.warning("attack %s failed and is skipped from now on: %s", key_label(plan.name, eps), msg)
+        plan.failed[eps] = self._run.error(key_label(plan.name, eps), e)
+        self._run.drop((plan.name, eps))
+        logger.warning("attack %s failed and is skipped from now on: %s", key_label(plan.name, eps), plan.failed[eps])
 
-    def _record(
-        self, key: Key, lp: LpNorm, bounds: tuple[float, float] | None, x: torch.Tensor, adv: torch.Tensor,
-        adv_logits: torch.Tensor, success: torch.Tensor, adversarial: dict,
-    ) -> None:
-        """Per-sample numbers of one key on this batch; perceptibility and detector scores only where the attack
-        succeeded (NaN elsewhere)."""
-        n = x.shape[0]
-        nan = torch.full((n,), math.nan, device=x.device)
-        idx = success.nonzero().reshape(-1)
-        linf, l2, ps, ss, score = nan.clone(), nan.clone(), nan.clone(), nan.clone(), nan.clone()
-        if idx.numel():
-            norms = perturbation_norms(x[idx], adv[idx])
-            linf[idx], l2[idx] = norms["linf"], norms["l2"]
-            ps[idx] = psnr(x[idx], adv[idx], self._data_range).to(x.device)
-            ss[idx] = ssim(x[idx], adv[idx], self._data_range).to(x.device)
-            score[idx] = self._score(adv[idx], key_label(*key))
-        oob = torch.zeros(n, dtype=torch.bool, device=x.device)
-        if bounds is not None:
-            tol = 1e-5 * (bounds[1] - bounds[0])
-            flat = adv.reshape(n, -1)
-            oob = (flat.amin(dim=1) < bounds[0] - tol) | (flat.amax(dim=1) > bounds[1] + tol)
-        values = dict(logits=adv_logits, norm=lp_norm(adv - x, lp), linf=linf, l2=l2, psnr=ps, ssim=ss, score=score,
-                      out_of_bounds=oob)
-        self._stores.setdefault(key, SampleStore(SAMPLE_FIELDS)).add(**{k: v.float() for k, v in values.items()})
-        self._tally(key).batches += 1
-        info = {"attack": key[0], "eps": key[1], "lp": lp.value, "bounds": bounds}
-        entry = dict(info, pred=adv_logits.clone())  # the caller updates adv/adv_logits in place at the next eps
-        if self.options.keep_images:
-            entry["image"] = adv.clone()
-        adversarial[key] = entry
-        if self._first and self.options.num_examples and "images" in self.examples:
-            i = self._example_idx
-            self.examples["adversarial"][key] = dict(info, images=_view(adv[i]), pred=to_class_predictions(adv_logits[i]).cpu())
+    def _record(self, key: Key, lp: LpNorm, bounds: Any, x: torch.Tensor, adv: torch.Tensor, adv_logits: torch.Tensor,
+                success: torch.Tensor, adversarial: dict) -> None:
+        adversarial[key] = self._run.record(key, lp, bounds, x, adv, adv_logits, success, self._first)
 
     def _run_uap(self, name: str, u: dict[str, Any], x: torch.Tensor, logits: torch.Tensor, adversarial: dict) -> None:
         bounds = u["bounds"] if u["bounds"] is not None else self.bounds
@@ -654,7 +500,7 @@ class RobustnessEvaluator(SupervisedEvaluator):
             adv = clip_to_bounds(x + d, bounds)
             adv_logits = self._predict(adv)
             key = (tag, u["eps"])
-            tally = self._tally(key)
+            tally = self._run.tally(key)
             tally.add_time(t0)
             tally.n_attacked += x.shape[0]
             changed = to_class_predictions(adv_logits) != to_class_predictions(logits)
@@ -672,21 +518,17 @@ class RobustnessEvaluator(SupervisedEvaluator):
                     continue
                 done.add((plan.lp, eps, plan.bounds))
                 key = (f"noise:L{plan.lp.value}", eps)
-                self._noise[key] = plan.lp.value
+                self._run.noise[key] = plan.lp.value
                 t0 = clock()
-                adv = clip_to_bounds(x + _noise_like(x, eps, plan.lp, self._noise_gen), plan.bounds)
+                adv = clip_to_bounds(x + noise_like(x, eps, plan.lp, self._noise_gen), plan.bounds)
                 adv_logits = self._predict(adv)
-                tally = self._tally(key)
+                tally = self._run.tally(key)
                 tally.add_time(t0)
                 tally.n_attacked += x.shape[0]
                 wrong = to_class_predictions(adv_logits) != y
                 self._record(key, plan.lp, plan.bounds, x, adv, adv_logits, correct & wrong, adversarial)
 
     # ------------------------------------------------------------------------------------------ results
-    def _values(self, store: SampleStore) -> dict[str, torch.Tensor]:
-        """Every rank's values once the epoch completed (gathered in :meth:`_sync_ranks`), else this rank's."""
-        return store.get() if self._complete else store.local()
-
     def compute_results(self) -> dict[str, Any]:
         """Every number of the run so far, as a JSON-ready dict (schema in :mod:`~monai_robust.engines.results`);
         also stored in ``self.results`` and ``engine.state.robustness``, and flattened into ``engine.state.metrics``
@@ -695,50 +537,23 @@ class RobustnessEvaluator(SupervisedEvaluator):
         Raises:
             ValueError: When no batch has been evaluated (an empty iterable loader).
         """
-        if self._clean.n_local == 0:
+        if self._run.clean.n_local == 0:
             raise ValueError("no batch was evaluated: the data loader yielded nothing.")
         ctx = ResultContext(
-            self._values(self._clean), self.class_names, self.positive_class, self.intensity_map,
+            self._run.clean_values(), self.class_names, self.positive_class, self.intensity_map,
             self.detector is not None, self.guard,
         )
-        results: dict[str, Any] = {
-            "meta": self._meta(ctx),
-            "clean": ctx.metrics,
-            "attacks": {},
-            "controls": {"noise": []},
-            "uaps": {},
-            "detector": None,
-            "probes": {k: v for k, v in self._probes.items() if k != "failed"},
-            "errors": list(self._errors),
-        }
-        for plan in self.plans:
-            rows = []
-            for eps in plan.eps:
-                key: Hashable = (plan.name, eps)
-                if eps in plan.failed:
-                    rows.append({"eps": eps, "status": "failed", "error": plan.failed[eps]})
-                elif key not in self._stores:
-                    rows.append({"eps": eps, "status": "not run"})
-                else:
-                    rows.append(ctx.attack_row(self._values(self._stores[key]), self._tallies[key], eps))
-            results["attacks"][plan.name] = attack_entry(plan, rows, self._tallies.get((plan.name, plan.eps[-1])))
-        for key, lp in self._noise.items():
-            if key in self._stores:
-                row = ctx.attack_row(self._values(self._stores[key]), self._tallies[key], key[1], light=True)
-                results["controls"]["noise"].append(dict(row, lp=lp))
-        for name, u in self.uaps.items():
-            parts = {}
-            for part, tag in (("perturbed", f"uap:{name}"), ("control", f"uap:{name}:control")):
-                if (tag, u["eps"]) in self._stores:
-                    parts[part] = ctx.uap_row(self._values(self._stores[(tag, u["eps"])]), u["target"])
-            if parts:
-                results["uaps"][name] = {k: u[k] for k in ("eps", "zeta", "target")} | {"lp": u["lp"].value, **parts}
+        results: dict[str, Any] = {"meta": self._meta(ctx)}
+        results.update(build_results(ctx, self.plans, self._run.values, self._run.tallies, self._run.noise, self.uaps))
+        results.update(
+            detector=None, probes=dict(self._probes), errors=list(self._run.errors)
+        )
         if self.detector is not None:
             finite = ctx.clean["score"][torch.isfinite(ctx.clean["score"])]
             results["detector"] = {
                 "detector": type(self.detector).__name__ if isinstance(self.detector, nn.Module) else repr(self.detector),
                 "clean_scores": summarize(finite),
-                "error": self._probes.get("failed", {}).get("detector"),
+                "error": self._run.detector_error,
                 "guard": ctx.guard_report() if finite.numel() else None,
             }
         checks = run_validity_checks(results, self._probes, max_accuracy=self.probe_options.unbounded_accuracy)
@@ -749,11 +564,9 @@ class RobustnessEvaluator(SupervisedEvaluator):
         return results
 
     def _meta(self, ctx: ResultContext) -> dict[str, Any]:
-        from monai_robust import __version__
-
         wall, cpu = clock()
         return {
-            "complete": self._complete,
+            "complete": self._run.complete,
             "n": int(ctx.clean["labels"].shape[0]),
             "num_classes": self._num_classes,
             "class_names": self.class_names,
@@ -766,8 +579,8 @@ class RobustnessEvaluator(SupervisedEvaluator):
             "seed": self.seed,
             "bounds": self.bounds,
             "intensity_map": None if self.intensity_map is None else self.intensity_map.to_dict(),
-            "wall_time_s": wall - self._t0[0],
-            "cpu_time_s": cpu - self._t0[1],
+            "wall_time_s": wall - self._run.t0[0],
+            "cpu_time_s": cpu - self._run.t0[1],
             "monai_robust_version": __version__,
             "auc_note": (
                 "with reuse_smaller_eps=True a retired sample keeps the logits of the adversarial (or clean) input it "
@@ -781,21 +594,3 @@ class RobustnessEvaluator(SupervisedEvaluator):
 def _is_guard(detector: Any) -> bool:
     """Whether ``detector`` is a calibrated guard (a ``DetectorGuard``-like object) rather than a score function."""
     return all(hasattr(detector, a) for a in ("detector", "threshold", "calibration_report"))
-
-
-def _view(x: torch.Tensor) -> torch.Tensor:
-    """``(k, C, *spatial)`` -> ``(k, C, H, W)`` on the CPU: the middle slice of the first spatial axis for 3D."""
-    x = x.detach().float().cpu().clone()
-    while x.ndim > 4:
-        x = x.select(2, x.shape[2] // 2)
-    return x
-
-
-def _noise_like(x: torch.Tensor, eps: float, lp: LpNorm, generator: torch.Generator) -> torch.Tensor:
-    if lp == LpNorm.LINF:
-        return (torch.randint(0, 2, x.shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1) * eps
-    g = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    if lp == LpNorm.L1:
-        g = g.sign() * torch.empty_like(g).exponential_(generator=generator)
-    norms = lp_norm(g, lp).clamp_min(1e-12)
-    return g * (eps / norms).reshape((-1,) + (1,) * (x.ndim - 1))

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from monai_robust.attacks.base import BoundedAttack, attack_mode, default_loss
+from monai_robust.attacks.base import BoundedAttack, NonFiniteError, attack_mode, default_loss
 from monai_robust.metrics.robustness import to_class_predictions
 from monai_robust.utils.enums import LpNorm
 
@@ -190,6 +190,8 @@ def unbounded_probe(
                 attack.set_random_state(seed)
             adv = attack(images, labels, eps=big, **call_kwargs)
             acc = float((to_class_predictions(predict(adv)) == labels).float().mean())
+        except NonFiniteError:
+            raise
         except Exception as e:  # recorded: the check reports it
             ladder.append({"eps": big, "error": f"{type(e).__name__}: {e}"})
             break

@@ -21,7 +21,7 @@ budget); strings are made from them for display only (:func:`~monai_robust.repor
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,15 @@ from monai_robust.metrics.universal import per_class_fooling_rate
 from monai_robust.report.table import key_label
 from monai_robust.utils.intensity import LinearIntensityMap
 
-__all__ = ["CLEAN_FIELDS", "SAMPLE_FIELDS", "ResultContext", "detector_stats", "flatten_metrics", "guard_stats"]
+__all__ = [
+    "CLEAN_FIELDS",
+    "SAMPLE_FIELDS",
+    "ResultContext",
+    "build_results",
+    "detector_stats",
+    "flatten_metrics",
+    "guard_stats",
+]
 
 SAMPLE_FIELDS = ("logits", "norm", "linf", "l2", "psnr", "ssim", "score", "out_of_bounds")
 """Per-sample values kept for each (attack, ε), UAP and control."""
@@ -241,6 +249,51 @@ def attack_entry(
     if plan.minimization and progress is not None and progress.progress_n:
         entry["success_by_step"] = progress.success_by_step()
     return entry
+
+
+def build_results(
+    ctx: ResultContext,
+    plans: Sequence[Any],
+    values: Callable[[tuple[str, float]], dict[str, torch.Tensor] | None],
+    tallies: Mapping[tuple[str, float], AttackTally],
+    noise: Mapping[tuple[str, float], str],
+    uaps: Mapping[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The ``"clean"``, ``"attacks"``, ``"controls"`` and ``"uaps"`` parts of the results.
+
+    Args:
+        ctx: the clean pass and reporting settings.
+        plans: the evaluator's :class:`~monai_robust.engines.plans.AttackPlan` list.
+        values: ``key -> per-sample values`` (``None`` for a key without data).
+        tallies: counts and times per key.
+        noise: the noise-control keys and their Lp.
+        uaps: the evaluator's UAP records (``eps``, ``lp``, ``zeta``, ``target``).
+    """
+    out: dict[str, Any] = {"clean": ctx.metrics, "attacks": {}, "controls": {"noise": []}, "uaps": {}}
+    for plan in plans:
+        rows = []
+        for eps in plan.eps:
+            v = values((plan.name, eps))
+            if eps in plan.failed:
+                rows.append({"eps": eps, "status": "failed", "error": plan.failed[eps]})
+            elif v is None:
+                rows.append({"eps": eps, "status": "not run"})
+            else:
+                rows.append(ctx.attack_row(v, tallies[(plan.name, eps)], eps))
+        out["attacks"][plan.name] = attack_entry(plan, rows, tallies.get((plan.name, plan.eps[-1])))
+    for key, lp in noise.items():
+        v = values(key)
+        if v is not None:
+            out["controls"]["noise"].append(dict(ctx.attack_row(v, tallies[key], key[1], light=True), lp=lp))
+    for name, u in uaps.items():
+        parts = {}
+        for part, tag in (("perturbed", f"uap:{name}"), ("control", f"uap:{name}:control")):
+            v = values((tag, u["eps"]))
+            if v is not None:
+                parts[part] = ctx.uap_row(v, u["target"])
+        if parts:
+            out["uaps"][name] = {"eps": u["eps"], "lp": u["lp"].value, "zeta": u["zeta"], "target": u["target"], **parts}
+    return out
 
 
 def flatten_metrics(results: dict[str, Any]) -> dict[str, float]:

@@ -21,6 +21,8 @@ from typing import Any
 __all__ = [
     "ValidityCheck",
     "check_budget",
+    "check_convergence",
+    "check_gradient_masking",
     "check_gradients",
     "check_iterative_vs_single_step",
     "check_monotone_in_eps",
@@ -85,6 +87,8 @@ def _points(results: dict[str, Any]) -> list[dict[str, Any]]:
                         "eps": r.get("eps"),
                         "accuracy": r["accuracy"],
                         "reference": bool(a.get("reference")),
+                        "black_box": bool(a.get("black_box")),
+                        "success": r.get("attack_success_rate"),
                         "n": r.get("n"),
                     }
                 )
@@ -245,6 +249,110 @@ def check_reference_attacks(results: dict[str, Any], tol: float = 0.01) -> Valid
         )
     return ValidityCheck(
         name, PASS, f"no noise control or reference attack beats a white-box attack ({pairs} pairs).", {"pairs": pairs}, ref
+    )
+
+
+def check_gradient_masking(results: dict[str, Any], tol: float = 0.01) -> ValidityCheck:
+    """A black-box attack (``attack.black_box``, e.g. Square) must not be stronger than *every* white-box attack of
+    the same Lp at the same ε: gradients that point nowhere (quantisation, thresholds, shattered or saturated
+    operations) leave white-box attacks stranded while a query-based attack, blind to them, still succeeds.
+
+    Args:
+        results: an evaluation's results (attacks with ``black_box=True``).
+        tol: margin (fraction of samples, at least one sample) by which the black-box robust accuracy must be
+            lower than the best white-box one to count.
+
+    Returns:
+        ``"fail"`` with "gradient masking suspected"; ``details["violations"]`` lists ``[black_box, lp, eps,
+        acc_black_box, best_white_box, acc_white_box]``.
+
+    Example::
+
+        >>> check_gradient_masking(results).status
+        'pass'
+    """
+    name, ref = "gradient_masking", _ATHALYE
+    pts = _points(results)
+    black = [p for p in pts if p["black_box"]]
+    white = [p for p in pts if not p["reference"] and p["kind"] in ("iterative", "single-step", "minimal")]
+    pairs, bad = 0, []
+    for b in black:
+        same = [w for w in white if w["lp"] == b["lp"] and _same_eps(w["eps"], b["eps"])]
+        if not same:
+            continue
+        pairs += 1
+        best = min(same, key=lambda w: w["accuracy"])
+        if b["accuracy"] < best["accuracy"] - _tolerance(tol, b["n"]):
+            bad.append([b["attack"], b["lp"], b["eps"], b["accuracy"], best["attack"], best["accuracy"]])
+    if not pairs:
+        return ValidityCheck(name, SKIPPED, "no black-box attack shares an Lp norm and eps with a white-box one.", reference=ref)
+    if bad:
+        return ValidityCheck(
+            name,
+            FAIL,
+            f"gradient masking suspected: the black-box attack {sorted({v[0] for v in bad})} is stronger than every "
+            "white-box attack at the same budget; the white-box robust accuracies are not trustworthy (attack "
+            "through straight-through gradients / BPDA, or report the black-box numbers).",
+            {"violations": bad, "pairs": pairs},
+            ref,
+        )
+    return ValidityCheck(
+        name, PASS, f"no black-box attack beats every white-box attack at its budget ({pairs} comparisons).", {"pairs": pairs}, ref
+    )
+
+
+def check_convergence(results: dict[str, Any], max_success: float = 0.01, min_other: float = 0.5) -> ValidityCheck:
+    """An attack that (almost) never succeeds where another attack of the same Lp breaks most samples with at most
+    the same budget has not converged: its settings (steps, step size, constants of CW's search) are wrong for
+    this model or data.
+
+    The comparison is with a budget *at most* that of the failing attack (a larger budget breaking more is the
+    normal shape of an ε curve); an unbounded minimisation attack (CW, DeepFool at ``eps=inf``) counts as having
+    the largest budget. The per-step success of CW and DeepFool (``success_by_step``) is in the details.
+
+    Args:
+        results: an evaluation's results (``attack_success_rate`` per attack and ε).
+        max_success: success rate at or below which an attack counts as failing (1 %).
+        min_other: success rate above which the other attack counts as breaking most samples (50 %).
+
+    Returns:
+        ``"fail"`` with "attack failed to converge"; ``details["violations"]`` lists ``[attack, lp, eps, success,
+        other, other_eps, other_success]``.
+
+    Example::
+
+        >>> check_convergence(results).status
+        'pass'
+    """
+    name, ref = "attack_convergence", _CARLINI
+    pts = [p for p in _points(results) if _finite(p["success"])]
+    bad = []
+    for a in pts:
+        if a["success"] > max_success:
+            continue
+        for b in pts:
+            if b["attack"] == a["attack"] or b["lp"] != a["lp"] or b["success"] <= min_other or _unbounded(b["eps"]):
+                continue
+            if _unbounded(a["eps"]) or b["eps"] <= a["eps"] * (1 + 1e-6):
+                bad.append([a["attack"], a["lp"], a["eps"], a["success"], b["attack"], b["eps"], b["success"]])
+                break
+    if not pts:
+        return ValidityCheck(name, SKIPPED, "no attack success rate to compare.", reference=ref)
+    progress = {k: a["success_by_step"] for k, a in results.get("attacks", {}).items() if a.get("success_by_step")}
+    if bad:
+        settings = {v[0]: results["attacks"][v[0]].get("attack") for v in bad}
+        return ValidityCheck(
+            name,
+            FAIL,
+            f"attack failed to converge: settings of {sorted(settings)}: at most {max_success:.0%} success where "
+            f"another attack of the same norm breaks over {min_other:.0%} with no larger budget; raise the steps or "
+            "the search's constants (CW: initial_const, binary_search_steps) and check the step size.",
+            {"violations": bad, "settings": settings, "success_by_step": progress},
+            ref,
+        )
+    return ValidityCheck(
+        name, PASS, "no attack fails where another of the same norm succeeds with no larger budget.",
+        {"success_by_step": progress}, ref,
     )
 
 
@@ -429,6 +537,8 @@ def run_validity_checks(
         check_monotone_in_eps(results, 0.0),
         check_iterative_vs_single_step(results, tol),
         check_reference_attacks(results, tol),
+        check_gradient_masking(results, tol),
+        check_convergence(results),
         check_unbounded(results, probes, max_accuracy),
         check_gradients(probes),
         check_randomness(probes),

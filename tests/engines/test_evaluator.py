@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_robust.attacks.base import Attack, BoundedAttack, MinimizationAttack
+from monai_robust.attacks.base import Attack, BoundedAttack, MinimizationAttack, NonFiniteError
+from monai_robust.attacks.cw import CW
 from monai_robust.attacks.fgsm import FGSM
 from monai_robust.attacks.functional import lp_norm
 from monai_robust.attacks.pgd import BIM, PGD
@@ -305,3 +306,60 @@ def test_bad_data_refused_on_first_batch(setup):
         ev = RobustnessEvaluator("cpu", data, model, {"fgsm": FGSM(model, bounds=(0.0, 1.0))}, EPS)
         with pytest.raises(ValueError, match=match):
             ev.run()
+
+
+class RandomSearch(BoundedAttack):
+    """A query-only L-inf attack for the masking check: the constant shifts ``±eps``, then random vertices of the
+    ball; each sample keeps the first candidate that fools the model. No gradient is taken."""
+
+    black_box = True
+
+    def perturb(self, images, labels, eps):
+        adv, done = images.clone(), torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
+        signs = [torch.ones_like(images), -torch.ones_like(images)]
+        signs += [torch.randint(0, 2, images.shape, generator=self._generator).to(images) * 2 - 1 for _ in range(8)]
+        with torch.no_grad():
+            for s in signs:
+                cand = (images + eps * s).clamp(*self.bounds)
+                fooled = self.success(self.logits(cand, labels), labels) & ~done
+                adv[fooled], done = cand[fooled], done | fooled
+        return adv
+
+
+def test_masking_check_fires_on_quantised_model_only(setup):
+    """Rounding the input (no straight-through gradient) strands FGSM and PGD; the query-based attack is not fooled
+    by it and beats them: "gradient masking suspected". On the plain model the check stays quiet."""
+    dims, net, x, y = setup
+    eps = [0.1, 0.2]
+    verdicts = {}
+    for name, model in (("plain", net), ("masked", Rounded(net).eval())):
+        attacks = dict(attacks_for(model), search=RandomSearch(model, bounds=(0.0, 1.0)))
+        ev = RobustnessEvaluator("cpu", loader(x, y), model, attacks, eps, probe_options=NO_PROBES, seed=0)
+        ev.run()
+        verdicts[name] = next(c for c in ev.results["validity"] if c["name"] == "gradient_masking")
+        assert ev.results["attacks"]["search"]["black_box"] and ev.results["attacks"]["search"]["kind"] == "black-box"
+    assert verdicts["plain"]["status"] == "pass"
+    assert verdicts["masked"]["status"] == "fail" and "gradient masking suspected" in verdicts["masked"]["message"]
+
+
+class NaNGradient(nn.Module):
+    """Finite logits, NaN input gradients (``0 * sqrt(x - x.detach())``)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x) + 0 * torch.sqrt(x - x.detach()).flatten(1).sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("bad", [NaNNet, NaNGradient])
+def test_nonfinite_model_raises_before_any_number(setup, tmp_path, bad):
+    dims, net, x, y = setup
+    model = bad(net).eval()
+    report = RobustnessReport(tmp_path, html=False, console=False)
+    attacks = {"pgd": PGD(model, num_steps=2, bounds=(0.0, 1.0)), "cw": CW(model, bounds=(0.0, 1.0), num_steps=2)}
+    ev = RobustnessEvaluator("cpu", loader(x, y), model, attacks, EPS, val_handlers=[report])
+    with pytest.raises(NonFiniteError, match="NaN/Inf"):
+        ev.run()
+    assert not ev.results and not (tmp_path / "robustness.json").exists()
