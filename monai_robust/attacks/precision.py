@@ -91,8 +91,9 @@ def low_precision_dtype(amp: bool | None, device: torch.device | str) -> torch.d
     """The autocast dtype of an attack's iterations on ``device``, or None for fp32.
 
     Args:
-        amp: ``None`` (default: native bf16 where the hardware has it), ``True`` (autocast anywhere: bf16 on CPU,
-            bf16 or else fp16 on CUDA), ``False`` (fp32).
+        amp: ``None`` (default: native bf16 where the hardware has it), ``True`` (autocast anywhere, at the
+            device's autocast dtype: bf16 on CPU and fp16 on CUDA unless ``torch.set_autocast_dtype`` says
+            otherwise), ``False`` (fp32).
         device: the model's device.
 
     Returns:
@@ -106,12 +107,9 @@ def low_precision_dtype(amp: bool | None, device: torch.device | str) -> torch.d
     device = torch.device(device)
     if amp is False or fp32_forced():
         return None
-    native = _native_dtype(device)
-    if amp is None or native is not None:
-        return native
-    if device.type == "cuda":
-        return torch.float16
-    return torch.bfloat16 if device.type == "cpu" else None
+    if amp is None:
+        return _native_dtype(device)
+    return torch.get_autocast_dtype(device.type) if device.type in ("cpu", "cuda") else None
 
 
 @dataclass
