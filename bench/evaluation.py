@@ -323,6 +323,10 @@ def main() -> None:
         task = build_task(args.network, args.n_train, args.n_test, args.epochs, args.seed, args.data.parent)
         net, x, y, description = task["net"], task["test_x"], task["test_y"], task["description"]
         AA.update(steps=args.aa_steps or None, queries=args.aa_queries, seed=args.seed)
+        if x.ndim == 5 and AA["steps"]:  # checked with torchattacks 3.5.1 on DenseNet121-3D
+            AA["steps"] = None
+            description += (". No AutoAttack rows: torchattacks' APGD, APGD-T and Square fail on 5-D (volume) inputs "
+                            "(conv3d gets a 6-D tensor; Square unpacks 3 spatial sizes), so there is nothing to compare with")
     batches = [(x[i : i + args.batch_size], y[i : i + args.batch_size]) for i in range(0, x.shape[0], args.batch_size)]
     comparisons = [
         compare(net, batches, args.seed, eps, CW, args.repeats, args.ablation) for eps in LINF_EPS_SETS[: args.eps_sets]
