@@ -10,7 +10,8 @@ loaded machine only the CPU seconds and the pass counts mean anything; run it on
 Usage (one torch thread, default settings)::
 
     python bench/ct_chain.py
-    python bench/ct_chain.py --override num_images=60 aa_queries=500   # a reduced setting, said so in the JSON
+    python bench/ct_chain.py --override num_images=80 guard_fpr=0.1 aa_queries=500   # reduced (the validation split
+                                                                             # must hold >= 1 / guard_fpr images)
 """
 
 from __future__ import annotations
