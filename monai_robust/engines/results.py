@@ -9,8 +9,8 @@ budget); strings are made from them for display only (:func:`~monai_robust.repor
 
 ``results`` layout::
 
-    {"meta", "clean", "attacks": {name: {"attack", "kind", "lp", "bounds", "reference", "black_box", "single_run",
-     "status", "results": [row per eps], "success_by_step"?}}, "controls": {"noise": [row]},
+    {"meta", "clean", "attacks": {name: {"attack", "kind", "lp", "bounds", "reference", "black_box", "uses_black_box",
+     "single_run", "status", "results": [row per eps], "success_by_step"?}}, "controls": {"noise": [row]},
      "uaps": {name: {"eps", "lp", "zeta", "target", "perturbed", "control"}}, "detector", "probes", "validity",
      "errors"}
 """
@@ -177,6 +177,7 @@ def attack_entry(
         "bounds": plan.bounds,
         "reference": plan.reference,
         "black_box": plan.attack.black_box,
+        "uses_black_box": plan.attack.uses_black_box,
         "single_run": plan.minimization,
         "status": status,
         "results": list(rows),
