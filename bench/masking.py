@@ -26,6 +26,7 @@ Smoke run (seconds; numbers meaningless)::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import warnings
@@ -197,20 +198,25 @@ def markdown(out: dict[str, Any]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=BENCH_DIR.parent.parent / "shared" / "data" / "pneumoniamnist.npz")
-    p.add_argument("--train-images", type=int, default=2048)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--n-val", type=int, default=128)
+    p.add_argument("--train-images", type=int, default=1536)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--n-val", type=int, default=100)
     p.add_argument("--n-test", type=int, default=128)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--queries", type=int, default=300)
+    p.add_argument("--queries", type=int, default=200)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "masking.json")
     p.add_argument("--no-readme", action="store_true")
+    p.add_argument("--combine", type=Path, nargs="+", help="merge the seeds of earlier runs' JSONs instead of running")
     args = p.parse_args()
     torch.set_num_threads(1)
     np.random.seed(0)
-    out = run(args)
+    if args.combine:
+        parts = [json.loads(f.read_text()) for f in args.combine]
+        out = {**parts[0], "seeds": {k: v for part in parts for k, v in part["seeds"].items()}}
+    else:
+        out = run(args)
     write_json(args.out, out)
     if not args.no_readme:
         replace_readme_section(BENCH_DIR / "README.md", "Masking checks on sparsity blocks", markdown(out))
