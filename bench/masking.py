@@ -215,6 +215,7 @@ def main() -> None:
     if args.combine:
         parts = [json.loads(f.read_text()) for f in args.combine]
         out = {**parts[0], "seeds": {k: v for part in parts for k, v in part["seeds"].items()}}
+        out["config"] = {**out["config"], "seeds": [int(k) for k in out["seeds"]]}
     else:
         out = run(args)
     write_json(args.out, out)
