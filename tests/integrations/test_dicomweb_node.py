@@ -95,6 +95,9 @@ def test_pull_dicomweb(pacs: OrthancServer, screener: DicomScreener, cr_in_windo
     assert list(got) == [study] and got[study].ok, got
     assert rec.status == "screened" and rec.calling_ae == "PULLER" and not rec.partial
     assert rec.series_uid == pacs.get(f"/series/{stored['ParentSeries']}")["MainDicomTags"]["SeriesInstanceUID"]
+    with DicomNode(screener, ae_title="PULLER", port=0, allowed_ae_titles=["OTHER"], output_dir=tmp_path) as node:
+        refused = pull_dicomweb(node, pacs.dicomweb_url, [study], {"Modality": "CR"})  # PULLER may not call it
+    assert not refused[study].ok and "no association with the node PULLER" in refused[study].message
     with pytest.raises(RuntimeError, match="PULLER is not running"):
         pull_dicomweb(DicomNode(screener, ae_title="PULLER", output_dir=tmp_path), pacs.dicomweb_url)
 

@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="run a DICOM node (storage SCP) that screens received series and sends the SR on",
         description="A DICOM storage SCP that screens each received series with a trained bundle and its guard, and "
-        "sends a DICOM SR to a destination AE. Each received instance is written to the spool folder and flushed "
+        "sends a DICOM SR to a destination AE (C-STORE) or DICOMweb server (STOW-RS). Each received instance is written to the spool folder and flushed "
         "to disk before the C-STORE is answered with Success; after a crash, what is in the spool is screened on "
         "the next start. Runs until Ctrl-C or SIGTERM.",
     )

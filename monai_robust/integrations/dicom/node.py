@@ -31,8 +31,9 @@ How it behaves, as a PACS administrator sees it (every step is logged through :m
   written as a new version next to the first.
 - **Screening and results.** Completed series are screened on a worker thread, one batch per association (so a
   study is screened together and "no series of this study matched the rules" can be reported). Each verdict is
-  logged. SRs go to ``destination`` by C-STORE; a refusal, an unreachable peer or a failure status is logged as an
-  error with the status code, and the SR is kept on disk (``output_dir``, or ``undelivered_dir``).
+  logged. SRs go to ``destination`` by C-STORE (or STOW-RS: ``dicomweb_node.StowDestination``); a refusal, an
+  unreachable peer or a failure status is logged as an error with the reason, and the SR is kept on disk
+  (``output_dir``, or ``undelivered_dir``).
 
 Example::
 
