@@ -135,6 +135,10 @@ def test_serve_command_pulls_and_stows(
     for sr_path in out.glob("*.SR.dcm"):
         sr = pydicom.dcmread(sr_path)
         assert _sr_in_pacs(pacs, study, str(sr.SOPInstanceUID)).SOPInstanceUID == sr.SOPInstanceUID
+    # a PACS that is down when the pull starts: the error is logged and the node stops with exit code 1
+    down = f"http://127.0.0.1:{free_port()}/dicom-web"
+    assert cli_main([*args[:-len(tiny) - 1], "--pull-dicomweb", down, "--override", *tiny], stop_event=stop) == 1
+    assert "the start-up action (on_start, e.g. a DICOMweb pull) failed" in caplog.text and "DICOM node WEB_NODE stopped" in caplog.text
     bad = ["serve", "--bundle", str(bundle_dir), "--port", "0"]
     assert cli_main([*bad, "--study", study]) == 2  # --study needs --pull-dicomweb
     assert cli_main([*bad, "--destination", "A@127.0.0.1:1", "--destination-dicomweb", pacs.dicomweb_url]) == 2

@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="URL",
         help="once started, pull studies by QIDO-RS/WADO-RS from this DICOMweb root into the node (per --modality; "
-        "the node's own AE title calls it over loopback)",
+        "the node's own AE title calls it over loopback; if the pull fails the node stops, exit code 1)",
     )
     add("--study", nargs="+", default=None, metavar="UID", help="with --pull-dicomweb: these studies only")
     add("--output", default=None, help="folder for every SR + JSON sidecar")

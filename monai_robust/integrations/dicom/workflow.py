@@ -371,7 +371,9 @@ def serve(
     except KeyboardInterrupt:
         pass
     except Exception:
-        logger.exception("DICOM node %s: on_start failed; stopping", node.ae_title)
+        logger.exception(
+            "DICOM node %s: the start-up action (on_start, e.g. a DICOMweb pull) failed; stopping", node.ae_title
+        )
         code = EXIT_FAILED
     finally:
         node.stop()
