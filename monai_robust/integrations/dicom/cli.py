@@ -248,8 +248,15 @@ def main(argv: Sequence[str] | None = None, stop_event: threading.Event | None =
         if args.dicomweb is not None:
             stow_url = args.dicomweb if args.stow else args.stow_url
             summary = screen_from_dicomweb(
-                args.bundle, args.dicomweb, args.output, study_uids=args.study, modalities=rules.modalities,
-                stow_url=stow_url, rules=rules, echo=True, **_load_kwargs(args),
+                args.bundle,
+                args.dicomweb,
+                args.output,
+                study_uids=args.study,
+                modalities=rules.modalities,
+                stow_url=stow_url,
+                rules=rules,
+                echo=True,
+                **_load_kwargs(args),
             )
             return int(summary["exit_code"])
         summary = screen(args.bundle, args.input, args.output, rules=rules, echo=True, **_load_kwargs(args))
