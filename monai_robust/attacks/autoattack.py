@@ -145,6 +145,11 @@ class AutoAttack(BoundedAttack):
         self.attacks: dict[str, BoundedAttack] = {name: build[name]() for name in names}
         self.last_result: AutoAttackResult | None = None
 
+    @property
+    def uses_black_box(self) -> bool:
+        """True when Square is among the ensemble's attacks (see :attr:`Attack.uses_black_box`)."""
+        return any(a.uses_black_box for a in self.attacks.values())
+
     def run(self, images: Any, labels: Any, eps: float | None = None) -> tuple[Any, AutoAttackResult]:
         """The adversarial images (as :meth:`__call__` returns them) and what broke each sample.
 

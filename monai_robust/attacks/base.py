@@ -204,6 +204,13 @@ class Attack(Randomizable):
     """True for attacks that only query the model's outputs (no gradients): the gradient-masking check compares
     them with the white-box attacks of the same norm and budget."""
 
+    @property
+    def uses_black_box(self) -> bool:
+        """True when any part of the attack only queries the model's outputs: a black-box attack, or an ensemble
+        holding one (AutoAttack's Square). The gradient-masking check does not count such an attack as white box:
+        an ensemble's worst case includes the black-box part, so it could never lose to it."""
+        return self.black_box
+
     def __init__(
         self,
         network: nn.Module,
