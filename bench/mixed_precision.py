@@ -30,12 +30,13 @@ import torch
 import torch.nn.functional as F
 
 try:  # python bench/mixed_precision.py, or python -m bench.mixed_precision
-    from _common import BENCH_DIR, load_tutorial, machine_info, replace_readme_section, write_json
+    from _common import BENCH_DIR, machine_info, replace_readme_section, write_json
 except ImportError:  # pragma: no cover
-    from bench._common import BENCH_DIR, load_tutorial, machine_info, replace_readme_section, write_json
+    from bench._common import BENCH_DIR, machine_info, replace_readme_section, write_json
 
 from monai_robust.attacks import APGD, BIM, FGSM, PGD, AutoAttack
 from monai_robust.attacks.precision import cpu_bf16_flags, low_precision_dtype
+from monai_robust.networks import SmallCNN
 
 NPZ = Path("/work/shared/data/pneumoniamnist.npz")
 NETS = {"smallcnn": (28, 64, 3), "densenet121_2d": (64, 32, 1)}  # size, train batch, epochs
@@ -54,8 +55,8 @@ def _images(path: Path, split: str, size: int) -> tuple[torch.Tensor, torch.Tens
 def build(name: str) -> torch.nn.Module:
     """The network ``name`` with fixed initial weights."""
     torch.manual_seed(0)
-    if name == "smallcnn":
-        return load_tutorial("harden_pneumoniamnist").SmallCNN()
+    if name == "smallcnn":  # the hardening tutorial's model: conv-BN-ReLU 16-32-64, pool x2, GAP, linear
+        return SmallCNN(spatial_dims=2, in_channels=1, num_classes=2, channels=(16, 32, 64), norm="batch")
     from monai.networks.nets import DenseNet121
 
     return DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)
