@@ -172,7 +172,8 @@ class APGD(BoundedAttack):
     """
 
     _repr_keys = ("num_steps", "num_restarts", "rho", "momentum")
-    exact_amp = amp_by_default = True
+    exact_amp = True
+    amp_by_default = False  # opt-in: on DenseNet121-2D (n=512) bf16 was 0.008 (PGD) / 0.025 (APGD) stronger than fp32
 
     def __init__(
         self,

@@ -198,7 +198,7 @@ class Attack(Randomizable):
     """True for attacks whose mixed-precision calls end with the fp32 check and refinement
     (:func:`~monai_robust.attacks.precision.exact_fp32`)."""
     amp_by_default: bool = False
-    """True where ``amp=None`` means mixed precision on native-bf16 hardware (exact attacks that it speeds up)."""
+    """True where ``amp=None`` would mean mixed precision on native-bf16 hardware (False for every attack today)."""
 
     black_box: bool = False
     """True for attacks that only query the model's outputs (no gradients): the gradient-masking check compares

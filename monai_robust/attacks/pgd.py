@@ -51,7 +51,8 @@ class PGD(BoundedAttack):
 
     _repr_keys = ("step_size", "rel_step_size", "num_steps", "num_restarts", "random_start")
     _default_rel_step = 2.5
-    exact_amp = amp_by_default = True
+    exact_amp = True
+    amp_by_default = False  # opt-in: on DenseNet121-2D (n=512) bf16 was 0.008 (PGD) / 0.025 (APGD) stronger than fp32
 
     def __init__(
         self,

@@ -10,9 +10,10 @@ is not the fp32 model's, and an attack left at that is weaker (issue 19 measured
 64 images). :func:`exact_fp32` therefore checks every returned example in fp32 (budget, bounds, success) and gives
 the samples that are not adversarial in fp32 a few more fp32 steps (FGSM: the fp32 FGSM step itself).
 
-Default (``amp=None``): on where the hardware computes bf16 natively (CPU flags ``avx512_bf16`` or ``amx_bf16``;
-CUDA devices with bf16) unless the environment variable ``MONAI_ROBUST_FP32=1`` forces fp32; ``amp=False`` forces
-fp32 for one attack or one call, ``amp=True`` asks for autocast anywhere.
+Default (``amp=None``): fp32 for every attack (``amp_by_default`` is False throughout): on DenseNet121-2D (n = 512)
+the mixed runs were 0.008 (PGD) and 0.025 (APGD) stronger than fp32, outside the +-0.005 agreement required for a
+default. ``amp=True`` asks for autocast where the hardware has bf16 (or on CUDA); the environment variable
+``MONAI_ROBUST_FP32=1`` forces fp32 even then; ``amp=False`` forces fp32 for one attack or one call.
 """
 
 from __future__ import annotations

@@ -63,19 +63,20 @@ def test_cpu_flags_are_known_names() -> None:
     assert set(precision.cpu_bf16_flags()) <= {"avx512_bf16", "amx_bf16"}
 
 
-def test_attacks_default_to_mixed_only_where_checked(tiny_net, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_attacks_default_to_fp32_and_opt_in_to_mixed(tiny_net, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp32 unless asked: the +-0.005 agreement with fp32 did not hold on DenseNet121-2D (bench/README.md)."""
     net, (x, y) = tiny_net(2, 3), _data()
     fgsm = FGSM(net, 0.05, bounds=(0, 1))
     fgsm(x, y)
-    assert fgsm.last_precision is None  # exact but not faster: fp32 by default
+    assert fgsm.last_precision is None
     fgsm(x, y, amp=True)
     assert fgsm.last_precision is not None
     for attack in (BIM(net, 0.05, num_steps=2, bounds=(0, 1)),
                    PGD(net, 0.5, lp=2, num_steps=2, bounds=(0, 1)), APGD(net, 0.05, num_steps=2, bounds=(0, 1))):
         attack(x, y)
+        assert attack.last_precision is None, attack
+        attack(x, y, amp=True)  # the per-call switch
         assert attack.last_precision is not None and attack.last_precision.dtype == torch.bfloat16, attack
-        attack(x, y, amp=False)  # the per-call switch
-        assert attack.last_precision is None
     fp32 = PGD(net, 0.05, num_steps=1, amp=False, bounds=(0, 1))  # the constructor's switch
     fp32(x, y)
     assert fp32.last_precision is None
@@ -156,7 +157,7 @@ def test_autoattack_decides_in_fp32(tiny_net, net_name: str) -> None:
     """The ensemble iterates in bf16 but counts a sample broken only when the fp32 model is fooled."""
     net = LowPrecisionLies() if net_name == "lies" else tiny_net(2, 3)
     x, y = _data()
-    aa = AutoAttack(net, 0.05, bounds=(0, 1), num_steps=2, num_queries=5, num_target_classes=2)
+    aa = AutoAttack(net, 0.05, bounds=(0, 1), num_steps=2, num_queries=5, num_target_classes=2, amp=True)
     adv, result = aa.run(x, y)
     assert aa.last_precision is not None and aa.last_precision.dtype == torch.bfloat16
     fp32 = _fp32_success(net, adv, y)
