@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .batches import as_batches, as_image_batch, image_label, iter_image_batches, split_batch
 from .datalist import (
     DATALIST_SPLITS,
     datalist_classes,
@@ -24,15 +25,21 @@ from .medmnist import (
     medmnist_dataset,
     read_medmnist,
 )
+from .natural_images import IMAGE_EXTENSIONS, NaturalImageDataset, photo_crops, procedural_textures, sample_photo_paths
+from .perturbation import load_perturbation, read_perturbation_record, save_perturbation
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "DATALIST_SPLITS",
     "MEDMNIST_INTENSITY",
     "MEDMNIST_SPLITS",
     "PHANTOM_CLASSES",
     "DicomReader",
     "ImageDatalist",
+    "NaturalImageDataset",
     "OnError",
+    "as_batches",
+    "as_image_batch",
     "check_image",
     "chest_radiograph_phantom",
     "ct_phantom",
@@ -42,17 +49,26 @@ __all__ = [
     "datalist_intensity_map",
     "download_medmnist",
     "generate_phantom_dataset",
+    "image_label",
     "image_loader",
     "is_dicom_input",
+    "iter_image_batches",
     "load_datalist",
     "load_image",
+    "load_perturbation",
     "loading_transforms",
     "medmnist_datalist",
     "medmnist_dataset",
     "phantom_intensity_map",
+    "photo_crops",
+    "procedural_textures",
     "read_dicom",
     "read_dicom_series",
     "read_medmnist",
+    "read_perturbation_record",
+    "sample_photo_paths",
+    "save_perturbation",
+    "split_batch",
     "write_datalist",
 ]
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from monai_robust.detectors.base import Detector, FittedModule, as_batches
+from monai_robust.data.batches import as_batches
+from monai_robust.detectors.base import Detector, FittedModule
 
 __all__ = ["DetectorGuard"]
 

@@ -38,8 +38,8 @@ from torch import nn
 
 from monai_robust.attacks.base import Attack, _check_bounds
 from monai_robust.attacks.fgsm import FGSM
+from monai_robust.attacks.fixed_perturbation import noise_control
 from monai_robust.attacks.functional import clip_to_bounds, lp_norm
-from monai_robust.attacks.uap_sources import noise_control
 from monai_robust.engines.events import RobustEvents
 from monai_robust.metrics.clinical import clinical_metrics
 from monai_robust.metrics.perceptibility import perturbation_norms, psnr, ssim, summarize

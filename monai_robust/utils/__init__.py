@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .enums import LpNorm, as_lp
+from .files import CorruptFileError, atomic_torch_save, load_torch_file
 from .intensity import LinearIntensityMap
 
-__all__ = ["LinearIntensityMap", "LpNorm", "as_lp"]
+__all__ = ["CorruptFileError", "LinearIntensityMap", "LpNorm", "as_lp", "atomic_torch_save", "load_torch_file"]
