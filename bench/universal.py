@@ -37,7 +37,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH_DIR, MinTimer, load_tutorial, machine_info, replace_readme_section, write_json  # noqa: E402
 
-from monai_robust.attacks.universal import SGDUAP, IterativeUAP, evaluate_uap  # noqa: E402
+from monai_robust.attacks.fixed_perturbation import evaluate_uap  # noqa: E402
+from monai_robust.attacks.universal import SGDUAP, IterativeUAP  # noqa: E402
 
 ROOT = BENCH_DIR.parent
 BOUNDS = (0.0, 1.0)

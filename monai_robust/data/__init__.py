@@ -66,6 +66,7 @@ __all__ = [
     "read_dicom_series",
     "read_medmnist",
     "read_perturbation_record",
+    "resolve_datalist",
     "sample_photo_paths",
     "save_perturbation",
     "split_batch",
@@ -75,6 +76,7 @@ __all__ = [
 # ``synthetic`` is imported on first use: importing it here would make ``python -m monai_robust.data.synthetic``
 # (the command-line generator) warn that the module was already in sys.modules when run as __main__.
 _SYNTHETIC = ("PHANTOM_CLASSES", "chest_radiograph_phantom", "ct_phantom", "generate_phantom_dataset", "phantom_intensity_map")
+_DATASET_DIR = ("resolve_datalist",)  # dataset_dir imports synthetic
 
 
 def __getattr__(name: str) -> Any:
@@ -82,4 +84,8 @@ def __getattr__(name: str) -> Any:
         from . import synthetic
 
         return getattr(synthetic, name)
+    if name in _DATASET_DIR or name == "dataset_dir":
+        from . import dataset_dir
+
+        return dataset_dir if name == "dataset_dir" else getattr(dataset_dir, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,6 +18,7 @@ from .training import (
     adversarial_output_transform,
     trades_kl,
 )
+from .uap_retraining import RetrainingReport, uap_adversarial_retraining
 
 __all__ = [
     "AdversarialIteration",
@@ -26,6 +27,7 @@ __all__ = [
     "AttackSpec",
     "FastATIteration",
     "PGDATIteration",
+    "RetrainingReport",
     "RobustEvents",
     "RobustnessEvaluator",
     "TRADESIteration",
@@ -36,4 +38,5 @@ __all__ = [
     "eps_key",
     "register_robust_events",
     "trades_kl",
+    "uap_adversarial_retraining",
 ]

@@ -234,7 +234,7 @@ class RobustnessEvaluator(SupervisedEvaluator):
         eps: the ε list (model-input units) of every factory, or ``{name: [eps, ...]}`` per factory. ``None`` or
             ``inf`` is the unbounded budget of a minimal-perturbation attack.
         uaps: ``{name: δ}`` fitted universal perturbations: a ``(C, *spatial)`` tensor or a
-            :class:`~monai_robust.attacks.universal.UAPResult` (its ``target`` gives the targeted success rate).
+            :class:`~monai_robust.attacks.fixed_perturbation.UAPResult` (its ``target`` gives the targeted success rate).
         detector: ``detector(images) -> (N,)`` scores, higher = more likely adversarial; its ROC AUC separating the
             clean test images from the successful adversarial examples is reported per attack and ε.
         reference_attacks: names in ``attacks`` that are gradient-free or transfer attacks (validity check).
