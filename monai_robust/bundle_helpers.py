@@ -14,6 +14,7 @@ import torch
 
 from monai_robust.detectors.guard import load_guard
 from monai_robust.utils.files import load_torch_file
+from monai_robust.utils.overrides import check_override_ids
 
 __all__ = ["BundlePredictor"]
 
@@ -37,6 +38,8 @@ class BundlePredictor:
 
     Raises:
         FileNotFoundError: When a config, the checkpoint or the datalist is missing (named).
+        ValueError: When an override names an id the configs do not define (close matches listed), or the
+            checkpoint is empty, truncated or not a PyTorch file (:class:`~monai_robust.utils.CorruptFileError`).
 
     Example::
 
@@ -70,6 +73,7 @@ class BundlePredictor:
         meta = configs / "metadata.json"
         if meta.is_file():
             parser.read_meta(str(meta))
+        check_override_ids(parser, overrides, where="predictor's overrides")
         parser.update({"bundle_root": str(root), **overrides})
         if device is not None:
             parser["device"] = torch.device(device)

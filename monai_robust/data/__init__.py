@@ -2,9 +2,10 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-from .batches import as_batches, as_image_batch, image_label, iter_image_batches, split_batch
+from .batches import as_batches, as_image_batch, image_label, iter_image_batches, split_batch, training_batch_size
 from .datalist import (
     DATALIST_SPLITS,
     datalist_classes,
@@ -70,6 +71,7 @@ __all__ = [
     "sample_photo_paths",
     "save_perturbation",
     "split_batch",
+    "training_batch_size",
     "write_datalist",
 ]
 
@@ -85,7 +87,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(synthetic, name)
     if name in _DATASET_DIR or name == "dataset_dir":
-        from . import dataset_dir
-
-        return dataset_dir if name == "dataset_dir" else getattr(dataset_dir, name)
+        module = importlib.import_module(f"{__name__}.dataset_dir")  # the submodule, not this __getattr__ again
+        return module if name == "dataset_dir" else getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,11 +7,14 @@ dictionary ``{"image", "label"}``, an ``(image, label, ...)`` tuple, or an itera
 * :func:`as_image_batch` checks one image batch and makes it floating point;
 * :func:`split_batch` reads one batch as ``(images, labels or None)``; :func:`image_label` also moves it to a device;
 * :func:`iter_image_batches` reads a whole source batch by batch (cutting and shuffling a tensor source);
-* :func:`as_batches` collects the finite image batches of a source into a list (what detectors fit on).
+* :func:`as_batches` collects the finite image batches of a source into a list (what detectors fit on);
+* :func:`training_batch_size` keeps a ``drop_last`` training loader from running zero iterations.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -20,7 +23,9 @@ import numpy as np
 import torch
 from monai.utils import convert_to_tensor
 
-__all__ = ["as_batches", "as_image_batch", "image_label", "iter_image_batches", "split_batch"]
+__all__ = ["as_batches", "as_image_batch", "image_label", "iter_image_batches", "split_batch", "training_batch_size"]
+
+logger = logging.getLogger(__name__)
 
 
 def as_image_batch(images: Any, where: str = "images", finite: bool = False) -> torch.Tensor:
@@ -190,3 +195,44 @@ def as_batches(data: Any, name: str = "data", chunk: int = 256) -> list[torch.Te
         if x.shape[0]:
             batches.append(x)
     return batches
+
+
+def training_batch_size(num_images: int, batch_size: int, world_size: int = 1, split: str = "training") -> int:
+    """The batch size of a ``drop_last`` training loader: ``batch_size``, or, when one process has fewer images
+    than that, all of its images in one batch (logged as a warning), so that an epoch never runs zero iterations.
+
+    Args:
+        num_images: images in the split.
+        batch_size: the configured batch size (>= 1).
+        world_size: processes the split is divided among (a distributed sampler pads to equal shares).
+        split: the split's name, for the messages.
+
+    Returns:
+        The batch size to use.
+
+    Raises:
+        ValueError: When a process would have fewer than 2 images (BatchNorm cannot train on one), or an
+            argument is not a positive integer.
+
+    Example::
+
+        >>> training_batch_size(16, 32)  # logs "the training split has 16 images per process, fewer than ..."
+        16
+    """
+    for name, v in (("num_images", num_images), ("batch_size", batch_size), ("world_size", world_size)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < (0 if name == "num_images" else 1):
+            raise ValueError(f"{name} must be a positive integer, got {name}={v!r}.")
+    per_process = math.ceil(num_images / world_size)
+    if per_process < 2:
+        raise ValueError(
+            f"the {split} split has {num_images} image(s) for {world_size} process(es): at least 2 per process are "
+            "needed to train (BatchNorm); give more images (bundles: --num_images) or a dataset with more."
+        )
+    if per_process >= batch_size:
+        return batch_size
+    logger.warning(
+        "the %s split has %d images per process, fewer than batch_size=%d: training on batches of %d instead "
+        "(with drop_last, a batch of %d would run zero iterations).", split, per_process, batch_size, per_process,
+        batch_size,
+    )
+    return per_process

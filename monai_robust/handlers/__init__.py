@@ -1,6 +1,7 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
-"""Ignite handlers: ε warm-up, catastrophic-overfitting monitor, perturbation statistics, report, TensorBoard."""
+"""Ignite handlers: ε warm-up, catastrophic-overfitting monitor, perturbation statistics, report, TensorBoard,
+resumable training checkpoints."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from .precise_bn import PreciseBatchNorm
 from .prediction_writer import GuardedPredictionWriter
 from .report import RobustnessReport
 from .tensorboard_images import RobustnessTensorBoard, example_grid
+from .training_state import ResumableTraining
 
 __all__ = [
     "CatastrophicOverfittingMonitor",
@@ -18,6 +20,7 @@ __all__ = [
     "GuardedPredictionWriter",
     "PerturbationStats",
     "PreciseBatchNorm",
+    "ResumableTraining",
     "RobustnessReport",
     "RobustnessTensorBoard",
     "example_grid",
