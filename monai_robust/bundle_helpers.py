@@ -73,7 +73,10 @@ class BundlePredictor:
         meta = configs / "metadata.json"
         if meta.is_file():
             parser.read_meta(str(meta))
-        check_override_ids(parser, overrides, where="predictor's overrides")
+        vocabulary = ConfigParser()  # an id any stage of the bundle defines may be given (e.g. guard.json's)
+        chain = ("train.json", "harden.json", "guard.json", "evaluate.json", "inference.json")
+        vocabulary.read_config([str(configs / n) for n in chain if (configs / n).is_file()] + [str(f) for f in config_files])
+        check_override_ids(vocabulary, overrides, where="predictor's overrides")
         parser.update({"bundle_root": str(root), **overrides})
         if device is not None:
             parser["device"] = torch.device(device)

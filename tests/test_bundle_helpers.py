@@ -58,3 +58,29 @@ def test_predictor_bad_input(trained_xray_bundle: tuple[Path, Path, dict], tmp_p
     bare = tmp_path / "bare"
     shutil.copytree(root, bare, ignore=shutil.ignore_patterns("guard.pt"))
     assert BundlePredictor(bundle_dir, bundle_root=str(bare), **overrides).guard is None
+
+
+def test_predictor_names_corrupt_files_and_unknown_overrides(trained_xray_bundle: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    from monai_robust.dicom import main as cli_main
+    from monai_robust.utils.files import CorruptFileError
+
+    bundle_dir, root, overrides = trained_xray_bundle
+    with pytest.raises(ValueError, match=r"'image_sise' \(did you mean 'image_size'"):
+        BundlePredictor(bundle_dir, bundle_root=str(root), image_sise=16, **overrides)
+    broken = tmp_path / "broken"
+    shutil.copytree(root, broken)
+    model = broken / "models" / "model.pt"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # a copy cut off half-way
+    with pytest.raises(CorruptFileError, match=r"checkpoint '.*model\.pt'"):
+        BundlePredictor(bundle_dir, bundle_root=str(broken), **overrides)
+    (broken / "models" / "guard.pt").write_bytes(b"")
+    with pytest.raises(CorruptFileError, match=r"guard file '.*guard\.pt' is empty"):
+        BundlePredictor(bundle_dir, bundle_root=str(broken), ckpt_file=root / "models" / "model.pt", **overrides)
+
+    (tmp_path / "in").mkdir()
+    tiny = [f"{k}={v}" for k, v in overrides.items()]
+    args = ["screen", "--bundle", str(bundle_dir), "--bundle-root", str(broken), "--input", str(tmp_path / "in"),
+            "--output", str(tmp_path / "out"), "--quiet", "--override", *tiny]
+    assert cli_main(args) == 2  # a corrupt checkpoint: a usage error naming the file, no traceback
+    args[args.index(str(broken))] = str(root)
+    assert cli_main([*args, "image_sise=16"]) == 2
