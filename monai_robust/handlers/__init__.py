@@ -12,9 +12,10 @@ from .precise_bn import PreciseBatchNorm
 from .prediction_writer import GuardedPredictionWriter
 from .report import RobustnessReport
 from .tensorboard_images import RobustnessTensorBoard, example_grid
-from .training_state import ResumableTraining
+from .training_state import CheckedCheckpointLoader, ResumableTraining
 
 __all__ = [
+    "CheckedCheckpointLoader",
     "CatastrophicOverfittingMonitor",
     "EpsSchedule",
     "GuardedPredictionWriter",

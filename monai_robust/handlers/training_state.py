@@ -1,7 +1,8 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
-"""``ResumableTraining``: a training run that can be killed at any moment and continued from its last complete epoch,
-and whose model file appears only when the run is complete."""
+"""Checkpoint files of training runs: :class:`ResumableTraining` (a run that can be killed at any moment and continued
+from its last complete epoch, whose model file appears only when the run is complete) and
+:class:`CheckedCheckpointLoader` (MONAI's loader, with an error that names an unreadable file)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from monai.handlers import CheckpointLoader
 from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 
@@ -23,7 +25,7 @@ else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
     Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 
-__all__ = ["ResumableTraining"]
+__all__ = ["CheckedCheckpointLoader", "ResumableTraining"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,3 +172,20 @@ class ResumableTraining:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(state_file={str(self.state_file)!r}, model_file={self.model_file!r})"
+
+
+class CheckedCheckpointLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` that first reads ``load_path`` with
+    :func:`~monai_robust.utils.files.load_torch_file`, so that a missing, empty, truncated or foreign file is an error
+    naming it (``FileNotFoundError`` / :class:`~monai_robust.utils.files.CorruptFileError`) instead of the
+    unpickler's. Same arguments as ``CheckpointLoader``; the file is read twice (checked, then loaded).
+
+    Example::
+
+        >>> CheckedCheckpointLoader(load_path="models/model.pt", load_dict={"model": net}).attach(evaluator)
+    """
+
+    def __call__(self, engine: Engine) -> None:
+        """Checks ``load_path``, then loads it as ``CheckpointLoader`` does."""
+        load_torch_file(self.load_path, "checkpoint", map_location="cpu")
+        super().__call__(engine)

@@ -82,3 +82,17 @@ def test_interrupted_training_resumes_from_its_last_complete_epoch(tmp_path):
     assert epochs == [3] and wf.parser.get_parsed_content("train#checkpoint").resumed_from == 2
     assert sorted(p.name for p in models.iterdir()) == ["model.pt"]
     assert isinstance(torch.load(models / "model.pt", weights_only=True), dict)
+
+
+def test_evaluating_a_truncated_checkpoint_names_it(trained_xray_bundle, tmp_path):
+    import shutil
+
+    _, root, overrides = trained_xray_bundle
+    broken = tmp_path / "root"
+    shutil.copytree(root, broken)
+    model = broken / "models" / "model.pt"
+    model.write_bytes(model.read_bytes()[:1000])
+    wf = _workflow(broken, ("train.json", "evaluate.json"), stages=[], **overrides)
+    with pytest.raises(Exception) as info:
+        wf.run()
+    assert f"checkpoint '{model}' cannot be read" in _causes(info.value)

@@ -84,3 +84,24 @@ def test_corrupt_or_foreign_state_is_named(tmp_path, content):
         _run(tmp_path, 1)
     with pytest.raises(ValueError, match="must differ"):
         ResumableTraining(SmallCNN(2, 1, 2), tmp_path / "a.pt", tmp_path / "a.pt")
+
+
+def test_checked_checkpoint_loader_names_a_truncated_file(tmp_path):
+    from monai_robust.handlers import CheckedCheckpointLoader
+
+    net = SmallCNN(2, 1, 2)
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    other = SmallCNN(2, 1, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluator = SupervisedEvaluator("cpu", _data(), other, decollate=False)
+    CheckedCheckpointLoader(load_path=str(tmp_path / "model.pt"), load_dict={"model": other}).attach(evaluator)
+    evaluator.run()
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values()))
+    (tmp_path / "model.pt").write_bytes((tmp_path / "model.pt").read_bytes()[:500])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluator = SupervisedEvaluator("cpu", _data(), other, decollate=False)
+    CheckedCheckpointLoader(load_path=str(tmp_path / "model.pt"), load_dict={"model": other}).attach(evaluator)
+    with pytest.raises(CorruptFileError, match=r"checkpoint '.*model\.pt' cannot be read"):
+        evaluator.run()
