@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.bundle import ConfigParser
 
+from monai_robust.data.datalist import datalist_classes, datalist_intensity_map
 from monai_robust.detectors.guard import load_guard
 from monai_robust.utils.files import load_torch_file
 from monai_robust.utils.overrides import check_override_ids
@@ -55,10 +57,6 @@ class BundlePredictor:
         device: str | torch.device | None = None,
         **overrides: Any,
     ) -> None:
-        from monai.bundle import ConfigParser
-
-        from monai_robust.data.datalist import datalist_classes, datalist_intensity_map
-
         self.bundle_dir = Path(bundle_dir)
         configs = self.bundle_dir / "configs"
         root = Path(overrides.get("bundle_root", self.bundle_dir))
