@@ -16,7 +16,7 @@ from monai.bundle import ConfigParser
 from monai_robust.data.datalist import datalist_classes, datalist_intensity_map
 from monai_robust.detectors.guard import load_guard
 from monai_robust.utils.files import load_torch_file
-from monai_robust.utils.overrides import check_override_ids
+from monai_robust.utils.overrides import bundle_vocabulary, check_override_ids
 
 __all__ = ["BundlePredictor"]
 
@@ -71,10 +71,7 @@ class BundlePredictor:
         meta = configs / "metadata.json"
         if meta.is_file():
             parser.read_meta(str(meta))
-        vocabulary = ConfigParser()  # an id any stage of the bundle defines may be given (e.g. guard.json's)
-        chain = ("train.json", "harden.json", "guard.json", "evaluate.json", "inference.json")
-        vocabulary.read_config([str(configs / n) for n in chain if (configs / n).is_file()] + [str(f) for f in config_files])
-        check_override_ids(vocabulary, overrides, where="predictor's overrides")
+        check_override_ids(bundle_vocabulary(config_files), overrides, where="predictor's overrides")
         parser.update({"bundle_root": str(root), **overrides})
         if device is not None:
             parser["device"] = torch.device(device)

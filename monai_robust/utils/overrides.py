@@ -6,8 +6,8 @@ nothing reads.
 
 MONAI's ``python -m monai.bundle run`` merges overrides into the config before any of the config's own code runs and
 keeps no record of them, so :func:`check_cli_overrides` (the first entry of our bundles' ``initialize`` lists)
-reads them back from the command line, re-reads the config files named there, and checks every overridden id
-against them. Overrides given in Python (``ConfigWorkflow(..., **overrides)``) are checked with
+reads them back from the command line, re-reads the config files named there (and the bundle's other stages,
+:func:`bundle_vocabulary`), and checks every overridden id against them. Overrides given in Python (``ConfigWorkflow(..., **overrides)``) are checked with
 :func:`check_override_ids` against a parser that has not been updated yet.
 """
 
@@ -22,7 +22,14 @@ from typing import Any
 
 from monai.bundle import ConfigParser
 
-__all__ = ["WORKFLOW_ARGS", "check_cli_overrides", "check_override_ids", "cli_overrides", "unknown_override_ids"]
+__all__ = [
+    "WORKFLOW_ARGS",
+    "bundle_vocabulary",
+    "check_cli_overrides",
+    "check_override_ids",
+    "cli_overrides",
+    "unknown_override_ids",
+]
 
 WORKFLOW_ARGS = frozenset(
     {"run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file",
@@ -33,15 +40,16 @@ WORKFLOW_ARGS = frozenset(
 _SPECIAL_KEYS = frozenset({"_target_", "_disabled_", "_requires_", "_desc_", "_mode_"})
 
 
-def unknown_override_ids(parser: ConfigParser, ids: Iterable[str]) -> dict[str, list[str]]:
-    """The ids among ``ids`` that ``parser``'s config does not define, each with its close matches.
+def unknown_override_ids(parsers: ConfigParser | Sequence[ConfigParser], ids: Iterable[str]) -> dict[str, list[str]]:
+    """The ids among ``ids`` that none of ``parsers`` defines, each with its close matches.
 
     An id is known when it exists (``"num_epochs"``, ``"train#dataloader#batch_size"``), or when its parent exists
     and it names one of MONAI's special keys (``"validate#handlers#2#_disabled_"``). The close matches
     (:func:`difflib.get_close_matches`) are taken among the ids at the same level.
 
     Args:
-        parser: the config as the bundle's files define it, before the overrides are applied.
+        parsers: the config(s) as the bundle's files define them, before the overrides are applied (see
+            :func:`bundle_vocabulary`).
         ids: the overridden ids (``"::"`` or ``"#"`` separated).
 
     Returns:
@@ -52,23 +60,63 @@ def unknown_override_ids(parser: ConfigParser, ids: Iterable[str]) -> dict[str, 
         >>> unknown_override_ids(parser, ["num_epoch"])
         {'num_epoch': ['num_epochs']}
     """
+    parsers = [parsers] if isinstance(parsers, ConfigParser) else list(parsers)
     out: dict[str, list[str]] = {}
     for given in ids:
         key = str(given).replace("::", "#")
-        if key in parser:
-            continue
         parent, _, leaf = key.rpartition("#")
-        node = parser[parent] if parent == "" or parent in parser else None
-        if node is not None and leaf in _SPECIAL_KEYS:
-            continue
-        siblings = [str(k) for k in node] if isinstance(node, dict) else []
-        prefix = f"{parent}#" if parent else ""
-        out[given] = [prefix + m for m in difflib.get_close_matches(leaf, siblings, n=3, cutoff=0.6)]
+        matches: list[str] = []
+        for parser in parsers:
+            node = parser[parent] if parent == "" or parent in parser else None
+            if key in parser or (node is not None and leaf in _SPECIAL_KEYS):
+                break
+            siblings = [str(k) for k in node] if isinstance(node, dict) else []
+            prefix = f"{parent}#" if parent else ""
+            matches += [prefix + m for m in difflib.get_close_matches(leaf, siblings, n=3, cutoff=0.6)]
+        else:
+            out[given] = list(dict.fromkeys(matches))[:3]
     return out
 
 
-def check_override_ids(parser: ConfigParser, ids: Iterable[str], where: str = "override") -> None:
-    """Raises when an overridden id is not defined by ``parser``'s config (see :func:`unknown_override_ids`).
+def bundle_vocabulary(config_files: Sequence[str | Path], meta_file: str | Path | None = None) -> list[ConfigParser]:
+    """The configs an override may address: ``config_files`` merged, and the same merged with each other config
+    of their folder (a bundle's other stages), so that an id one stage defines (``guard_eps``) can be given to any
+    chain of the bundle while a misspelt one cannot. Overlays that do not merge onto ``config_files`` are skipped.
+
+    Args:
+        config_files: the config files of the run, in order.
+        meta_file: the metadata file; default ``metadata.json`` beside the first config, when it exists.
+
+    Returns:
+        The parsers, the one of ``config_files`` first.
+
+    Example::
+
+        >>> check_override_ids(bundle_vocabulary(["configs/train.json"]), ["num_epoch"])  # raises: did you mean ...
+    """
+    files = [str(f) for f in config_files]
+    folder = Path(files[0]).parent
+    meta = Path(meta_file) if meta_file is not None else folder / "metadata.json"
+    others = [str(f) for f in sorted(folder.glob("*.json")) if f.name != meta.name and str(f) not in files]
+    parsers = []
+    for extra in [[], *([f] for f in others)]:
+        parser = ConfigParser()
+        try:
+            parser.read_config(files + extra)
+        except (ValueError, KeyError, IndexError, TypeError):
+            if not extra:
+                raise
+            continue
+        if meta.is_file():
+            parser.read_meta(str(meta))
+        parsers.append(parser)
+    return parsers
+
+
+def check_override_ids(
+    parsers: ConfigParser | Sequence[ConfigParser], ids: Iterable[str], where: str = "override"
+) -> None:
+    """Raises when an overridden id is not defined by any of ``parsers`` (see :func:`unknown_override_ids`).
 
     Raises:
         ValueError: Naming every unknown id with its close matches (``did you mean ...``) and ``where``.
@@ -77,7 +125,7 @@ def check_override_ids(parser: ConfigParser, ids: Iterable[str], where: str = "o
 
         >>> check_override_ids(parser, overrides)  # before parser.update(overrides)
     """
-    unknown = unknown_override_ids(parser, ids)
+    unknown = unknown_override_ids(parsers, ids)
     if unknown:
         parts = [
             f"{k!r} (did you mean {' or '.join(repr(m) for m in v)}?)" if v else f"{k!r} (no close match)"
@@ -155,12 +203,8 @@ def check_cli_overrides(argv: Sequence[str] | None = None) -> list[str]:
     if not ids or not config_file:
         return ids
     files = [str(f) for f in ([config_file] if isinstance(config_file, (str, Path)) else config_file)]
-    parser = ConfigParser()
-    parser.read_config(files)
-    meta = workflow.get("meta_file") or Path(files[0]).parent / "metadata.json"
-    if Path(str(meta)).is_file():
-        parser.read_meta(str(meta))
-    check_override_ids(parser, ids, where="command line (--id value)")
+    vocabulary = bundle_vocabulary(files, workflow.get("meta_file"))
+    check_override_ids(vocabulary, ids, where="command line (--id value)")
     return ids
 
 
