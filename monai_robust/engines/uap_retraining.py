@@ -133,7 +133,6 @@ def uap_adversarial_retraining(
     net = fitter.network
     param = next(net.parameters(), None)
     device = torch.device("cpu") if param is None else param.device
-    data = _LabelledBatches(train_source, fitter.batch_size, torch.Generator().manual_seed(int(seed) + 1))
 
     def fresh_rate() -> tuple[float, float | None]:
         res = fitter.fit(train_source)
@@ -142,6 +141,7 @@ def uap_adversarial_retraining(
 
     rate_before, acc_before = fresh_rate()
     iteration = UAPIteration(fitter, train_source, mix=mix, refit_every=epochs, seed=seed, clean_metrics=False)
+    data = _LabelledBatches(train_source, fitter.batch_size, iteration.generator)  # one stream: order, then mix
     was_training = net.training
     try:
         with warnings.catch_warnings():  # MONAI warns that the default 'decollate' and metrics are unused here
