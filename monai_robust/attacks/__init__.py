@@ -2,13 +2,15 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 """Adversarial attacks on MONAI classifiers, 2D and 3D, as plain PyTorch callables.
 
-L-inf / L2: FGSM, BIM, PGD, APGD, SMIA; minimal-perturbation CW and DeepFool; universal perturbations. The loop is written once in :class:`~monai_robust.attacks.base.Attack`.
+Bounded attacks (:class:`~monai_robust.attacks.base.BoundedAttack`, ``attack(x, y, eps=None)``): FGSM, BIM, PGD,
+APGD, SMIA; minimisation attacks (:class:`~monai_robust.attacks.base.MinimizationAttack`): CW and DeepFool; universal
+perturbations. The gradient loop is written once in :class:`~monai_robust.attacks.base.BoundedAttack`.
 """
 
 from __future__ import annotations
 
 from .apgd import APGD, dlr_loss, targeted_dlr_loss
-from .base import Attack, ThreatModel, attack_mode, default_loss, is_adversarial
+from .base import Attack, BoundedAttack, MinimizationAttack, NonFiniteError, attack_mode, default_loss, is_adversarial
 from .cw import CW
 from .deepfool import DeepFool
 from .fgsm import FGSM
@@ -16,6 +18,7 @@ from .fixed_perturbation import UAPResult, evaluate_uap, noise_control, perturb_
 from .functional import batch_view, clip_to_bounds, lp_norm, lp_normalize, lp_project, random_start
 from .pgd import BIM, PGD
 from .smia import SMIA, prediction_kl
+from .threat import ThreatModel
 from .universal import SGDUAP, IterativeUAP, UniversalPerturbation
 
 __all__ = [
@@ -36,6 +39,9 @@ __all__ = [
     "PGD",
     "SMIA",
     "Attack",
+    "BoundedAttack",
+    "MinimizationAttack",
+    "NonFiniteError",
     "ThreatModel",
     "attack_mode",
     "batch_view",

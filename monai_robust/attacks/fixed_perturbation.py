@@ -17,8 +17,9 @@ import torch
 from monai.utils import convert_to_tensor
 from torch import nn
 
-from monai_robust.attacks.base import _check_bounds, _check_positive_int, attack_mode
+from monai_robust.attacks.base import attack_mode
 from monai_robust.attacks.functional import clip_to_bounds, lp_norm
+from monai_robust.attacks.threat import _check_bounds, _check_positive_int
 from monai_robust.data.batches import iter_image_batches
 from monai_robust.data.perturbation import read_perturbation_record, save_perturbation
 from monai_robust.metrics.robustness import fooling_rate, robust_accuracy, targeted_success_rate, to_class_predictions

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from monai.networks.layers import GaussianFilter
 from monai.utils import convert_to_tensor
 
-from monai_robust.attacks.base import _check_positive, attack_mode
+from monai_robust.attacks.base import attack_mode
 from monai_robust.attacks.pgd import PGD
+from monai_robust.attacks.threat import _check_positive
 
 __all__ = ["SMIA", "prediction_kl"]
 
@@ -81,14 +82,16 @@ class SMIA(PGD):
 
     Args:
         network: classifier returning logits ``(N, classes)``.
-        eps: Lp radius in model-input units (or a :class:`~monai_robust.attacks.base.ThreatModel`).
+        eps: default Lp radius in model-input units (or a :class:`~monai_robust.attacks.base.ThreatModel`, or
+            ``None`` to give it at each call).
         beta: weight of the stabilization term (>= 0, dimensionless; loss and KL are both in nats).
         sigma: standard deviation of the Gaussian kernel, in pixels/voxels (> 0).
         kernel_size: odd kernel width in pixels (>= 3); default ``2 * round(4 * sigma) + 1`` (MONAI's
             truncation at 4 sigma).
         detach_smoothed: stop the gradient through the smoothed branch.
         smoothing: ``"image"`` (smooth ``x + δ``, default) or ``"perturbation"`` (smooth ``δ`` only).
-        step_size: step in model-input units; default ``1.25 * eps / num_steps`` (as :class:`BIM`).
+        step_size: step in model-input units; default ``rel_step_size = 1.25 / num_steps`` times the call's eps
+            (as :class:`BIM`).
         num_steps: iterations (>= 1).
         num_restarts: independent runs (>= 1; only useful with ``random_start``).
         random_start: start from a uniform random point of the ball (default ``False``).
@@ -107,13 +110,15 @@ class SMIA(PGD):
     """
 
     _repr_keys = (
-        "step_size", "num_steps", "num_restarts", "random_start", "beta", "sigma", "kernel_size", "smoothing",
+        "step_size", "rel_step_size", "num_steps", "num_restarts", "random_start", "beta", "sigma", "kernel_size",
+        "smoothing",
     )
+    _default_rel_step = 1.25
 
     def __init__(
         self,
         network: torch.nn.Module,
-        eps: Any,
+        eps: Any = None,
         *,
         beta: float = 1.0,
         sigma: float = 1.0,
@@ -121,6 +126,7 @@ class SMIA(PGD):
         detach_smoothed: bool = False,
         smoothing: str = "image",
         step_size: float | None = None,
+        rel_step_size: float | None = None,
         num_steps: int = 10,
         num_restarts: int = 1,
         random_start: bool = False,
@@ -130,13 +136,12 @@ class SMIA(PGD):
             network,
             eps,
             step_size=step_size,
+            rel_step_size=rel_step_size,
             num_steps=num_steps,
             num_restarts=num_restarts,
             random_start=random_start,
             **kwargs,
         )
-        if step_size is None:
-            self.step_size = 1.25 * self.eps / self.num_steps
         self.beta = _check_positive("beta", beta, allow_zero=True)
         self.sigma = _check_positive("sigma", sigma)
         if kernel_size is None:
@@ -214,10 +219,10 @@ class SMIA(PGD):
         logits, ref = both.split(x.shape[0])
         return prediction_kl(logits, ref, multi_label=logits.shape[1] == 1)
 
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
         self._clean = images
         try:
-            return super().perturb(images, labels)
+            return super().perturb(images, labels, eps)
         finally:
             self._clean = None
 

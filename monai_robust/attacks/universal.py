@@ -31,19 +31,17 @@ from monai.transforms import Randomizable
 from monai.utils import optional_import
 from torch import nn
 
-from monai_robust.attacks.base import (
-    LossFn,
+from monai_robust.attacks.base import LossFn, attack_mode, default_loss
+from monai_robust.attacks.fixed_perturbation import UAPResult, broadcast_delta
+from monai_robust.attacks.functional import clip_to_bounds, lp_norm, lp_normalize, lp_project
+from monai_robust.attacks.threat import (
     ThreatModel,
     _check_bounds,
     _check_eps,
     _check_positive,
     _check_positive_int,
     _unpack_threat,
-    attack_mode,
-    default_loss,
 )
-from monai_robust.attacks.fixed_perturbation import UAPResult, broadcast_delta
-from monai_robust.attacks.functional import clip_to_bounds, lp_norm, lp_normalize, lp_project
 from monai_robust.data.batches import iter_image_batches, split_batch
 from monai_robust.metrics.robustness import to_class_predictions
 from monai_robust.utils.enums import LpNorm, as_lp
@@ -494,7 +492,7 @@ class IterativeUAP(UniversalPerturbation):
             from monai_robust.attacks.deepfool import DeepFool
 
             self._attack = DeepFool(
-                self.network, None, lp=self.lp, bounds=self.bounds, num_steps=self.inner_steps,
+                self.network, lp=self.lp, bounds=self.bounds, num_steps=self.inner_steps,
                 overshoot=self.overshoot,
             )
         else:

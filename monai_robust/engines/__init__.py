@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
-from .evaluator import AttackSpec, RobustnessEvaluator, eps_key
+from .evaluator import RobustnessEvaluator
 from .events import RobustEvents, register_robust_events
-from .prepare_batch import AttackBatch, check_attack_device
+from .plans import AttackPlan, EvaluationOptions
+from .prepare_batch import AttackBatch, call_attack, check_attack_device
+from .probes import ProbeOptions, gradient_probe, randomness_probe
 from .training import (
     AdversarialIteration,
     AdversarialKeys,
@@ -24,9 +26,11 @@ __all__ = [
     "AdversarialIteration",
     "AdversarialKeys",
     "AttackBatch",
-    "AttackSpec",
+    "AttackPlan",
+    "EvaluationOptions",
     "FastATIteration",
     "PGDATIteration",
+    "ProbeOptions",
     "RetrainingReport",
     "RobustEvents",
     "RobustnessEvaluator",
@@ -34,8 +38,10 @@ __all__ = [
     "UAPIteration",
     "adversarial_metrics",
     "adversarial_output_transform",
+    "call_attack",
     "check_attack_device",
-    "eps_key",
+    "gradient_probe",
+    "randomness_probe",
     "register_robust_events",
     "trades_kl",
     "uap_adversarial_retraining",

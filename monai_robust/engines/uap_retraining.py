@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from monai.engines import SupervisedTrainer
 
-from monai_robust.attacks.base import _check_positive_int, default_loss
+from monai_robust.attacks.base import default_loss
 from monai_robust.attacks.fixed_perturbation import evaluate_uap
+from monai_robust.attacks.threat import _check_positive_int
 from monai_robust.attacks.universal import UniversalPerturbation
 from monai_robust.data.batches import iter_image_batches, split_batch
 from monai_robust.engines.training import UAPIteration
