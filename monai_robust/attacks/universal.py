@@ -32,6 +32,8 @@ from monai.utils import optional_import
 from torch import nn
 
 from monai_robust.attacks.base import LossFn, attack_mode, default_loss
+from monai_robust.attacks.deepfool import DeepFool
+from monai_robust.attacks.fgsm import FGSM
 from monai_robust.attacks.fixed_perturbation import UAPResult, broadcast_delta
 from monai_robust.attacks.functional import clip_to_bounds, lp_norm, lp_normalize, lp_project
 from monai_robust.attacks.threat import (
@@ -446,7 +448,7 @@ class IterativeUAP(UniversalPerturbation):
     Args:
         network: classifier returning logits ``(N, classes)``.
         eps: absolute budget, or a :class:`ThreatModel`; or use ``zeta``.
-        inner: ``"fgsm"`` (default; FGM for L2) or ``"deepfool"`` (non-targeted only; imported when used).
+        inner: ``"fgsm"`` (default; FGM for L2) or ``"deepfool"`` (non-targeted only).
         step_size: the inner FGSM step, in model-input units (> 0); default ``eps / 10``. A full-budget step
             (``eps``) makes δ oscillate between passes; on PneumoniaMNIST ``eps / 10`` gave the higher rates.
         inner_steps: DeepFool's maximum iterations (>= 1).
@@ -489,15 +491,11 @@ class IterativeUAP(UniversalPerturbation):
 
     def _start_fit(self, eps: float, passes_done: int) -> None:
         if self.inner == "deepfool":
-            from monai_robust.attacks.deepfool import DeepFool
-
             self._attack = DeepFool(
                 self.network, lp=self.lp, bounds=self.bounds, num_steps=self.inner_steps,
                 overshoot=self.overshoot,
             )
         else:
-            from monai_robust.attacks.fgsm import FGSM
-
             step = eps / 10.0 if self.step_size is None else self.step_size
             self._attack = FGSM(self.network, step, lp=self.lp, bounds=self.bounds, targeted=self.target is not None)
 
