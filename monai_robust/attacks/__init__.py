@@ -3,26 +3,43 @@
 """Adversarial attacks on MONAI classifiers, 2D and 3D, as plain PyTorch callables.
 
 Bounded attacks (:class:`~monai_robust.attacks.base.BoundedAttack`, ``attack(x, y, eps=None)``): FGSM, BIM, PGD,
-APGD, SMIA; minimisation attacks (:class:`~monai_robust.attacks.base.MinimizationAttack`): CW and DeepFool; universal
-perturbations. The gradient loop is written once in :class:`~monai_robust.attacks.base.BoundedAttack`.
+APGD, APGD-T, FAB-T, SMIA, the black-box Square and the AutoAttack ensemble; minimisation attacks
+(:class:`~monai_robust.attacks.base.MinimizationAttack`): CW and DeepFool; universal perturbations. The gradient loop
+is written once in :class:`~monai_robust.attacks.base.BoundedAttack`.
 """
 
 from __future__ import annotations
 
 from .apgd import APGD, dlr_loss, targeted_dlr_loss
+from .apgdt import APGDT, apgdt_loss
+from .autoattack import STANDARD_ATTACKS, AutoAttack, AutoAttackResult
 from .base import Attack, BoundedAttack, MinimizationAttack, NonFiniteError, attack_mode, default_loss, is_adversarial
 from .cw import CW
 from .deepfool import DeepFool
+from .fab import FAB, project_hyperplane
 from .fgsm import FGSM
 from .fixed_perturbation import UAPResult, evaluate_uap, noise_control, perturb_fraction
 from .functional import batch_view, clip_to_bounds, lp_norm, lp_normalize, lp_project, random_start
 from .pgd import BIM, PGD
 from .smia import SMIA, prediction_kl
+from .square import Square, square_fraction
+from .targets import attack_over_targets, ranked_targets
 from .threat import ThreatModel
 from .universal import SGDUAP, IterativeUAP, UniversalPerturbation
 
 __all__ = [
     "APGD",
+    "APGDT",
+    "STANDARD_ATTACKS",
+    "AutoAttack",
+    "AutoAttackResult",
+    "FAB",
+    "Square",
+    "apgdt_loss",
+    "attack_over_targets",
+    "project_hyperplane",
+    "ranked_targets",
+    "square_fraction",
     "SGDUAP",
     "IterativeUAP",
     "UAPResult",

@@ -282,6 +282,11 @@ class RobustnessEvaluator(SupervisedEvaluator):
         if len(batch) != 2 and (batch[2] or batch[3]):
             raise ValueError("the robustness evaluator does not pass extra args/kwargs to the network.")
         x = convert_to_tensor(batch[0], track_meta=False)
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise ValueError(
+                f"batch {engine.state.iteration} of val_data_loader holds no image (image shape {tuple(x.shape)}): "
+                "drop empty batches before evaluating."
+            )
         if not torch.is_floating_point(x):
             x = x.float()
         y = check_labels(batch[1], x.shape[0], self.state.device)

@@ -363,3 +363,12 @@ def test_nonfinite_model_raises_before_any_number(setup, tmp_path, bad):
     with pytest.raises(NonFiniteError, match="NaN/Inf"):
         ev.run()
     assert not ev.results and not (tmp_path / "robustness.json").exists()
+
+
+def test_empty_batch_is_a_clear_error() -> None:
+    """Issue 18, finding 6: an empty batch gave ``RuntimeError: min(): Expected reduction dim ...``."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    data = [{"image": torch.rand(0, 1, 8, 8), "label": torch.zeros(0, dtype=torch.long)}]
+    ev = RobustnessEvaluator("cpu", data, net, {"fgsm": FGSM(net, eps=0.1)}, progress=False)
+    with pytest.raises(ValueError, match="batch 1 of val_data_loader holds no image"):
+        ev.run()

@@ -136,8 +136,13 @@ def test_robustness_flips_at_eps_not_at_half(task: Any, predictor: Any, phantom_
     x = predictor.preprocess(load_image(phantom_dicom))[None]
     label = torch.tensor([result["predicted_index"]])
     for eps, flips in ((r["eps_model"], True), (r["eps_model"] / 2, False)):
-        adv = PGD(predictor.network, eps, num_steps=FAST["robustness_steps"], random_start=False,
-                  bounds=predictor.intensity_map.bounds)(x, label)
+        adv = PGD(
+            predictor.network,
+            eps,
+            num_steps=FAST["robustness_steps"],
+            random_start=False,
+            bounds=predictor.intensity_map.bounds,
+        )(x, label)
         assert (adv - x).abs().max() <= eps + 1e-6
         with torch.no_grad():
             assert (int(predictor.network(adv).argmax()) != result["predicted_index"]) is flips, eps
