@@ -33,7 +33,7 @@ class BundlePredictor:
     Args:
         bundle_dir: the bundle folder.
         config_files: config files to merge; default ``train.json`` (+ ``harden.json`` when
-            ``models/model_hardened.pt`` exists) + ``inference.json``.
+            ``inference.json`` (+ ``harden.json``, after it, when ``models/model_hardened.pt`` exists).
         ckpt_file: the weights; default the config's ``ckpt_file`` (the hardened model when ``harden.json`` is read).
         device: default the config's ``device`` (CUDA when available).
         overrides: config ids to override, as on the command line (e.g. ``bundle_root=...``, ``image_size=32``).
@@ -62,7 +62,7 @@ class BundlePredictor:
         root = Path(overrides.get("bundle_root", self.bundle_dir))
         if config_files is None:
             hardened = ckpt_file is None and (root / "models" / "model_hardened.pt").is_file()
-            config_files = [configs / n for n in ("train.json", "harden.json", "inference.json") if hardened or n != "harden.json"]
+            config_files = [configs / n for n in ("train.json", "inference.json", "harden.json") if hardened or n != "harden.json"]
         missing = [str(f) for f in config_files if not Path(f).is_file()]
         if missing:
             raise FileNotFoundError(f"bundle config file(s) not found: {missing}.")

@@ -24,6 +24,7 @@ from .medmnist import (
     download_medmnist,
     medmnist_datalist,
     medmnist_dataset,
+    medmnist_tensors,
     read_medmnist,
 )
 from .natural_images import IMAGE_EXTENSIONS, NaturalImageDataset, photo_crops, procedural_textures, sample_photo_paths
@@ -60,6 +61,7 @@ __all__ = [
     "loading_transforms",
     "medmnist_datalist",
     "medmnist_dataset",
+    "medmnist_tensors",
     "phantom_intensity_map",
     "photo_crops",
     "procedural_textures",
