@@ -38,7 +38,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH_DIR, MinTimer, machine_info, replace_readme_section, write_json  # noqa: E402
 
-from monai_robust.attacks.universal import SGDUAP, IterativeUAP, evaluate_uap  # noqa: E402
+from monai_robust.attacks.fixed_perturbation import evaluate_uap  # noqa: E402
+from monai_robust.attacks.universal import SGDUAP, IterativeUAP  # noqa: E402
 from monai_robust.data import medmnist_tensors  # noqa: E402
 from monai_robust.engines.fit import classification_accuracy, fit_classifier  # noqa: E402
 from monai_robust.networks import SmallCNN  # noqa: E402

@@ -1,6 +1,6 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
-"""``BundlePredictor``, ``fit_guard`` and ``load_guard`` on a tiny trained 2D bundle."""
+"""``BundlePredictor`` on a tiny trained 2D bundle."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from monai_robust.attacks import PGD
-from monai_robust.bundle_helpers import BundlePredictor, fit_guard, load_guard
+from monai_robust.bundle_helpers import BundlePredictor
 from monai_robust.data.datalist import load_datalist, loading_transforms
-from monai_robust.detectors import DeepFeatureDetector, DetectorGuard
+from monai_robust.detectors import DetectorGuard
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "robust_xray_classification"
 
@@ -61,23 +60,27 @@ def test_predictor_bad_input(trained_xray_bundle: tuple[Path, Path, dict], tmp_p
     assert BundlePredictor(bundle_dir, bundle_root=str(bare), **overrides).guard is None
 
 
-def test_fit_and_load_guard(trained_xray_bundle: tuple[Path, Path, dict], tmp_path: Path) -> None:
+def test_predictor_names_corrupt_files_and_unknown_overrides(trained_xray_bundle: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    from monai_robust.dicom import main as cli_main
+    from monai_robust.utils.files import CorruptFileError
+
     bundle_dir, root, overrides = trained_xray_bundle
-    p = BundlePredictor(bundle_dir, bundle_root=str(root), **overrides)
-    data = [(p.preprocess(np.random.default_rng(i).uniform(0, 4095, (1, 32, 32)))[None], torch.tensor([i % 2]))
-            for i in range(8)]
-    layers = ["class_layers.relu", "class_layers.out"]
-    guard = DetectorGuard(DeepFeatureDetector(p.network, layers), fpr=0.25)
-    fit_guard(guard, PGD(p.network, eps=0.3, bounds=(0.0, 1.0)), data[:4], [x for x, _ in data[4:]], tmp_path / "g.pt")
-    again = load_guard(DetectorGuard(DeepFeatureDetector(p.network, layers), fpr=0.25), tmp_path / "g.pt")
-    x = torch.cat([x for x, _ in data])
-    assert again.verdicts(x) == guard.verdicts(x)
-    assert load_guard(DetectorGuard(DeepFeatureDetector(p.network, layers)), tmp_path / "missing.pt") is None
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
-        load_guard(guard, tmp_path / "missing.pt", required=True)
-    with pytest.raises(ValueError, match="changed no prediction"):
-        fit_guard(guard, lambda x, y: x, data[:4], [x for x, _ in data[4:]])
-    with pytest.raises(ValueError, match="at least 4 clean images.*has 3"):
-        fit_guard(guard, PGD(p.network, eps=0.3, bounds=(0.0, 1.0)), data[:4], [x for x, _ in data[5:]])
-    with pytest.raises(ValueError, match="no images"):
-        fit_guard(guard, lambda x, y: x, [], [])
+    with pytest.raises(ValueError, match=r"'image_sise' \(did you mean 'image_size'"):
+        BundlePredictor(bundle_dir, bundle_root=str(root), image_sise=16, **overrides)
+    broken = tmp_path / "broken"
+    shutil.copytree(root, broken)
+    model = broken / "models" / "model.pt"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # a copy cut off half-way
+    with pytest.raises(CorruptFileError, match=r"checkpoint '.*model\.pt'"):
+        BundlePredictor(bundle_dir, bundle_root=str(broken), **overrides)
+    (broken / "models" / "guard.pt").write_bytes(b"")
+    with pytest.raises(CorruptFileError, match=r"guard file '.*guard\.pt' is empty"):
+        BundlePredictor(bundle_dir, bundle_root=str(broken), ckpt_file=root / "models" / "model.pt", **overrides)
+
+    (tmp_path / "in").mkdir()
+    tiny = [f"{k}={v}" for k, v in overrides.items()]
+    args = ["screen", "--bundle", str(bundle_dir), "--bundle-root", str(broken), "--input", str(tmp_path / "in"),
+            "--output", str(tmp_path / "out"), "--quiet", "--override", *tiny]
+    assert cli_main(args) == 2  # a corrupt checkpoint: a usage error naming the file, no traceback
+    args[args.index(str(broken))] = str(root)
+    assert cli_main([*args, "image_sise=16"]) == 2

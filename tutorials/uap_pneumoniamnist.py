@@ -23,10 +23,10 @@ everything (a few hundred images, 1 epoch, 1 pass) to seconds: a smoke test of t
 API shown: a UAP fitter (:class:`~monai_robust.attacks.universal.SGDUAP`,
 :class:`~monai_robust.attacks.universal.IterativeUAP`) is built on a network with a budget (``zeta``: the L2 norm
 of δ relative to the mean image norm) and ``fit(images)`` returns a result with the one perturbation ``delta``;
-:func:`~monai_robust.attacks.universal.evaluate_uap` measures it on other images;
-:func:`~monai_robust.attacks.uap_sources.noise_control` draws random noise of the same norm (the control a UAP must
-beat) and :func:`~monai_robust.attacks.uap_sources.photo_crops` natural images to fit on;
-:func:`~monai_robust.attacks.universal.uap_adversarial_retraining` retrains against UAPs.
+:func:`~monai_robust.attacks.fixed_perturbation.evaluate_uap` measures it on other images;
+:func:`~monai_robust.attacks.fixed_perturbation.noise_control` draws random noise of the same norm (the control a UAP must
+beat) and :func:`~monai_robust.data.natural_images.photo_crops` natural images to fit on;
+:func:`~monai_robust.engines.uap_retraining.uap_adversarial_retraining` retrains against UAPs.
 
 Usage::
 
@@ -47,10 +47,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from monai_robust.attacks.uap_sources import noise_control, photo_crops
-from monai_robust.attacks.universal import SGDUAP, IterativeUAP, evaluate_uap, uap_adversarial_retraining
+from monai_robust.attacks.fixed_perturbation import evaluate_uap, noise_control
+from monai_robust.attacks.universal import SGDUAP, IterativeUAP
 from monai_robust.data import medmnist_tensors
+from monai_robust.data.natural_images import photo_crops
 from monai_robust.engines.fit import classification_accuracy, fit_classifier
+from monai_robust.engines.uap_retraining import uap_adversarial_retraining
 from monai_robust.networks import SmallCNN
 from monai_robust.utils.threads import add_num_threads_argument, set_num_threads
 

@@ -18,14 +18,14 @@ from .cw import CW
 from .deepfool import DeepFool
 from .fab import FAB, project_hyperplane
 from .fgsm import FGSM
+from .fixed_perturbation import UAPResult, evaluate_uap, noise_control, perturb_fraction
 from .functional import batch_view, clip_to_bounds, lp_norm, lp_normalize, lp_project, random_start
 from .pgd import BIM, PGD
 from .smia import SMIA, prediction_kl
 from .square import Square, square_fraction
 from .targets import attack_over_targets, ranked_targets
 from .threat import ThreatModel
-from .uap_sources import NaturalImageDataset, noise_control, procedural_textures
-from .universal import SGDUAP, IterativeUAP, UAPResult, UniversalPerturbation, evaluate_uap, uap_adversarial_retraining
+from .universal import SGDUAP, IterativeUAP, UniversalPerturbation
 
 __all__ = [
     "APGD",
@@ -42,15 +42,13 @@ __all__ = [
     "square_fraction",
     "SGDUAP",
     "IterativeUAP",
-    "NaturalImageDataset",
     "UAPResult",
     "UniversalPerturbation",
     "dlr_loss",
     "evaluate_uap",
     "noise_control",
-    "procedural_textures",
+    "perturb_fraction",
     "targeted_dlr_loss",
-    "uap_adversarial_retraining",
     "CW",
     "DeepFool",
     "BIM",

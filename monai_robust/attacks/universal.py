@@ -9,80 +9,55 @@ inputs, non-targeted or towards a target class, in 2D and 3D.
 * :class:`SGDUAP`: projected stochastic gradient ascent on δ with a clamped loss (Shafahi et al. 2020): the fast
   default, on the model's device.
 * Budgets as an absolute ``eps`` or as ζ, ``||δ||_p = ζ · mean ||x||_p`` over the fitting (or reference) images.
-* :class:`UAPResult` holds δ and how it was fitted; it saves ``.pt`` (readable by
-  ``monai_robust.transforms.ApplyPerturbation``) with a PNG (2D) or NIfTI (3D) view.
-* :func:`evaluate_uap` measures fooling / targeted success overall and per class; :func:`uap_adversarial_retraining`
-  fine-tunes a model against UAPs (Hirano et al. 2021).
+* A fit returns a :class:`~monai_robust.attacks.fixed_perturbation.UAPResult` (δ and how it was fitted, saved as
+  ``.pt`` with a PNG/NIfTI view); :func:`~monai_robust.attacks.fixed_perturbation.evaluate_uap` measures it and
+  :func:`~monai_robust.attacks.fixed_perturbation.noise_control` draws its random control.
 
-Sources of fitting images and the random controls are in :mod:`monai_robust.attacks.uap_sources`.
+Fitting images come from any source :func:`monai_robust.data.batches.iter_image_batches` reads, natural images from
+:mod:`monai_robust.data.natural_images`; retraining against UAPs is :mod:`monai_robust.engines.uap_retraining`.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from monai.transforms import Randomizable
-from monai.utils import convert_to_tensor, optional_import
+from monai.utils import optional_import
 from torch import nn
 
-from monai_robust.attacks.base import (
-    LossFn,
+from monai_robust.attacks.base import LossFn, attack_mode, default_loss
+from monai_robust.attacks.deepfool import DeepFool
+from monai_robust.attacks.fgsm import FGSM
+from monai_robust.attacks.fixed_perturbation import UAPResult, broadcast_delta
+from monai_robust.attacks.functional import clip_to_bounds, lp_norm, lp_normalize, lp_project
+from monai_robust.attacks.threat import (
     ThreatModel,
     _check_bounds,
     _check_eps,
     _check_positive,
     _check_positive_int,
     _unpack_threat,
-    attack_mode,
-    default_loss,
 )
-from monai_robust.attacks.functional import clip_to_bounds, lp_norm, lp_normalize, lp_project
-from monai_robust.attacks.uap_sources import iter_image_batches, split_batch
-from monai_robust.metrics.robustness import fooling_rate, robust_accuracy, targeted_success_rate, to_class_predictions
-from monai_robust.metrics.universal import per_class_fooling_rate, per_class_targeted_success_rate
+from monai_robust.data.batches import iter_image_batches, split_batch
+from monai_robust.metrics.robustness import to_class_predictions
 from monai_robust.utils.enums import LpNorm, as_lp
+from monai_robust.utils.files import atomic_torch_save, load_torch_file
 
 tqdm, _has_tqdm = optional_import("tqdm", name="tqdm")
 
 __all__ = [
     "SGDUAP",
     "IterativeUAP",
-    "RetrainingReport",
-    "UAPResult",
     "UniversalPerturbation",
-    "evaluate_uap",
-    "perturb_fraction",
-    "uap_adversarial_retraining",
 ]
 
 _CHECKPOINT_VERSION = 1
-
-
-def _delta_batch(delta: Any, like_shape: tuple[int, ...]) -> torch.Tensor:
-    """δ ``(C, *spatial)`` or ``(1, C, *spatial)`` as ``(1, C, *spatial)``, checked to broadcast to ``like_shape``."""
-    d = convert_to_tensor(delta, track_meta=False)
-    d = d if isinstance(d, torch.Tensor) else torch.as_tensor(d)
-    if d.ndim == len(like_shape) - 1:
-        d = d.unsqueeze(0)
-    ok = d.ndim == len(like_shape) and d.shape[0] == 1
-    if ok:
-        try:
-            ok = torch.broadcast_shapes(d.shape, like_shape) == torch.Size(like_shape)
-        except RuntimeError:
-            ok = False
-    if not ok:
-        raise ValueError(
-            f"delta of shape {tuple(torch.as_tensor(delta).shape)} does not broadcast to images of shape "
-            f"{tuple(like_shape)}: expected (C, *spatial) or (1, C, *spatial) with the images' channels and size."
-        )
-    return d if d.is_floating_point() else d.float()
 
 
 def _num_classes(logits: torch.Tensor) -> int:
@@ -92,149 +67,6 @@ def _num_classes(logits: torch.Tensor) -> int:
 def _success(adv_pred: torch.Tensor, clean_pred: torch.Tensor, target: int | None) -> torch.Tensor:
     """Per-sample: prediction changed (non-targeted) or equals ``target``."""
     return adv_pred == target if target is not None else adv_pred != clean_pred
-
-
-@dataclass
-class UAPResult:
-    """A fitted universal perturbation and how it was fitted.
-
-    Args:
-        delta: δ ``(C, *spatial)`` in model-input units, on the CPU.
-        eps: its budget ``||δ||_p <= eps`` in model-input units.
-        lp: ``"2"`` or ``"inf"``.
-        zeta: the relative budget when the budget was given as ζ (``eps = zeta * mean ||x||_p``), else ``None``.
-        target: the target class of a targeted UAP, else ``None``.
-        bounds: ``(low, high)`` the perturbed images are clipped to, or ``None``.
-        method: the fitter's class name.
-        curve: per pass, the fooling rate (non-targeted) or targeted success rate on the fitting images.
-        converged: whether the last rate reached the fitter's ``target_rate``.
-        seed: the seed that shuffled tensor sources.
-
-    Example::
-
-        >>> result = SGDUAP(net, zeta=0.04, bounds=(0.0, 1.0)).fit(images)
-        >>> paths = result.save("uap.pt")  # uap.pt + uap.png (2D) or uap.nii.gz (3D)
-        >>> perturbed = UAPResult.load("uap.pt").apply(images)
-    """
-
-    delta: torch.Tensor
-    eps: float
-    lp: str
-    zeta: float | None = None
-    target: int | None = None
-    bounds: tuple[float, float] | None = None
-    method: str = ""
-    curve: list[float] = field(default_factory=list)
-    converged: bool = False
-    seed: int | None = None
-
-    @property
-    def metric(self) -> str:
-        """``"targeted_success_rate"`` for a targeted UAP, else ``"fooling_rate"``: what :attr:`curve` holds."""
-        return "fooling_rate" if self.target is None else "targeted_success_rate"
-
-    @property
-    def rate(self) -> float:
-        """The last value of :attr:`curve` (``nan`` before any pass)."""
-        return float(self.curve[-1]) if self.curve else float("nan")
-
-    def apply(self, images: torch.Tensor) -> torch.Tensor:
-        """``clip(images + δ, bounds)`` for a batch ``(N, C, *spatial)`` or one image ``(C, *spatial)``.
-
-        Raises:
-            ValueError: When δ does not broadcast to ``images`` (both shapes are named).
-        """
-        x = convert_to_tensor(images, track_meta=False)
-        batch = x if x.ndim == self.delta.ndim + 1 else x.unsqueeze(0)
-        d = _delta_batch(self.delta, tuple(batch.shape)).to(batch)
-        out = clip_to_bounds(batch + d, self.bounds)
-        return out if x.ndim == self.delta.ndim + 1 else out[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything as a dict of a tensor and plain Python values (what :meth:`save` writes)."""
-        return {
-            "delta": self.delta.detach().cpu(),
-            "eps": float(self.eps),
-            "lp": str(self.lp),
-            "zeta": None if self.zeta is None else float(self.zeta),
-            "target": None if self.target is None else int(self.target),
-            "bounds": None if self.bounds is None else [float(b) for b in self.bounds],
-            "method": self.method,
-            "curve": [float(r) for r in self.curve],
-            "converged": bool(self.converged),
-            "seed": self.seed,
-        }
-
-    def save(self, path: str | os.PathLike, view: bool = True) -> list[Path]:
-        """Writes δ and its record to ``path`` (``.pt``, a dict with the tensor under ``"delta"``) and, with ``view``,
-        a picture of δ beside it: a PNG for 2D (gray 128 = 0, symmetric scale ``±max|δ|``, channels side by side;
-        needs pillow) or a NIfTI ``.nii.gz`` for 3D (values in model-input units, identity affine, channels last).
-
-        Returns:
-            The paths written.
-
-        Raises:
-            ValueError: When ``path`` does not end in ``.pt``.
-        """
-        path = Path(path)
-        if path.suffix != ".pt":
-            raise ValueError(f"path must end in .pt, got {str(path)!r}.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(self.to_dict(), path)
-        written = [path]
-        if view:
-            written.append(_save_view(self.delta, path.with_suffix("")))
-        return written
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> UAPResult:
-        """Reads what :meth:`save` wrote (or a checkpoint of a fit).
-
-        Raises:
-            ValueError: When the file does not exist or is not a saved UAP.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"UAP file {str(path)!r} does not exist.")
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(obj, dict) or not isinstance(obj.get("delta"), torch.Tensor) or "eps" not in obj:
-            raise ValueError(f"{str(path)!r} does not hold a saved UAP (a dict with 'delta' and 'eps').")
-        delta = obj["delta"]
-        bounds = obj.get("bounds")
-        return cls(
-            delta=delta,
-            eps=float(obj["eps"]),
-            lp=str(obj.get("lp", "2")),
-            zeta=obj.get("zeta"),
-            target=obj.get("target"),
-            bounds=None if bounds is None else (float(bounds[0]), float(bounds[1])),
-            method=str(obj.get("method", "")),
-            curve=[float(r) for r in obj.get("curve", [])],
-            converged=bool(obj.get("converged", False)),
-            seed=obj.get("seed"),
-        )
-
-
-def _save_view(delta: torch.Tensor, stem: Path) -> Path:
-    d = delta.detach().cpu().float()
-    if d.ndim == 4:  # (C, D, H, W) -> NIfTI (D, H, W[, C])
-        import nibabel as nib
-
-        arr = d.permute(1, 2, 3, 0).numpy()
-        out = stem.with_name(stem.name + ".nii.gz")
-        nib.save(nib.Nifti1Image(arr[..., 0] if arr.shape[-1] == 1 else arr, np.eye(4)), str(out))
-        return out
-    if d.ndim != 3:
-        raise ValueError(f"a view is written for 2D (C, H, W) or 3D (C, D, H, W) delta, got shape {tuple(d.shape)}.")
-    pil, has_pil = optional_import("PIL.Image")
-    if not has_pil:
-        raise ModuleNotFoundError("the PNG view of a 2D UAP needs pillow: pip install pillow, or save(view=False).")
-    scale = float(d.abs().max()) or 1.0
-    img = (128 + 127 * d / scale).round().clamp(0, 255).to(torch.uint8)
-    arr = img.permute(1, 2, 0).numpy() if d.shape[0] == 3 else torch.cat(list(img), dim=1).numpy()
-    out = stem.with_name(stem.name + ".png")
-    pil.fromarray(arr).save(out)
-    return out
 
 
 class UniversalPerturbation(Randomizable):
@@ -353,7 +185,7 @@ class UniversalPerturbation(Randomizable):
         Args:
             source: the fitting images: a tensor ``(N, C, *spatial)``, a ``{"image": ...}`` mapping, or a
                 re-iterable of batches such as a MONAI ``DataLoader`` (see
-                :func:`~monai_robust.attacks.uap_sources.iter_image_batches`); medical or natural images.
+                :func:`~monai_robust.data.batches.iter_image_batches`); medical or natural images.
             reference: images whose mean ``||x||_p`` defines the ζ budget; default ``source``. Give the medical
                 images here when fitting on natural images (Minagi et al. 2022).
             checkpoint: a ``.pt`` path where the state is saved after every pass.
@@ -393,7 +225,7 @@ class UniversalPerturbation(Randomizable):
             eps, seed, curve = float(state["eps"]), state["seed"], [float(r) for r in state["curve"]]
             generator = torch.Generator()
             generator.set_state(state["generator_state"])
-            delta = _delta_batch(state["delta"], shape).to(self._device, self._dtype)
+            delta = broadcast_delta(state["delta"], shape).to(self._device, self._dtype)
         self._eps = eps
         self._start_fit(eps, len(curve))
         bar = tqdm(total=self.max_passes, initial=len(curve), desc=type(self).__name__) if self._bar() else None
@@ -551,7 +383,7 @@ class UniversalPerturbation(Randomizable):
     def _rate(self, source: Any, delta: torch.Tensor) -> float:
         hits, n = 0, 0
         for x, clean in self.batches(source):
-            d = _delta_batch(delta, tuple(x.shape))
+            d = broadcast_delta(delta, tuple(x.shape))
             hits += int(self.success(self.predict(self.perturbed(x, d)), clean).sum())
             n += x.shape[0]
         if n == 0:
@@ -564,8 +396,6 @@ class UniversalPerturbation(Randomizable):
     def _write_checkpoint(
         self, path: Any, delta: torch.Tensor, eps: float, seed: int, curve: list[float], gen: torch.Generator
     ) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {
             "version": _CHECKPOINT_VERSION,
             **self._config(),
@@ -577,12 +407,10 @@ class UniversalPerturbation(Randomizable):
             "converged": bool(curve[-1] >= self.target_rate),
             "generator_state": gen.get_state(),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # a crash mid-write leaves the previous pass's state intact
+        atomic_torch_save(state, path)  # a crash mid-write leaves the previous pass's state intact
 
     def _read_checkpoint(self, path: Any) -> dict[str, Any]:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch_file(path, "UAP fitting checkpoint")
         if not isinstance(state, dict) or state.get("version") != _CHECKPOINT_VERSION:
             raise ValueError(f"{str(path)!r} is not a UAP fitting checkpoint.")
         mine = self._config()
@@ -620,7 +448,7 @@ class IterativeUAP(UniversalPerturbation):
     Args:
         network: classifier returning logits ``(N, classes)``.
         eps: absolute budget, or a :class:`ThreatModel`; or use ``zeta``.
-        inner: ``"fgsm"`` (default; FGM for L2) or ``"deepfool"`` (non-targeted only; imported when used).
+        inner: ``"fgsm"`` (default; FGM for L2) or ``"deepfool"`` (non-targeted only).
         step_size: the inner FGSM step, in model-input units (> 0); default ``eps / 10``. A full-budget step
             (``eps``) makes δ oscillate between passes; on PneumoniaMNIST ``eps / 10`` gave the higher rates.
         inner_steps: DeepFool's maximum iterations (>= 1).
@@ -663,21 +491,17 @@ class IterativeUAP(UniversalPerturbation):
 
     def _start_fit(self, eps: float, passes_done: int) -> None:
         if self.inner == "deepfool":
-            from monai_robust.attacks.deepfool import DeepFool
-
             self._attack = DeepFool(
                 self.network, lp=self.lp, bounds=self.bounds, num_steps=self.inner_steps,
                 overshoot=self.overshoot,
             )
         else:
-            from monai_robust.attacks.fgsm import FGSM
-
             step = eps / 10.0 if self.step_size is None else self.step_size
             self._attack = FGSM(self.network, step, lp=self.lp, bounds=self.bounds, targeted=self.target is not None)
 
     def fit_pass(self, source: Any, delta: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         for x, clean in self.batches(source, generator):
-            d = _delta_batch(delta, tuple(x.shape))
+            d = broadcast_delta(delta, tuple(x.shape))
             todo = ~self.success(self.predict(self.perturbed(x, d)), clean)
             if not bool(todo.any()):
                 continue
@@ -765,7 +589,7 @@ class SGDUAP(UniversalPerturbation):
     def fit_pass(self, source: Any, delta: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         sign = 1.0 if self.target is None else -1.0
         for x, clean in self.batches(source, generator):
-            d = _delta_batch(delta, tuple(x.shape)).detach().requires_grad_(True)
+            d = broadcast_delta(delta, tuple(x.shape)).detach().requires_grad_(True)
             labels = self.attack_labels(clean, x.shape[0])
             loss = self.loss(self.logits(self.perturbed(x, d)), labels)
             objective = (sign * loss.expand(x.shape[0]) if loss.ndim == 0 else sign * loss).clamp(max=self.beta)
@@ -773,224 +597,3 @@ class SGDUAP(UniversalPerturbation):
             delta = lp_project(d.detach() + self._step * lp_normalize(grad, self.lp), self._eps, self.lp)
         self._step *= self.step_decay
         return delta
-
-
-def evaluate_uap(
-    network: nn.Module,
-    delta: Any,
-    source: Any,
-    *,
-    bounds: tuple[float, float] | None,
-    target: int | None = None,
-    batch_size: int = 256,
-) -> dict[str, Any]:
-    """Fooling rate and targeted success rate of a fixed perturbation (a UAP or a noise control), overall and per
-    class, on the images of ``source`` (Hirano et al. 2021).
-
-    Args:
-        network: the classifier.
-        delta: δ ``(C, *spatial)`` or ``(1, C, *spatial)``, a :class:`UAPResult` (its ``bounds`` are *not* used:
-            pass them), Tensor or ndarray.
-        source: images, as for :meth:`UniversalPerturbation.fit`; labels are used when every batch has them.
-        bounds: ``(low, high)`` to clip ``x + δ`` to, or ``None``.
-        target: also report the targeted success rate towards this class.
-        batch_size: batch size for a tensor source.
-
-    Returns:
-        ``{"n", "fooling_rate", "per_class_fooling_rate", "per_class_by"}`` plus ``"targeted_success_rate"`` and
-        ``"per_class_targeted_success_rate"`` with a ``target``, and ``"clean_accuracy"``, ``"perturbed_accuracy"``
-        with labels. Classes are the true labels when known (``per_class_by == "label"``), else the clean
-        predictions (``"prediction"``).
-
-    Raises:
-        ValueError: When the source holds no image, δ does not broadcast to the images, or ``target`` is out of
-            range.
-
-    Example::
-
-        >>> evaluate_uap(net, result.delta, test_images, bounds=(0.0, 1.0))["fooling_rate"]
-    """
-    d0 = delta.delta if isinstance(delta, UAPResult) else delta
-    bounds = _check_bounds(bounds)
-    param = next(network.parameters(), None)
-    device = torch.device("cpu") if param is None else param.device
-    clean, adv, labels, have_labels = [], [], [], True
-    with attack_mode(network), torch.no_grad():
-        for x, y in iter_image_batches(source, _check_positive_int("batch_size", batch_size)):
-            if x.shape[0] == 0:
-                continue
-            x = x.to(device)
-            d = _delta_batch(d0, tuple(x.shape)).to(x)
-            out_c, out_a = network(x), network(clip_to_bounds(x + d, bounds))
-            if target is not None and not 0 <= int(target) < _num_classes(out_c):
-                raise ValueError(f"target={target!r} is out of range for a model with {_num_classes(out_c)} classes.")
-            clean.append(to_class_predictions(out_c).cpu())
-            adv.append(to_class_predictions(out_a).cpu())
-            have_labels = have_labels and y is not None and y.ndim == 1
-            if have_labels:
-                labels.append(y.cpu().long())
-    if not clean:
-        raise ValueError("the source yielded no images to evaluate the perturbation on.")
-    c, a = torch.cat(clean), torch.cat(adv)
-    y = torch.cat(labels) if have_labels else None
-    groups = c if y is None else y
-    out: dict[str, Any] = {
-        "n": int(c.shape[0]),
-        "fooling_rate": fooling_rate(c, a),
-        "per_class_fooling_rate": per_class_fooling_rate(c, a, groups),
-        "per_class_by": "prediction" if y is None else "label",
-    }
-    if target is not None:
-        out["targeted_success_rate"] = targeted_success_rate(a, int(target))
-        out["per_class_targeted_success_rate"] = per_class_targeted_success_rate(a, int(target), groups)
-    if y is not None:
-        out["clean_accuracy"] = robust_accuracy(c, y)
-        out["perturbed_accuracy"] = robust_accuracy(a, y)
-    return out
-
-
-def perturb_fraction(
-    images: torch.Tensor,
-    delta: torch.Tensor,
-    fraction: float,
-    bounds: tuple[float, float] | None,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Adds δ to a random ``fraction`` of a batch (the clean/UAP mix of adversarial retraining).
-
-    Args:
-        images: ``(N, C, *spatial)``.
-        delta: ``(C, *spatial)`` or ``(1, C, *spatial)``.
-        fraction: probability in [0, 1] that an image is perturbed (drawn independently per image).
-        bounds: ``(low, high)`` to clip perturbed images to, or ``None``.
-        generator: seeds the draw (CPU generator).
-
-    Returns:
-        ``(mixed images, (N,) bool mask of the perturbed ones)``.
-
-    Raises:
-        ValueError: When ``fraction`` is outside [0, 1] or δ does not broadcast.
-
-    Example::
-
-        >>> mixed, mask = perturb_fraction(images, result.delta, 0.5, (0.0, 1.0), torch.Generator().manual_seed(0))
-    """
-    if not (isinstance(fraction, (int, float)) and 0 <= fraction <= 1):
-        raise ValueError(f"fraction must lie in [0, 1], got fraction={fraction!r}.")
-    d = _delta_batch(delta, tuple(images.shape)).to(images)
-    mask = (torch.rand(images.shape[0], generator=generator) < fraction).to(images.device)
-    view = mask.reshape((-1,) + (1,) * (images.ndim - 1))
-    return torch.where(view, clip_to_bounds(images + d, bounds), images), mask
-
-
-@dataclass
-class RetrainingReport:
-    """What :func:`uap_adversarial_retraining` measured.
-
-    Args:
-        fooling_rate_before: rate (fooling, or targeted success for a targeted fitter) on the evaluation images of
-            a UAP fitted on the original model.
-        fooling_rate_after: the same for a UAP freshly fitted on the retrained model.
-        round_rates: per round, the rate of the UAP used for fine-tuning, on its fitting images.
-        clean_accuracy_before: accuracy on the evaluation images before retraining (when they have labels).
-        clean_accuracy_after: the same after retraining.
-        metric: ``"fooling_rate"`` or ``"targeted_success_rate"``.
-
-    Example::
-
-        >>> report = uap_adversarial_retraining(fitter, train, optimizer, eval_source=test)
-        >>> report.fooling_rate_before - report.fooling_rate_after  # > 0: retraining helped
-    """
-
-    fooling_rate_before: float
-    fooling_rate_after: float
-    round_rates: list[float]
-    clean_accuracy_before: float | None
-    clean_accuracy_after: float | None
-    metric: str = "fooling_rate"
-
-
-def uap_adversarial_retraining(
-    fitter: UniversalPerturbation,
-    train_source: Any,
-    optimizer: torch.optim.Optimizer,
-    *,
-    eval_source: Any,
-    rounds: int = 3,
-    epochs: int = 1,
-    mix: float = 0.5,
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-    seed: int = 0,
-) -> RetrainingReport:
-    """Adversarial retraining against UAPs: rounds of "fit a UAP on the training images, then fine-tune on a mix of
-    clean and UAP-perturbed training images (true labels kept)", reporting the rate of a freshly fitted UAP on the
-    evaluation images before and after.
-
-    Hirano, Minagi & Takemoto, "Universal adversarial attacks on deep neural networks for medical image
-    classification", BMC Med Imaging 2021, https://doi.org/10.1186/s12880-020-00530-y (adversarial retraining).
-
-    The model ``fitter.network`` is trained in place; its training flag is restored at the end. The fresh UAPs are
-    fitted with ``fitter`` on ``train_source`` and measured with :func:`evaluate_uap` on ``eval_source``.
-
-    Args:
-        fitter: a configured :class:`IterativeUAP` or :class:`SGDUAP` holding the network.
-        train_source: training images *with labels* (a ``{"image", "label"}`` mapping or a DataLoader of such
-            batches / ``(image, label)`` tuples).
-        optimizer: optimiser over the network's parameters.
-        eval_source: held-out images (labels optional) for the before/after rates.
-        rounds: fit/fine-tune rounds (>= 1).
-        epochs: fine-tuning epochs per round (>= 1).
-        mix: fraction of each training batch replaced by its UAP-perturbed version, in [0, 1].
-        loss: ``loss(logits, labels)`` to minimise (mean over the batch); default cross-entropy.
-        seed: seeds the choice of perturbed images.
-
-    Returns:
-        A :class:`RetrainingReport`.
-
-    Raises:
-        ValueError: When a training batch has no labels or an argument is out of range.
-
-    Example::
-
-        >>> fitter = SGDUAP(net, zeta=0.04, bounds=(0.0, 1.0), max_passes=5)
-        >>> report = uap_adversarial_retraining(fitter, train, torch.optim.Adam(net.parameters(), 1e-4),
-        ...                                     eval_source=test, rounds=3)
-        >>> report.fooling_rate_before, report.fooling_rate_after
-    """
-    if not isinstance(fitter, UniversalPerturbation):
-        raise ValueError(f"fitter must be an IterativeUAP or SGDUAP, got {type(fitter).__name__}.")
-    rounds, epochs = _check_positive_int("rounds", rounds), _check_positive_int("epochs", epochs)
-    if not (isinstance(mix, (int, float)) and 0 <= mix <= 1):
-        raise ValueError(f"mix must lie in [0, 1], got mix={mix!r}.")
-    loss_fn = loss or (lambda logits, y: default_loss(logits, y).mean())
-    net = fitter.network
-    param = next(net.parameters(), None)
-    device = torch.device("cpu") if param is None else param.device
-    gen = torch.Generator().manual_seed(int(seed))
-
-    def fresh_rate() -> tuple[float, float | None]:
-        res = fitter.fit(train_source)
-        ev = evaluate_uap(net, res.delta, eval_source, bounds=fitter.bounds, target=fitter.target)
-        return ev.get("targeted_success_rate", ev["fooling_rate"]), ev.get("clean_accuracy")
-
-    rate_before, acc_before = fresh_rate()
-    was_training, round_rates = net.training, []
-    try:
-        for _ in range(rounds):
-            res = fitter.fit(train_source)
-            round_rates.append(res.rate)
-            net.train()
-            for _ in range(epochs):
-                for i, (x, y) in enumerate(iter_image_batches(train_source, fitter.batch_size, gen)):
-                    if y is None:
-                        raise ValueError(f"batch {i} of train_source has no labels: retraining needs labels.")
-                    x, y = x.to(device), y.to(device)
-                    mixed, _ = perturb_fraction(x, res.delta, mix, fitter.bounds, gen)
-                    optimizer.zero_grad()
-                    loss_fn(net(mixed), y).backward()
-                    optimizer.step()
-            net.eval()
-    finally:
-        net.train(was_training)
-    rate_after, acc_after = fresh_rate()
-    return RetrainingReport(rate_before, rate_after, round_rates, acc_before, acc_after, fitter.metric)

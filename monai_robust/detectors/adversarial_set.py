@@ -15,7 +15,7 @@ from monai.networks import eval_mode
 from torch import nn
 
 from monai_robust.attacks.base import BoundedAttack
-from monai_robust.attacks.uap_sources import split_batch
+from monai_robust.data.batches import split_batch
 from monai_robust.metrics.robustness import to_class_predictions
 
 __all__ = ["AdversarialSet", "collect_adversarials"]

@@ -23,23 +23,24 @@ from __future__ import annotations
 import contextlib
 import difflib
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 from monai.metrics import compute_roc_auc
-from monai.utils import convert_to_tensor, look_up_option
+from monai.utils import look_up_option
 from monai.utils.enums import StrEnum
 from torch import nn
+
+from monai_robust.data.batches import as_batches, as_image_batch
 
 __all__ = [
     "Detector",
     "FeatureHook",
     "FittedModule",
     "Pooling",
-    "as_batches",
     "detection_auc",
     "network_eval",
     "pool_features",
@@ -205,61 +206,6 @@ class FeatureHook:
         return out, outputs
 
 
-def as_batches(data: Any, name: str = "data", chunk: int = 256) -> list[torch.Tensor]:
-    """Reads images given as a tensor/array ``(N, C, *spatial)`` or an iterable of batches into a list of float
-    tensors. A batch may be a tensor, a MONAI dictionary (its ``"image"`` entry) or a tuple/list (its first entry),
-    so a MONAI ``DataLoader`` can be passed directly.
-
-    Args:
-        data: the images.
-        name: how to call them in error messages.
-        chunk: batch size used to split a single tensor.
-
-    Returns:
-        A list of ``(n_i, C, *spatial)`` float tensors (possibly empty).
-
-    Raises:
-        ValueError: When a batch is not an image batch with at least one spatial dimension.
-
-    Example::
-
-        >>> [b.shape[0] for b in as_batches(torch.rand(5, 1, 8, 8), chunk=2)]
-        [2, 2, 1]
-    """
-    if isinstance(data, (torch.Tensor, np.ndarray)):
-        x = _as_image_batch(data, name)
-        return list(x.split(chunk)) if x.shape[0] else []
-    if isinstance(data, Mapping):
-        return as_batches(data["image"] if "image" in data else None, name, chunk)
-    if not isinstance(data, Iterable):
-        raise ValueError(f"{name} must be a tensor (N, C, *spatial) or an iterable of batches, got {type(data).__name__}.")
-    batches = []
-    for item in data:
-        if isinstance(item, Mapping):
-            if "image" not in item:
-                raise ValueError(f"{name}: a dictionary batch needs an 'image' key, got keys {sorted(item)}.")
-            item = item["image"]
-        elif isinstance(item, (tuple, list)):
-            item = item[0]
-        x = _as_image_batch(item, name)
-        if x.shape[0]:
-            batches.append(x)
-    return batches
-
-
-def _as_image_batch(data: Any, name: str) -> torch.Tensor:
-    x = convert_to_tensor(data, track_meta=False) if data is not None else None
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must hold image tensors (N, C, *spatial), got {type(data).__name__}.")
-    if x.ndim < 3:
-        raise ValueError(f"{name} must be (N, C, *spatial) with at least one spatial dim, got shape {tuple(x.shape)}.")
-    if not torch.is_floating_point(x):
-        x = x.float()
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN/Inf values.")
-    return x
-
-
 def detection_auc(clean_scores: Any, adversarial_scores: Any) -> float:
     """ROC AUC of detector scores, adversarial = positive, via MONAI's :func:`~monai.metrics.compute_roc_auc`.
 
@@ -407,7 +353,7 @@ class Detector(FittedModule):
                 ``fit``.
         """
         self._check_fitted()
-        x = _as_image_batch(img, "img").to(self.device)
+        x = as_image_batch(img, "img", finite=True).to(self.device)
         with network_eval(self.network):
             return self.score(x)
 

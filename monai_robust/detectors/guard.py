@@ -7,12 +7,15 @@ that inference can attach to each prediction."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from monai_robust.detectors.base import Detector, FittedModule, as_batches
+from monai_robust.data.batches import as_batches, image_label
+from monai_robust.detectors.adversarial_set import collect_adversarials
+from monai_robust.detectors.base import Detector, FittedModule
 from monai_robust.detectors.calibration import (
     calibration_size_for,
     conformal_rank,
@@ -21,8 +24,9 @@ from monai_robust.detectors.calibration import (
     fpr_range,
     min_calibration_size,
 )
+from monai_robust.utils.files import atomic_torch_save, load_torch_file
 
-__all__ = ["DetectorGuard"]
+__all__ = ["DetectorGuard", "fit_guard", "load_guard"]
 
 logger = logging.getLogger(__name__)
 
@@ -200,3 +204,121 @@ class DetectorGuard(FittedModule):
     def extra_repr(self) -> str:
         return f"fpr={self.fpr}, threshold={float(self.threshold):.6g}, calibration_size={int(self.calibration_size)}"
 
+
+def load_guard(guard: torch.nn.Module, path: str | Path, required: bool = False) -> torch.nn.Module | None:
+    """Loads a fitted :class:`~monai_robust.detectors.DetectorGuard` saved by :func:`fit_guard` into ``guard``.
+
+    Args:
+        guard: the guard as the bundle defines it (``guard_def``: detector type, layers, FPR), not yet fitted.
+        path: the saved ``state_dict`` (``models/guard.pt``).
+        required: raise when the file is missing; by default a missing guard is logged and ``None`` returned, so
+            inference still writes its predictions (with empty verdicts).
+
+    Returns:
+        The fitted guard on the device of the network it watches, or ``None`` when there is no saved guard.
+
+    Raises:
+        FileNotFoundError: When ``required`` and ``path`` does not exist.
+        CorruptFileError: When the file is empty, truncated or not a PyTorch file (named; a ``ValueError``).
+        ValueError: When the file does not match ``guard`` (other detector or layers), naming the file and keys.
+
+    Example::
+
+        >>> guard = load_guard(DetectorGuard(DeepFeatureDetector(net, ["class_layers.relu"])), "models/guard.pt")
+    """
+    path = Path(path)
+    if not path.is_file():
+        if required:
+            raise FileNotFoundError(f"no fitted detector guard at {str(path)!r}: run the bundle's guard.json stage.")
+        logger.warning("no fitted detector guard at %s: predictions are written without verdicts.", path)
+        return None
+    state = load_torch_file(path, "guard file")
+    try:
+        guard.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise ValueError(
+            f"guard file {str(path)!r} does not match this guard (another detector, layers or network?): {e}"
+        ) from e
+    device = next(iter(guard.detector.network.parameters()), torch.empty(0)).device
+    return guard.to(device).eval()
+
+
+def fit_guard(
+    guard: torch.nn.Module,
+    attack: Any,
+    fit_data: Iterable[Any],
+    calibration_data: Iterable[Any],
+    path: str | Path | None = None,
+    device: str | torch.device | None = None,
+    *,
+    eps_ladder: Sequence[float] | None = None,
+    min_adversarial: int = 1,
+    batch_size: int | None = None,
+) -> torch.nn.Module:
+    """Fits a detector guard for a trained network: the detector learns clean vs adversarial images made by
+    ``attack`` from ``fit_data``, then the threshold is calibrated on the clean images of ``calibration_data``.
+
+    Only adversarial images that the attack made successful (prediction changed) are used to fit, as in Ma et al.
+    2021 and Feinman et al. 2017; only correctly classified images are attacked, with early stop, and with
+    ``eps_ladder`` the budget is raised until ``min_adversarial`` are found (the rule:
+    :func:`~monai_robust.detectors.adversarial_set.collect_adversarials`). When none is successful the attack is too
+    weak for the network and this raises; fewer than ``min_adversarial`` is logged as a warning.
+
+    Args:
+        guard: an unfitted :class:`DetectorGuard`.
+        attack: a callable ``(images, labels) -> adversarial images``, e.g. ``PGD(network, eps=..., bounds=...)``.
+        fit_data: batches (MONAI dictionaries with ``"image"`` and ``"label"``, or ``(image, label)`` pairs).
+        calibration_data: clean batches in the same forms, not in ``fit_data`` (at least
+            :func:`~monai_robust.detectors.calibration.min_calibration_size` images for the guard's ``fpr``).
+        path: where to save the fitted guard's ``state_dict`` (atomically, folders created); ``None`` does not save.
+        device: where to run; default the device of the network the guard watches.
+        eps_ladder: increasing budgets (model-input units) tried in turn on the images not yet broken; ``None``:
+            the attack's own budget only.
+        min_adversarial: the number of successful adversarials after which the budget stops rising.
+        batch_size: images per attack call and per detector batch; default the first batch's size.
+
+    Returns:
+        ``guard``, fitted and calibrated.
+
+    Raises:
+        ValueError: When ``fit_data`` is empty, no adversarial image is successful, the calibration data is too
+            small for the guard's ``fpr``, or ``eps_ladder`` is given for an attack that takes no ``eps`` at the call.
+
+    Example::
+
+        >>> fit_guard(guard, PGD(net, eps=2 / 255), train_loader, val_loader, "models/guard.pt")
+        >>> fit_guard(guard, PGD(net), train_loader, val_loader, eps_ladder=[2 / 255, 4 / 255], min_adversarial=16)
+    """
+    net = guard.detector.network
+    device = torch.device(device) if device is not None else next(iter(net.parameters()), torch.empty(0)).device
+    found = collect_adversarials(
+        net, attack, fit_data, device, eps_ladder=eps_ladder, min_adversarial=min_adversarial, batch_size=batch_size
+    )
+    n_clean, n_adv = found.clean.shape[0], found.adversarial.shape[0]
+    if n_clean == 0:
+        raise ValueError("fit_data yielded no images: the guard needs a non-empty fitting split.")
+    if n_adv == 0:
+        raise ValueError(
+            f"the attack {attack!r} changed no prediction on the {found.n_correct} correctly classified of the "
+            f"{n_clean} fitting images, so there is nothing to learn adversarial inputs from: use a stronger attack "
+            "(in the bundles: a larger `--guard_eps` or `--guard_eps_ladder`)."
+        )
+    if n_adv < min_adversarial:
+        logger.warning("the guard is fitted on only %d adversarial images (wanted %d; budgets tried %s).",
+                       n_adv, min_adversarial, list(found.attacked))
+    calibration = [image_label(b, device, "guard data")[0] for b in calibration_data]
+    n_cal, need = sum(len(c) for c in calibration), min_calibration_size(guard.fpr)
+    if n_cal < need:
+        raise ValueError(
+            f"calibrating the guard at fpr={guard.fpr} needs at least {need} clean images, the calibration data has "
+            f"{n_cal}: give more validation images or a larger fpr (in the bundles: `--guard_fpr`)."
+        )
+    guard.detector.fit(found.batches("clean"), found.batches("adversarial"))
+    guard.calibrate(calibration)
+    logger.info(
+        "detector guard fitted on %d clean / %d adversarial images; threshold %.4g at fpr %.3g (calibration fpr %.3g)",
+        n_clean, n_adv, float(guard.threshold), guard.fpr, float(guard.calibration_fpr),
+    )
+    if path is not None:
+        atomic_torch_save(guard.state_dict(), path)
+    return guard

@@ -21,6 +21,7 @@ from .training import (
     adversarial_output_transform,
     trades_kl,
 )
+from .uap_retraining import RetrainingReport, uap_adversarial_retraining
 
 __all__ = [
     "AdversarialIteration",
@@ -31,6 +32,7 @@ __all__ = [
     "FastATIteration",
     "PGDATIteration",
     "ProbeOptions",
+    "RetrainingReport",
     "RobustEvents",
     "RobustnessEvaluator",
     "TRADESIteration",
@@ -45,4 +47,5 @@ __all__ = [
     "randomness_probe",
     "register_robust_events",
     "trades_kl",
+    "uap_adversarial_retraining",
 ]

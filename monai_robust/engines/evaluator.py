@@ -26,9 +26,9 @@ from torch import nn
 
 from monai_robust import __version__
 from monai_robust.attacks.base import Attack, NonFiniteError, check_finite
+from monai_robust.attacks.fixed_perturbation import noise_control
 from monai_robust.attacks.functional import clip_to_bounds, lp_norm
 from monai_robust.attacks.threat import _check_bounds
-from monai_robust.attacks.uap_sources import noise_control
 from monai_robust.engines.accumulate import clock, distributed
 from monai_robust.engines.events import RobustEvents
 from monai_robust.engines.inputs import build_uaps, check_data_range, check_labels, noise_like
@@ -96,7 +96,7 @@ class RobustnessEvaluator(SupervisedEvaluator):
         attacks: ``{name: attack}``; an attack on another network is a transfer attack (a reference).
         eps: the ε list (model-input units) of every attack, or ``{name: [eps, ...]}``; default each bounded
             attack's own ``eps``; ``None``/``inf`` is the unbounded budget of a minimisation attack (its default).
-        uaps: ``{name: δ}``: a ``(C, *spatial)`` tensor or a :class:`~monai_robust.attacks.universal.UAPResult`.
+        uaps: ``{name: δ}``: a ``(C, *spatial)`` tensor or a :class:`~monai_robust.attacks.fixed_perturbation.UAPResult`.
         detector: ``detector(images) -> (N,)`` scores, higher = more likely adversarial (AUC per attack and ε, with
             its ``n`` and interval, beside the 1 - max softmax baseline); or a calibrated guard (an object with
             ``detector``, ``threshold`` and ``calibration_report()``, e.g. a ``DetectorGuard``): its detector gives the

@@ -35,8 +35,10 @@ from monai.utils.enums import CommonKeys, StrEnum
 from torch import nn
 
 from monai_robust.attacks.base import Attack, is_adversarial
+from monai_robust.attacks.fixed_perturbation import perturb_fraction
 from monai_robust.attacks.pgd import PGD
 from monai_robust.attacks.threat import _check_positive
+from monai_robust.attacks.universal import UniversalPerturbation
 from monai_robust.engines.events import RobustEvents, register_robust_events
 from monai_robust.engines.prepare_batch import call_attack, check_attack_device
 
@@ -393,7 +395,7 @@ class UAPIteration(AdversarialIteration):
 
     Hirano, Minagi & Takemoto, "Universal adversarial attacks on deep neural networks for medical image
     classification", BMC Med Imaging 2021, https://doi.org/10.1186/s12880-020-00530-y (adversarial retraining);
-    the engine form of :func:`monai_robust.attacks.universal.uap_adversarial_retraining`.
+    :func:`monai_robust.engines.uap_retraining.uap_adversarial_retraining` runs it in rounds with before/after rates.
 
     Args:
         fitter: an :class:`~monai_robust.attacks.universal.SGDUAP` or ``IterativeUAP`` on the trained network.
@@ -423,8 +425,6 @@ class UAPIteration(AdversarialIteration):
         seed: int = 0,
         clean_metrics: bool = True,
     ) -> None:
-        from monai_robust.attacks.universal import UniversalPerturbation
-
         if not isinstance(fitter, UniversalPerturbation):
             raise ValueError(f"fitter must be an SGDUAP or IterativeUAP, got {type(fitter).__name__}.")
         ok = isinstance(mix, (int, float)) and not isinstance(mix, bool) and math.isfinite(mix)
@@ -460,8 +460,6 @@ class UAPIteration(AdversarialIteration):
         engine.state.metrics["uap_fit_rate"] = self.fit_rates[-1]
 
     def craft(self, engine: Engine, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        from monai_robust.attacks.universal import perturb_fraction
-
         if self.result is None:
             self.refit(engine)  # not attached: fit once on the first iteration
         mixed, _ = perturb_fraction(images, self.result.delta, self.mix, self.fitter.bounds, self.generator)

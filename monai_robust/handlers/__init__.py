@@ -1,6 +1,7 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
-"""Ignite handlers: ε warm-up, catastrophic-overfitting monitor, perturbation statistics, report, TensorBoard, MLflow."""
+"""Ignite handlers: ε warm-up, catastrophic-overfitting monitor, perturbation statistics, report, TensorBoard, MLflow,
+resumable training checkpoints."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ from .prediction_writer import GuardedPredictionWriter
 from .report import RobustnessReport
 from .robustness_curves import robustness_curves, tracking_name
 from .tensorboard_images import RobustnessTensorBoard, example_grid
+from .training_state import CheckedCheckpointLoader, ResumableTraining
 
 __all__ = [
+    "CheckedCheckpointLoader",
     "CatastrophicOverfittingMonitor",
     "EpsSchedule",
     "GuardedPredictionWriter",
     "PerturbationStats",
     "PreciseBatchNorm",
+    "ResumableTraining",
     "RobustnessMLFlowHandler",
     "RobustnessReport",
     "RobustnessTensorBoard",

@@ -13,7 +13,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from monai_robust.attacks.uap_sources import split_batch
+from monai_robust.data.batches import split_batch
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events

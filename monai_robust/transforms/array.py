@@ -14,9 +14,6 @@ applied before them can still be inverted (the record stays, saying the image is
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +28,7 @@ from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type, conve
 from monai_robust.attacks.base import Attack, BoundedAttack
 from monai_robust.attacks.functional import clip_to_bounds
 from monai_robust.attacks.threat import _check_bounds
+from monai_robust.data.perturbation import load_perturbation
 
 __all__ = [
     "ADVERSARIAL_META_KEY",
@@ -197,53 +195,6 @@ class AdversarialPerturb(RandomizableTransform, TraceableTransform):
         self.attack.set_random_state(self._seed)
         out = self.attack(img, label) if self.eps is None else self.attack(img, label, eps=self.eps)
         return _record(self, out, ADVERSARIAL_META_KEY, attack_provenance(self.attack, self.eps))
-
-
-def load_perturbation(delta: Any) -> tuple[torch.Tensor, str]:
-    """Reads a fixed perturbation from a Tensor, an ndarray or a ``.pt`` file.
-
-    Args:
-        delta: Tensor/ndarray/MetaTensor of shape ``(C, *spatial)`` or ``(1, C, *spatial)``, or the path of a
-            ``.pt`` file holding such a tensor (or a dict with the tensor under ``"delta"``).
-
-    Returns:
-        ``(delta, source)``: a float tensor on the CPU and where it came from (the path, ``"tensor"`` or
-        ``"ndarray"``).
-
-    Raises:
-        ValueError: When the file does not exist or holds no tensor, or δ has fewer than 2 dimensions, is empty
-            or contains NaN/Inf.
-
-    Example::
-
-        >>> delta, source = load_perturbation(torch.zeros(1, 28, 28))
-        >>> source
-        'tensor'
-    """
-    if isinstance(delta, (str, os.PathLike)):
-        path = Path(delta)
-        if not path.is_file():
-            raise ValueError(f"perturbation file {str(path)!r} does not exist.")
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(obj, Mapping):
-            if "delta" not in obj:
-                raise ValueError(f"perturbation file {str(path)!r} holds a dict without 'delta' (keys: {list(obj)}).")
-            obj = obj["delta"]
-        if not isinstance(obj, torch.Tensor):
-            raise ValueError(f"perturbation file {str(path)!r} holds a {type(obj).__name__}, not a tensor.")
-        source, t = str(path), obj
-    elif isinstance(delta, (torch.Tensor, np.ndarray)):
-        source = "ndarray" if isinstance(delta, np.ndarray) else "tensor"
-        t = convert_to_tensor(delta, track_meta=False)
-    else:
-        raise ValueError(f"delta must be a Tensor, an ndarray or the path of a .pt file, got {type(delta).__name__}.")
-    t = t.detach().to("cpu")
-    t = t if t.is_floating_point() else t.float()
-    if t.ndim < 2 or t.numel() == 0:
-        raise ValueError(f"delta must be (C, *spatial) or (1, C, *spatial), got shape {tuple(t.shape)}.")
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"delta contains {int((~torch.isfinite(t)).sum())} NaN/Inf values.")
-    return t, source
 
 
 class ApplyPerturbation(TraceableTransform, Transform):

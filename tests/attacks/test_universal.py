@@ -9,23 +9,10 @@ import pytest
 import torch
 from monai.data import DataLoader, Dataset
 
+from monai_robust.attacks.fixed_perturbation import UAPResult, evaluate_uap, noise_control
 from monai_robust.attacks.functional import lp_norm
-from monai_robust.attacks.uap_sources import (
-    NaturalImageDataset,
-    iter_image_batches,
-    noise_control,
-    photo_crops,
-    procedural_textures,
-    sample_photo_paths,
-)
-from monai_robust.attacks.universal import (
-    SGDUAP,
-    IterativeUAP,
-    UAPResult,
-    evaluate_uap,
-    perturb_fraction,
-    uap_adversarial_retraining,
-)
+from monai_robust.attacks.universal import SGDUAP, IterativeUAP
+from monai_robust.data.natural_images import NaturalImageDataset, photo_crops, sample_photo_paths
 from monai_robust.metrics.universal import per_class_fooling_rate, per_class_targeted_success_rate
 from tests.utils import SmallCNN
 
@@ -176,7 +163,6 @@ def test_dataloader_tuple_and_list_sources_agree():
     fit = lambda src: SGDUAP(net, zeta=0.05, bounds=BOUNDS, max_passes=2).set_random_state(0).fit(src)  # noqa: E731
     a, b, c = fit(loader), fit([(x[:4], y[:4]), (x[4:], y[4:])]), fit([x[:4], x[4:]])
     assert torch.allclose(a.delta, b.delta) and torch.allclose(b.delta, c.delta) and a.eps == pytest.approx(b.eps)
-    assert [xb.shape[0] for xb, _ in iter_image_batches({"image": x}, 3)] == [3, 3, 2]
 
 
 def _write_photos(folder, n: int = 6) -> None:
@@ -205,52 +191,6 @@ def test_natural_image_folder_uap_beats_control(tmp_path, pneu):
     assert res_loader.eps == pytest.approx(res.eps)
     rate = _rate(net, res.delta, x, target=0)
     assert rate > max(_controls(net, res.delta, x, 2, target=0)) + 0.1
-
-
-def test_natural_image_folder_bad_files(tmp_path):
-    with pytest.raises(ValueError, match="does not exist"):
-        NaturalImageDataset(tmp_path / "missing", 28)
-    with pytest.raises(ValueError, match="holds no image"):
-        NaturalImageDataset(tmp_path, 28)
-    (tmp_path / "broken.png").write_bytes(b"not an image at all")
-    ds = NaturalImageDataset(tmp_path, 28)
-    with pytest.raises(ValueError, match="broken.png"):
-        ds[0]
-    with pytest.raises(ValueError, match="channels"):
-        NaturalImageDataset(tmp_path, 28, channels=2)
-    with pytest.raises(ValueError, match="broken.png"):
-        photo_crops(2, 8, photos=[tmp_path / "broken.png"])
-
-
-@pytest.mark.parametrize("size", [(16, 16), (8, 8, 8)])
-def test_procedural_textures(size):
-    t = procedural_textures(4, size, 2, intensity_range=(-1.0, 1.0), generator=torch.Generator().manual_seed(0))
-    assert t.shape == (4, 2) + size and float(t.min()) == pytest.approx(-1.0) and float(t.max()) == pytest.approx(1.0)
-    # 1/f^2: low frequencies dominate, so neighbouring pixels are strongly correlated (white noise: ~0)
-    white = procedural_textures(4, size, 2, alpha=0.0, generator=torch.Generator().manual_seed(0))
-    for img, low, high in ((t, 0.3, 1.0), (white, -0.2, 0.2)):
-        a, b = img[..., :-1].flatten(), img[..., 1:].flatten()
-        assert low < float(torch.corrcoef(torch.stack([a, b]))[0, 1]) < high
-    with pytest.raises(ValueError, match="spatial_size"):
-        procedural_textures(2, (16,))
-
-
-@pytest.mark.skipif(not sample_photo_paths(), reason="matplotlib's sample photo is not installed")
-def test_photo_crops():
-    c = photo_crops(5, (12, 10), channels=3, intensity_range=(0.0, 2.0), generator=torch.Generator().manual_seed(0))
-    assert c.shape == (5, 3, 12, 10) and float(c.min()) >= 0.0 and float(c.max()) <= 2.0 and float(c.std()) > 0.05
-
-
-@pytest.mark.parametrize("kind", ["uniform", "gaussian"])
-@pytest.mark.parametrize("lp", [2, "inf"])
-def test_noise_control_same_norm(kind, lp):
-    delta = torch.randn(1, 6, 6, 6, generator=torch.Generator().manual_seed(0)) * 0.1
-    noise = noise_control(delta, kind, lp, torch.Generator().manual_seed(1))
-    assert noise.shape == delta.shape
-    assert float(lp_norm(noise[None], lp)) == pytest.approx(float(lp_norm(delta[None], lp)), rel=1e-5)
-    assert not torch.allclose(noise, delta)
-    with pytest.raises(ValueError, match="kind"):
-        noise_control(delta, "salt")
 
 
 # ---------------------------------------------------------------------------------------------------- save, load, resume
@@ -324,36 +264,6 @@ def test_single_logit_binary_head():
         assert res.rate == pytest.approx(float((net(res.apply(x))[:, 0] > 0).float().mean()))
     with pytest.raises(ValueError, match="out of range for a model with 2 classes"):
         SGDUAP(net, eps=1.0, target=2, max_passes=1).fit(x)
-
-
-# ---------------------------------------------------------------------------------------------------- retraining
-def test_perturb_fraction():
-    x, d = torch.full((64, 1, 4, 4), 0.5), torch.full((1, 4, 4), 0.7)
-    out, mask = perturb_fraction(x, d, 0.5, BOUNDS, torch.Generator().manual_seed(0))
-    assert torch.equal(out[mask], torch.ones_like(out[mask])) and torch.equal(out[~mask], x[~mask])
-    assert 16 < int(mask.sum()) < 48
-    assert not perturb_fraction(x, d, 0.0, BOUNDS)[1].any() and perturb_fraction(x, d, 1.0, BOUNDS)[1].all()
-    with pytest.raises(ValueError, match="fraction"):
-        perturb_fraction(x, d, 1.5, BOUNDS)
-
-
-def test_adversarial_retraining(pneumonia):
-    torch.manual_seed(0)
-    net = SmallCNN(2, 1, 2)
-    train = {"image": pneumonia["train_images"][:128], "label": pneumonia["train_labels"][:128]}
-    test = {"image": pneumonia["test_images"][:64], "label": pneumonia["test_labels"][:64]}
-    before = [p.detach().clone() for p in net.parameters()]
-    fitter = SGDUAP(net, zeta=0.04, bounds=BOUNDS, max_passes=1, batch_size=64).set_random_state(0)
-    report = uap_adversarial_retraining(
-        fitter, train, torch.optim.Adam(net.parameters(), 1e-3), eval_source=test, rounds=1, mix=0.5
-    )
-    assert len(report.round_rates) == 1 and report.metric == "fooling_rate"
-    assert all(0.0 <= r <= 1.0 for r in [report.fooling_rate_before, report.fooling_rate_after, *report.round_rates])
-    assert report.clean_accuracy_before is not None and report.clean_accuracy_after is not None
-    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))  # fine-tuned in place
-    assert net.training  # the caller's mode is restored
-    with pytest.raises(ValueError, match="no labels"):
-        uap_adversarial_retraining(fitter, train["image"], torch.optim.SGD(net.parameters(), 0.1), eval_source=test)
 
 
 # ---------------------------------------------------------------------------------------------------- bad input

@@ -16,7 +16,6 @@ from monai.networks.nets import DenseNet121
 from monai_robust.detectors.base import (
     Detector,
     FeatureHook,
-    as_batches,
     detection_auc,
     network_eval,
     pool_features,
@@ -219,18 +218,6 @@ def test_predicted_classes_and_network_eval():
     with network_eval(net):
         assert not any(m.training for m in net.modules())
     assert net.training and net[0].training and not net[1].training
-
-
-def test_as_batches_forms():
-    x = torch.rand(5, 1, 4, 4)
-    assert [b.shape[0] for b in as_batches(x, chunk=2)] == [2, 2, 1]
-    assert len(as_batches([(x, 0), (x, 1)])) == 2
-    assert len(as_batches([{"image": x}])) == 1
-    assert as_batches(x.numpy().astype(np.uint8))[0].dtype == torch.float32
-    with pytest.raises(ValueError, match="'image'"):
-        as_batches([{"img": x}])
-    with pytest.raises(ValueError, match="NaN"):
-        as_batches(torch.full((2, 1, 4, 4), float("nan")))
 
 
 def test_detection_auc():

@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
+from monai_robust.attacks.pgd import PGD
 from monai_robust.detectors.deep_features import DeepFeatureDetector
-from monai_robust.detectors.guard import DetectorGuard
+from monai_robust.detectors.guard import DetectorGuard, fit_guard, load_guard
+from monai_robust.utils.files import CorruptFileError
 from tests.detectors.conftest import SMALL_LAYERS
 
 
@@ -76,3 +78,38 @@ def test_bad_use(fitted):
         DetectorGuard(det)(clean[:2])
     with pytest.raises(RuntimeError, match="fit"):
         DetectorGuard(DeepFeatureDetector(det.network, SMALL_LAYERS)).calibrate(clean[:40])
+
+
+def test_fit_save_and_load_guard(pneumonia, pneumonia_model, tmp_path):
+    net = pneumonia_model
+    x, y = pneumonia["val_images"][:48], pneumonia["val_labels"][:48]
+    fit_data = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 24, 8)]
+    calibration = [{"image": x[24:], "label": y[24:]}]
+    layers = ["features.7", "fc"]
+    make = lambda: DetectorGuard(DeepFeatureDetector(net, layers), fpr=0.25)  # noqa: E731
+    guard = fit_guard(make(), PGD(net, eps=0.1, bounds=(0.0, 1.0)), fit_data, calibration, tmp_path / "g.pt")
+    again = load_guard(make(), tmp_path / "g.pt")
+    assert again.verdicts(x) == guard.verdicts(x)
+    assert not list(tmp_path.glob(".*tmp"))  # written atomically: no temporary file left
+    assert load_guard(make(), tmp_path / "missing.pt") is None
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_guard(make(), tmp_path / "missing.pt", required=True)
+    with pytest.raises(ValueError, match="changed no prediction"):
+        fit_guard(make(), lambda x, y: x, fit_data, calibration)
+    with pytest.raises(ValueError, match="at least 4 clean images.*has 3"):
+        fit_guard(make(), PGD(net, eps=0.1, bounds=(0.0, 1.0)), fit_data, [x[:3]])
+    with pytest.raises(ValueError, match="no images"):
+        fit_guard(make(), lambda x, y: x, [], [])
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a torch file", "truncated"])
+def test_corrupt_guard_file_is_named(pneumonia_model, tmp_path, content):
+    path = tmp_path / "guard.pt"
+    if content == "truncated":
+        torch.save({"w": torch.zeros(1000)}, path)
+        path.write_bytes(path.read_bytes()[:300])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CorruptFileError, match="guard file .*guard.pt"):
+        load_guard(DetectorGuard(DeepFeatureDetector(pneumonia_model, ["fc"])), path)
+

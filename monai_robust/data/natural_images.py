@@ -1,141 +1,32 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
-"""Where the images a universal perturbation is fitted on come from, and the random-noise controls it is compared to.
+"""Non-medical natural images, the fitting images of universal perturbations against medical classifiers (Minagi
+et al., J. Imaging 2022).
 
-* :func:`iter_image_batches` reads any source (a tensor, a ``{"image", "label"}`` mapping, a MONAI/PyTorch
-  ``DataLoader`` of dicts, tuples or tensors) as ``(images, labels or None)`` batches.
-* Non-medical natural images (Minagi et al., J. Imaging 2022): :class:`NaturalImageDataset` reads a folder of
-  PNG/JPEG photographs resized to the model's input; :func:`sample_photo_paths` lists the photographs an installed
-  package ships (matplotlib's ``grace_hopper.jpg``), and :func:`photo_crops` cuts many random crops from them, so
-  tests and tutorials have natural images offline; :func:`procedural_textures` draws natural-image-like 1/f^α
-  textures in 2D or 3D.
-* :func:`noise_control` is uniform or Gaussian noise with the same Lp norm as a given perturbation.
+:class:`NaturalImageDataset` reads a folder of PNG/JPEG photographs resized to the model's input;
+:func:`sample_photo_paths` lists the photographs an installed package ships (matplotlib's ``grace_hopper.jpg``), and
+:func:`photo_crops` cuts many random crops from them, so tests and tutorials have natural images offline;
+:func:`procedural_textures` draws natural-image-like 1/f^alpha textures in 2D or 3D.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from monai.utils import convert_to_tensor, optional_import
-
-from monai_robust.attacks.functional import lp_norm
-from monai_robust.utils.enums import LpNorm, as_lp
+from monai.utils import optional_import
 
 PILImage, _has_pil = optional_import("PIL.Image")
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "NaturalImageDataset",
-    "iter_image_batches",
-    "noise_control",
-    "photo_crops",
-    "procedural_textures",
-    "sample_photo_paths",
-    "split_batch",
-]
+__all__ = ["IMAGE_EXTENSIONS", "NaturalImageDataset", "photo_crops", "procedural_textures", "sample_photo_paths"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 """File name endings :class:`NaturalImageDataset` reads (case-insensitive)."""
-
-
-def _as_float_batch(images: Any, where: str) -> torch.Tensor:
-    x = convert_to_tensor(images, track_meta=False)
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{where}: images must be a Tensor or an ndarray, got {type(images).__name__}.")
-    if x.ndim < 3:
-        raise ValueError(f"{where}: images must be (N, C, *spatial), got shape {tuple(x.shape)}.")
-    return x if x.is_floating_point() else x.float()
-
-
-def split_batch(batch: Any, where: str = "batch") -> tuple[torch.Tensor, torch.Tensor | None]:
-    """One batch as ``(images (N, C, *spatial) float, labels or None)``: a dict with ``"image"`` (and optionally
-    ``"label"``), an ``(image, label, ...)`` tuple, or an image tensor/ndarray. Labels ``(N,)`` or ``(N, 1)`` become
-    ``(N,)``; the images are not copied when already floating point.
-
-    Raises:
-        ValueError: When the images are not ``(N, C, *spatial)``, a dict has no ``"image"``, or the labels' length
-            differs (``where`` names the batch in the message).
-
-    Example::
-
-        >>> split_batch({"image": torch.zeros(2, 1, 4, 4), "label": torch.tensor([[0], [1]])})[1]
-        tensor([0, 1])
-    """
-    if isinstance(batch, Mapping):
-        if "image" not in batch:
-            raise ValueError(f"{where}: a dict batch needs the key 'image', got keys {list(batch)}.")
-        images, labels = batch["image"], batch.get("label")
-    elif isinstance(batch, (tuple, list)):
-        if len(batch) == 0:
-            raise ValueError(f"{where}: got an empty tuple/list batch.")
-        images, labels = batch[0], (batch[1] if len(batch) > 1 else None)
-    else:
-        images, labels = batch, None
-    x = _as_float_batch(images, where)
-    y = None
-    if labels is not None:
-        y = convert_to_tensor(labels, track_meta=False)
-        y = y if isinstance(y, torch.Tensor) else torch.as_tensor(y)
-        if y.ndim == 0 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"{where}: labels of shape {tuple(y.shape)} do not match images {tuple(x.shape)}.")
-        if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1):  # class indices (N,) or (N, 1) -> (N,)
-            y = y.reshape(-1)
-    return x, y
-
-
-def iter_image_batches(
-    source: Any, batch_size: int = 32, generator: torch.Generator | None = None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Reads a source of images as ``(images (N, C, *spatial) float, labels (N,) long or None)`` batches.
-
-    A tensor/ndarray ``(N, C, *spatial)``, or a mapping ``{"image": (N, C, *spatial), "label": (N,)}``, is cut into
-    batches of ``batch_size`` (shuffled with ``generator`` when one is given). Anything else is iterated as it is
-    (a MONAI or PyTorch ``DataLoader``, a list of batches), each batch being a dict with an ``"image"`` key (and
-    optionally ``"label"``), an ``(image, label, ...)`` tuple, or an image tensor.
-
-    Args:
-        source: the images, as above. Iterate it again for each pass, so pass a re-iterable (a ``DataLoader`` or
-            a list), not a generator.
-        batch_size: batch size when ``source`` is a tensor or a mapping (>= 1).
-        generator: shuffles a tensor or mapping source; ``None`` keeps its order. Iterables keep their own order.
-
-    Returns:
-        An iterator of ``(images, labels)``; images stay on their device, labels are ``None`` when absent.
-
-    Raises:
-        ValueError: On a batch that is not an image tensor of shape ``(N, C, *spatial)``, a dict without
-            ``"image"``, or labels whose length differs from the images'.
-
-    Example::
-
-        >>> for images, labels in iter_image_batches({"image": torch.rand(10, 1, 8, 8)}, batch_size=4):
-        ...     print(images.shape[0], labels)
-        4 None
-        4 None
-        2 None
-    """
-    if isinstance(source, (torch.Tensor, np.ndarray)) or (isinstance(source, Mapping) and "image" in source):
-        x, y = split_batch(source, "source")
-        n = x.shape[0]
-        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-        order = order.to(x.device)
-        for i in range(0, n, batch_size):
-            idx = order[i : i + batch_size]
-            yield x[idx], (None if y is None else y[idx.to(y.device)])
-        return
-    if isinstance(source, (str, os.PathLike)) or not isinstance(source, Iterable):
-        raise ValueError(
-            f"source must be a tensor, a {{'image': ..}} mapping or an iterable of batches (e.g. a DataLoader), "
-            f"got {type(source).__name__}."
-        )
-    for i, batch in enumerate(source):
-        yield split_batch(batch, f"batch {i} of the source")
 
 
 def _read_image(path: Path, channels: int) -> np.ndarray:
@@ -383,44 +274,3 @@ def procedural_textures(
     mn, mx = flat.amin(-1, keepdim=True), flat.amax(-1, keepdim=True)
     img = ((flat - mn) / (mx - mn).clamp_min(1e-12)).reshape_as(img)
     return img * (hi - lo) + lo
-
-
-def noise_control(
-    delta: torch.Tensor,
-    kind: str = "uniform",
-    lp: str | float | LpNorm = 2,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """Random noise with the same Lp norm as ``delta``: the control every UAP is compared with (Hirano et al. 2021).
-
-    ``"uniform"`` draws i.i.d. ``U(-1, 1)`` values, ``"gaussian"`` i.i.d. ``N(0, 1)``; the draw is then scaled so
-    that its Lp norm (over all of ``delta``) equals ``||delta||_p``.
-
-    Args:
-        delta: the perturbation ``(C, *spatial)`` or ``(1, C, *spatial)``.
-        kind: ``"uniform"`` or ``"gaussian"``.
-        lp: the norm to match: ``2`` or ``"inf"`` (or ``1``).
-        generator: seeds the draw (on ``delta``'s device).
-
-    Returns:
-        Noise of ``delta``'s shape, dtype and device.
-
-    Raises:
-        ValueError: When ``kind`` or ``lp`` is unknown, or ``delta`` is empty or not finite.
-
-    Example::
-
-        >>> noise = noise_control(result.delta, "gaussian", lp=2, generator=torch.Generator().manual_seed(0))
-    """
-    kinds = ("uniform", "gaussian")
-    if kind not in kinds:
-        raise ValueError(f"kind must be one of {kinds}, got kind={kind!r}.")
-    lp = as_lp(lp)
-    d = torch.as_tensor(delta)
-    if d.numel() == 0 or not bool(torch.isfinite(d).all()):
-        raise ValueError(f"delta must be a non-empty finite tensor, got shape {tuple(d.shape)}.")
-    d = d if d.is_floating_point() else d.float()
-    kw = {"dtype": d.dtype, "device": d.device, "generator": generator}
-    noise = torch.rand(d.shape, **kw) * 2 - 1 if kind == "uniform" else torch.randn(d.shape, **kw)
-    target = lp_norm(d.reshape(1, -1), lp)
-    return noise * (target / lp_norm(noise.reshape(1, -1), lp).clamp_min(1e-12))
