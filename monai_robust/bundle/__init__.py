@@ -1,0 +1,25 @@
+# Copyright (c) monai_robust contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+"""The user's own MONAI bundle as the unit of work: load any model-zoo classification bundle, attack it in the
+image's stored units through its own preprocessing, harden it, guard it, predict with it (``monai-robust``)."""
+
+from .checkpoint import BLOCKS, block_record, insert_recorded_blocks, load_weights, save_hardened
+from .layout import BundleLayout
+from .loader import LoadedBundle, load_bundle
+from .stored_units import NormalizeIntensityOp, PreprocessingSplit, StoredUnitsModel, gradient_error, split_preprocessing
+
+__all__ = [
+    "BLOCKS",
+    "BundleLayout",
+    "LoadedBundle",
+    "NormalizeIntensityOp",
+    "PreprocessingSplit",
+    "StoredUnitsModel",
+    "block_record",
+    "gradient_error",
+    "insert_recorded_blocks",
+    "load_bundle",
+    "load_weights",
+    "save_hardened",
+    "split_preprocessing",
+]
