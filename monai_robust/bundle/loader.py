@@ -18,7 +18,7 @@ from monai.bundle import ConfigParser
 from torch import nn
 
 from monai_robust.bundle.checkpoint import load_weights
-from monai_robust.bundle.layout import BundleLayout
+from monai_robust.bundle.layout import HARDENED_NAME, BundleLayout
 
 __all__ = ["CHECKPOINT_IDS", "PREPROCESSING_IDS", "LoadedBundle", "load_bundle"]
 
@@ -152,6 +152,7 @@ def load_bundle(
     device: str | torch.device | None = None,
     preprocessing_id: str | None = None,
     weights: bool = True,
+    prefer_hardened: bool = False,
 ) -> LoadedBundle:
     """Reads a model-zoo classification bundle and builds its network with the checkpoint loaded.
 
@@ -169,6 +170,8 @@ def load_bundle(
         device: default the config's ``device``, else CUDA when available.
         preprocessing_id: the config id of the preprocessing; default the first of :data:`PREPROCESSING_IDS`.
         weights: load the checkpoint (``False``: the untrained ``network_def``, e.g. to train it).
+        prefer_hardened: with ``checkpoint=None``, load ``model_hardened.pt`` when ``monai-robust harden`` wrote one
+            beside the config's checkpoint.
 
     Returns:
         The :class:`LoadedBundle`.
@@ -195,6 +198,8 @@ def load_bundle(
         parser["device"] = torch.device(device)
     dev = torch.device(parser.get_parsed_content("device")) if "device" in parser else torch.device("cpu")
     ckpt, ckpt_id = _checkpoint(parser, layout, checkpoint)
+    if prefer_hardened and checkpoint is None and (ckpt.parent / HARDENED_NAME).is_file():
+        ckpt = ckpt.parent / HARDENED_NAME
     if weights and not ckpt.is_file():
         raise FileNotFoundError(
             f"checkpoint {str(ckpt)!r} not found (config id `{ckpt_id}`): train the bundle first, or point it at the "

@@ -18,7 +18,6 @@ from monai.transforms import Compose, EnsureChannelFirst, EnsureChannelFirstd, L
 
 from monai_robust.bundle.contract import REFUSE, contract_of
 from monai_robust.bundle.guard import load_bundle_guard
-from monai_robust.bundle.layout import BundleLayout
 from monai_robust.bundle.loader import load_bundle
 from monai_robust.bundle.stored_units import StoredUnitsModel, split_preprocessing
 
@@ -40,7 +39,7 @@ class BundlePredictor:
         device: default the config's ``device``.
         checkpoint: the weights; default the hardened checkpoint when one was written beside the user's, else the
             config's (``ckpt_file`` is an alias).
-        hardened: with ``checkpoint=None``, prefer ``models/model_hardened.pt`` when it exists.
+        hardened: with ``checkpoint=None``, prefer the hardened checkpoint written beside the config's.
         guard: the guard file; default ``models/guard.pt`` (or the config's ``guard_file``); ``False``: no guard.
         preprocessing_id: the config id of the preprocessing (default: see ``load_bundle``).
         bounds: ``(low, high)`` stored-value range; default the input contract's.
@@ -72,12 +71,13 @@ class BundlePredictor:
     ) -> None:
         overrides = {**dict(overrides or {}), **kwargs}
         checkpoint = checkpoint if checkpoint is not None else ckpt_file
-        if checkpoint is None and hardened:
-            root = Path(overrides.get("bundle_root", bundle_dir))
-            candidate = BundleLayout(root).hardened_checkpoint
-            checkpoint = candidate if candidate.is_file() else None
         self.bundle = load_bundle(
-            bundle_dir, overrides, device=device, checkpoint=checkpoint, preprocessing_id=preprocessing_id
+            bundle_dir,
+            overrides,
+            device=device,
+            checkpoint=checkpoint,
+            preprocessing_id=preprocessing_id,
+            prefer_hardened=hardened,
         )
         self.split = split_preprocessing(self.bundle.preprocessing, self.bundle.image_key)
         self.contract = contract_of(self.bundle)
