@@ -86,8 +86,10 @@ def read_items(source: str | Path, class_names: Sequence[str] = (), split: str |
     return [{"image": str(path)}]
 
 
-def bundle_loader(items: list[dict[str, Any]], loading: Any, batch_size: int = 8, num_workers: int = 0) -> DataLoader:
-    """A MONAI ``DataLoader`` of ``items`` through the bundle's loading part (stored units, not shuffled).
+def bundle_loader(
+    items: list[dict[str, Any]], loading: Any, batch_size: int = 8, num_workers: int = 0, shuffle: bool = False
+) -> DataLoader:
+    """A MONAI ``DataLoader`` of ``items`` through the bundle's loading part (stored units).
 
     Example::
 
@@ -95,4 +97,4 @@ def bundle_loader(items: list[dict[str, Any]], loading: Any, batch_size: int = 8
     """
     if not items:
         raise ValueError("the data holds no image.")
-    return DataLoader(Dataset(items, transform=loading), batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    return DataLoader(Dataset(items, transform=loading), batch_size=batch_size, shuffle=shuffle, num_workers=num_workers)
