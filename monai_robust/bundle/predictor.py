@@ -147,8 +147,9 @@ class BundlePredictor:
             return int(self.bundle.network(torch.zeros(1, *shape, device=self.device)).shape[1])
 
     # -- inputs ------------------------------------------------------------------------------------------------
-    def load(self, item: Mapping[str, Any] | str | os.PathLike) -> torch.Tensor:
-        """One input through the bundle's loading/geometry part: stored units, ``(C, *spatial)``.
+    def load(self, item: Mapping[str, Any] | str | os.PathLike) -> MetaTensor:
+        """One input through the bundle's loading/geometry part: stored units, ``(C, *spatial)``, with the reader's
+        metadata (DICOM ``Modality`` among it when the input is DICOM).
 
         Args:
             item: a data dict (``{"image": path}``) or an image path.
@@ -156,7 +157,8 @@ class BundlePredictor:
         key = self.split.image_key
         data = dict(item) if isinstance(item, Mapping) else {key or "image": str(item)}
         out = self.split.loading(data if key is not None else data["image"])
-        return torch.as_tensor(out[key] if key is not None else out).as_subclass(torch.Tensor).float()
+        x = out[key] if key is not None else out
+        return x.float() if isinstance(x, MetaTensor) else MetaTensor(torch.as_tensor(x).float())
 
     def preprocess(self, image: Any) -> torch.Tensor:
         """An already loaded, channel-first image in stored values through the geometry part (``Resize`` ...),
@@ -223,17 +225,20 @@ class BundlePredictor:
 
     def predict_files(self, items: Sequence[Mapping[str, Any] | str | os.PathLike], modality: str | None = None) -> list[dict[str, Any]]:
         """:meth:`predict` for inputs on disk, one at a time; an input whose shape the contract refuses gets a
-        refusal record instead of a forward pass (``{"image": ..., "refused": True, "contract": [...]}``)."""
+        refusal record instead of a forward pass (``{"image": ..., "refused": True, "contract": [...]}``). The
+        modality is read from each DICOM input's header unless given."""
         out = []
         for item in items:
             path = str(item["image"] if isinstance(item, Mapping) else item)
             x = self.load(item)
-            flags = self.contract.check(x, modality)
+            found = modality or _modality(x.meta)
+            x = x.as_subclass(torch.Tensor)
+            flags = self.contract.check(x, found)
             if any(f["severity"] == REFUSE for f in flags):
                 rec = {"probabilities": None, "predicted_class": None, "predicted_index": None, "guard": None}
                 rec.update(contract=flags, refused=True, statements=self.statements)
             else:
-                rec = self.predict(x[None], modality)[0]
+                rec = self.predict(x[None], found)[0]
             if isinstance(item, Mapping) and "label" in item:
                 rec["label"] = int(item["label"])
             out.append({"image": path, **rec})
@@ -242,3 +247,12 @@ class BundlePredictor:
     def __call__(self, image: Any) -> dict[str, Any]:
         """``predict(preprocess(image)[None])[0]``: one loaded channel-first image in, its prediction out."""
         return self.predict(self.preprocess(image)[None])[0]
+
+
+def _modality(meta: Mapping[str, Any]) -> str | None:
+    """The DICOM modality in a reader's metadata (this project's ``DicomReader``: ``Modality``; MONAI's
+    ``PydicomReader``: tag ``00080060``)."""
+    value = meta.get("Modality", meta.get("00080060"))
+    if isinstance(value, Mapping):
+        value = (value.get("Value") or [None])[0]
+    return str(value) if value else None
