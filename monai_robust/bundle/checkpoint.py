@@ -24,7 +24,8 @@ BLOCKS = {"topk": TopKSparsify, "soft_threshold": SoftThreshold, "mean_centred":
 
 
 def insert_recorded_blocks(network: nn.Module, record: Mapping[str, Any], spatial_dims: int | None = None) -> nn.Module:
-    """Inserts the blocks a record names (``{"after": [module names], "block": "topk", "kwargs": {"k": 0.2}}``).
+    """Inserts the blocks a record names (``{"after": [module names], "block": "topk", "kwargs": {"k": 0.2},
+    "example_shape": [1, C, *spatial]}``); the example shape lets ``insert_blocks`` measure each block's channels.
 
     Raises:
         ValueError: For an unknown block name (the known ones listed) or module name (from ``insert_blocks``).
@@ -37,7 +38,9 @@ def insert_recorded_blocks(network: nn.Module, record: Mapping[str, Any], spatia
     if name not in BLOCKS:
         raise ValueError(f"unknown sparsity block {name!r}; known: {sorted(BLOCKS)}.")
     factory = functools.partial(BLOCKS[name], **dict(record.get("kwargs") or {}))
-    return insert_blocks(network, list(record["after"]), factory, spatial_dims=spatial_dims)
+    shape = record.get("example_shape")
+    example = None if not shape else torch.zeros([int(v) for v in shape], device=next(network.parameters()).device)
+    return insert_blocks(network, list(record["after"]), factory, example_input=example, spatial_dims=spatial_dims)
 
 
 def load_weights(
@@ -97,15 +100,27 @@ def save_hardened(network: nn.Module, path: str | Path, blocks: Mapping[str, Any
     path.parent.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"model": network.state_dict()}
     if blocks:
-        record["blocks"] = {"after": list(blocks["after"]), "block": str(blocks["block"]), "kwargs": dict(blocks.get("kwargs") or {})}
+        record["blocks"] = dict(blocks)
     torch.save(record, path)
     return path
 
 
-def block_record(after: Sequence[str] | None, block: str = "topk", **kwargs: Any) -> dict[str, Any] | None:
-    """The record :func:`save_hardened` writes for blocks after ``after`` (``None`` when no module is named)."""
+def block_record(
+    after: Sequence[str] | None, block: str = "topk", example_shape: Sequence[int] | None = None, **kwargs: Any
+) -> dict[str, Any] | None:
+    """The record :func:`save_hardened` writes for blocks after ``after`` (``None`` when no module is named).
+
+    Args:
+        after: module names of the network.
+        block: a key of :data:`BLOCKS`.
+        example_shape: ``(1, C, *spatial)`` of a network input, to measure the blocks' channels.
+        **kwargs: the block's arguments.
+
+    Raises:
+        ValueError: For an unknown block.
+    """
     if not after:
         return None
     if block not in BLOCKS:
         raise ValueError(f"unknown sparsity block {block!r}; known: {sorted(BLOCKS)}.")
-    return {"after": list(after), "block": block, "kwargs": kwargs}
+    return {"after": list(after), "block": block, "kwargs": dict(kwargs), "example_shape": None if example_shape is None else [int(v) for v in example_shape]}

@@ -7,7 +7,6 @@ first. The result is written beside the user's checkpoint (``models/model_harden
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,11 @@ from ignite.handlers import ProgressBar
 from monai.engines import SupervisedTrainer
 
 from monai_robust.attacks import PGD
-from monai_robust.bundle.checkpoint import BLOCKS, block_record, save_hardened
+from monai_robust.bundle.checkpoint import block_record, insert_recorded_blocks, save_hardened
 from monai_robust.bundle.layout import HARDENED_NAME
 from monai_robust.bundle.predictor import BundlePredictor
 from monai_robust.bundle.stored_units import StoredUnitsModel
 from monai_robust.engines.training import PGDATIteration
-from monai_robust.networks.utils import insert_blocks
 
 __all__ = ["harden_bundle"]
 
@@ -74,10 +72,10 @@ def harden_bundle(
     if not eps > 0:
         raise ValueError(f"eps must be > 0 stored units, got eps={eps!r}.")
     network = predictor.bundle.network
-    record = block_record(blocks, block, **(block_kwargs or {}))
+    shape = [1, predictor.in_channels, *next(iter(loader))["image"].shape[2:]] if blocks else None
+    record = block_record(blocks, block, shape, **(block_kwargs or {}))
     if record is not None:
-        insert_blocks(network, record["after"], functools.partial(BLOCKS[block], **record["kwargs"]), spatial_dims=predictor.spatial_dims)
-        network.to(predictor.device)
+        insert_recorded_blocks(network, record, predictor.spatial_dims)
     model = StoredUnitsModel(network, predictor.split.steps, bounds)
     attack = PGD(model, eps=float(eps), num_steps=num_steps, bounds=bounds)
     trainer = SupervisedTrainer(
