@@ -96,16 +96,16 @@ class InputContract:
         def add(code: str, severity: str, message: str) -> None:
             found.append({"code": code, "severity": severity, "message": message})
 
+        if self.modality is not None and modality and modality.upper() not in self.modality:
+            add("modality", REFUSE, f"modality {modality!r} is not one the bundle was trained on ({', '.join(self.modality)}).")
         if x.ndim != self.spatial_dims + 1:
-            add("spatial_dims", REFUSE, f"image of shape {tuple(x.shape)} is not channel-first {self.spatial_dims}D.")
+            add("spatial_dims", REFUSE, f"image of shape {tuple(x.shape)} does not fit this {self.spatial_dims}D bundle: expected channel-first ({self.channels}, {', '.join(['spatial'] * self.spatial_dims)}).")
             return found
         if x.shape[0] != self.channels:
-            add("channels", REFUSE, f"image has {x.shape[0]} channel(s), the bundle expects {self.channels}.")
+            add("channels", REFUSE, f"image of shape {tuple(x.shape)} has {x.shape[0]} channel(s), the bundle expects {self.channels}.")
         if not bool(torch.isfinite(x).all()):
             add("non_finite", REFUSE, "image holds NaN or Inf values.")
             return found
-        if self.modality is not None and modality and modality.upper() not in self.modality:
-            add("modality", REFUSE, f"modality {modality!r} is not one the bundle was trained on ({', '.join(self.modality)}).")
         lo, hi = float(x.min()), float(x.max())
         if lo == hi:
             add("constant_image", FLAG, f"constant image (every value {lo:g}): there is nothing to classify.")

@@ -13,7 +13,7 @@ The flow for a folder (or for datasets received over the network, see :meth:`Dic
 3. pixel data are decoded by :class:`~monai_robust.data.image_reader.DicomReader`'s conventions (modality rescale,
    MONOCHROME1 inverted, JPEG 2000 through pylibjpeg): for a 2D bundle each frame of each instance is one image,
    for a 3D bundle each multi-frame instance, or the position-sorted stack of single-frame instances, is one volume;
-4. :class:`~monai_robust.bundle_helpers.BundlePredictor` preprocesses (the bundle's intensity window, as in
+4. :class:`~monai_robust.bundle.predictor.BundlePredictor` preprocesses (the bundle's intensity window, as in
    training; an image with values outside it is flagged ``outside_intensity_window``), predicts and runs the guard;
    an image that cannot be decoded or preprocessed (e.g. RGB into a one-channel model) is reported with its path
    and reason and the series is ``"failed"``, the images that worked still count;
@@ -45,7 +45,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import generate_uid
 
-from monai_robust.bundle_helpers import BundlePredictor
+from monai_robust.bundle.predictor import BundlePredictor
 from monai_robust.data.image_reader import DicomReader
 
 hd, _HAS_HIGHDICOM = optional_import("highdicom")
@@ -523,7 +523,7 @@ class DicomScreener:
     """Screens DICOM series with a trained bundle and its guard, and reports each series as a DICOM SR.
 
     Args:
-        predictor: a :class:`~monai_robust.bundle_helpers.BundlePredictor`, or a bundle folder to build one from.
+        predictor: a :class:`~monai_robust.bundle.predictor.BundlePredictor`, or a bundle folder to build one from.
         rules: which instances to screen (default :class:`SeriesRules` ``()``: CR and DX).
         batch_size: images per forward pass of the screener (not the bundle's ``batch_size``).
         device: for a bundle folder: the torch device (default: the bundle's).
@@ -725,7 +725,7 @@ class DicomScreener:
         """Preprocess each image as it comes (only the small model inputs are kept), then predict and guard in
         batches; a failure is recorded per image."""
         p = self.predictor
-        window = p.intensity_map.physical_range
+        window = getattr(p.intensity_map, "physical_range", None)
         ready: list[tuple[torch.Tensor, dict[str, Any]]] = []
         for img, ref in images:
             where = (ref["source"] or f"SOP instance {ref['sop_instance_uid']}") + (
@@ -758,8 +758,10 @@ class DicomScreener:
     def _finish(self, result: SeriesResult, selected: list[Dataset]) -> SeriesResult:
         """Fills ``result.summary``."""
         p = self.predictor
-        preds = result.predictions
+        preds = [x for x in result.predictions if not x.get("refused")]
         summary: dict[str, Any] = {
+            "images_refused": len(result.predictions) - len(preds),
+            "statements": list(getattr(p, "statements", [])),
             "instances": len(selected) + len(result.skipped_instances),
             "instances_selected": len(selected),
             "images_screened": len(preds),
