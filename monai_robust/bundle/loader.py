@@ -198,8 +198,7 @@ def load_bundle(
         parser["device"] = torch.device(device)
     dev = torch.device(parser.get_parsed_content("device")) if "device" in parser else torch.device("cpu")
     ckpt, ckpt_id = _checkpoint(parser, layout, checkpoint)
-    if prefer_hardened and checkpoint is None and (ckpt.parent / HARDENED_NAME).is_file():
-        ckpt = ckpt.parent / HARDENED_NAME
+    hardened = ckpt.parent / HARDENED_NAME if prefer_hardened and checkpoint is None else None
     if weights and not ckpt.is_file():
         raise FileNotFoundError(
             f"checkpoint {str(ckpt)!r} not found (config id `{ckpt_id}`): train the bundle first, or point it at the "
@@ -213,7 +212,14 @@ def load_bundle(
     blocks = None
     if weights:
         dims = parser.get_parsed_content("network_def#spatial_dims") if "network_def#spatial_dims" in parser else None
-        blocks = load_weights(network, ckpt, dev, dims)
+        if hardened is not None and hardened.is_file():
+            try:
+                blocks, ckpt = load_weights(network, hardened, dev, dims), hardened
+            except RuntimeError as e:  # written by a bundle's own harden config, whose network differs
+                logger.warning("%s does not fit network_def (%s): loading %s; give the bundle's harden config to use it.", hardened, e, ckpt)
+                network = parser.get_parsed_content("network_def", instantiate=True, lazy=False)
+        if ckpt != hardened:
+            blocks = load_weights(network, ckpt, dev, dims)
     network = network.to(dev).eval()
     image_key = str(parser.get_parsed_content("image_key")) if "image_key" in parser else "image"
     names = _class_names(parser, metadata)

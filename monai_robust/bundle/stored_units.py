@@ -230,8 +230,9 @@ def split_preprocessing(preprocessing: Any, image_key: str | None = "image") -> 
     """Splits a bundle's ``preprocessing`` at its first intensity transform.
 
     Transforms before it (``LoadImage(d)``, ``EnsureChannelFirst(d)``, ``Resize(d)``, crops, orientation, casts)
-    form the loading part; it and every later transform that acts on the image form the intensity part. Later
-    dictionary transforms that do not act on ``image_key`` (labels) join the loading part.
+    form the loading part; it and every later transform that acts on the image form the intensity part. Dictionary
+    transforms that do not act on ``image_key`` (labels) join the loading part, with ``allow_missing_keys`` set so
+    that unlabelled inputs pass.
 
     Args:
         preprocessing: a MONAI ``Compose`` (nested ones are flattened) or a list of transforms.
@@ -251,6 +252,8 @@ def split_preprocessing(preprocessing: Any, image_key: str | None = "image") -> 
     """
     loading, steps, started = [], [], False
     for t in _flatten(preprocessing):
+        if isinstance(t, MapTransform) and not _touches(t, image_key):
+            t.allow_missing_keys = True  # label transforms: inputs to predict have no label
         started = started or (_touches(t, image_key) and _is_intensity(t))
         if not started or not _touches(t, image_key):
             loading.append(t)
