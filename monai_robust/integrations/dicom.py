@@ -369,6 +369,7 @@ def build_sr(
     class_names: Sequence[str],
     series_instance_uid: str | None = None,
     sop_instance_uid: str | None = None,
+    statements: Sequence[str] = (),
 ) -> Dataset:
     """A Comprehensive SR (TID 1500 Measurement Report) for one series' predictions.
 
@@ -387,6 +388,10 @@ def build_sr(
         model_name, model_version: recorded as the algorithm and the observer device.
         class_names: the model's classes, in output order.
         series_instance_uid, sop_instance_uid: UIDs of the report (new ones by default).
+        statements: what the bundle's metadata says every result must carry ("not for clinical use", "trained on
+            synthetic data"); one TEXT item "Statement" each in the report's root container. Predictions refused by
+            the bundle's input contract (``refused``) get no measurement group but one TEXT item
+            "Input outside the model's contract" with the reasons.
 
     Returns:
         The SR dataset (``highdicom.sr.ComprehensiveSR``).
@@ -414,7 +419,12 @@ def build_sr(
     )
     no_units = codes.UCUM.NoUnits
     groups = []
+    texts = [(_code("STATEMENT", "Statement"), str(t)) for t in statements]
     for i, pred in enumerate(predictions):
+        if pred.get("refused"):
+            reasons = "; ".join(f["message"] for f in pred.get("contract", []))
+            texts.append((_code("OFFCONTRACT", "Input outside the model's contract"), f"image {i + 1}: {reasons}"))
+            continue
         uids = pred.get("sop_instance_uids") or [pred["sop_instance_uid"]]
         unknown = [u for u in uids if u not in by_uid]
         if unknown:
@@ -506,7 +516,7 @@ def build_sr(
         imaging_measurements=groups,
         referenced_images=library,
     )
-    return hd.sr.ComprehensiveSR(
+    sr = hd.sr.ComprehensiveSR(
         evidence=list(datasets),
         content=report,
         series_instance_uid=series_instance_uid or generate_uid(),
@@ -517,6 +527,11 @@ def build_sr(
         is_complete=True,
         series_description=f"AI screening: {model_name}"[:64],
     )
+    for name, text in texts:
+        sr.ContentSequence.append(
+            hd.sr.TextContentItem(name=name, value=text[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+        )
+    return sr
 
 
 class DicomScreener:
@@ -673,7 +688,10 @@ class DicomScreener:
             try:
                 p = self.predictor
                 evidence = [ds for ds in selected if str(ds.SOPInstanceUID) in screened]
-                result.sr = build_sr(evidence, result.predictions, p.name, p.version, p.class_names)
+                result.sr = build_sr(
+                    evidence, result.predictions, p.name, p.version, p.class_names,
+                    statements=getattr(p, "statements", ()),
+                )
             except Exception as e:  # never let one series stop the run
                 result.errors.append(f"series {series}: building the SR failed ({type(e).__name__}: {e})")
         n_img, n_inst = len(result.predictions), len(screened)
