@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ import torch
 from monai_robust.attacks import PGD
 from monai_robust.bundle.predictor import BundlePredictor
 from monai_robust.bundle_helpers import fit_guard, load_guard
-from monai_robust.data.datalist import load_datalist, loading_transforms
 from monai_robust.detectors import DeepFeatureDetector, DetectorGuard
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "robust_xray_classification"

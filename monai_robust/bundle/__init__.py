@@ -6,7 +6,13 @@ image's stored units through its own preprocessing, harden it, guard it, predict
 from .checkpoint import BLOCKS, block_record, insert_recorded_blocks, load_weights, save_hardened
 from .layout import BundleLayout
 from .loader import LoadedBundle, load_bundle
-from .stored_units import NormalizeIntensityOp, PreprocessingSplit, StoredUnitsModel, gradient_error, split_preprocessing
+from .stored_units import (
+    NormalizeIntensityOp,
+    PreprocessingSplit,
+    StoredUnitsModel,
+    gradient_error,
+    split_preprocessing,
+)
 
 __all__ = [
     "BLOCKS",

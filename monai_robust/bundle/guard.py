@@ -16,9 +16,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from monai_robust.attacks import PGD
-from monai_robust.bundle_helpers import fit_guard, load_guard
 from monai_robust.bundle.layout import GUARD_NAME
 from monai_robust.bundle.loader import LoadedBundle
+from monai_robust.bundle_helpers import fit_guard, load_guard
 from monai_robust.detectors import DeepFeatureDetector, DetectorGuard
 from monai_robust.networks.utils import candidate_insertion_points
 

@@ -37,6 +37,7 @@ from monai.transforms import LoadImaged
 from monai.utils import optional_import
 
 from monai_robust.attacks.pgd import PGD
+from monai_robust.bundle.predictor import BundlePredictor
 from monai_robust.data.image_reader import DicomReader
 
 BasicInferTask, has_monailabel = optional_import(
