@@ -30,6 +30,9 @@ from monai_robust.dicom import main as dicom_main
 
 __all__ = ["main", "parse_overrides"]
 
+REFUSED_CODES = {"spatial_dims", "channels", "non_finite", "modality"}
+"""Contract violations that stop evaluate/harden/guard (the data is not what the bundle takes)."""
+
 COMMANDS = ("evaluate", "harden", "guard", "predict", "screen", "serve")
 
 
@@ -153,8 +156,14 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"{args.command} needs labelled data; no label for {unlabelled[:3]}.")
     loader = bundle_loader(items, p.split.loading, args.batch_size)
     how = _with_bounds(p, loader)
-    eps, described = stored_budget(args.eps, args.zeta, first_images(loader), p.model.bounds)
+    sample = first_images(loader)
+    eps, described = stored_budget(args.eps, args.zeta, sample, p.model.bounds)
     threat = threat_record(p, eps, described, how)
+    flags = p.contract.scan(sample)
+    refused = sorted(set(flags) & REFUSED_CODES)
+    if refused:
+        raise ValueError(f"{args.data}: images outside the bundle's input contract ({', '.join(refused)}): see `predict`.")
+    threat["contract_flags_first_images"] = {"n": len(sample), **flags}
     if args.command == "evaluate":
         record = evaluate_bundle(p, loader, eps, _output(args, "evaluate"), threat=threat, progress=progress)
         return {"threat_model": threat, "statements": p.statements, "summary": _summary(record["results"])}

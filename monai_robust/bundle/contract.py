@@ -72,6 +72,14 @@ class InputContract:
                 raise ValueError(f"stored_range must satisfy low < high, got stored_range={self.stored_range!r}.")
             self.stored_range = (lo, hi)
 
+    def scan(self, images: torch.Tensor) -> dict[str, int]:
+        """How many images of a batch ``(N, C, *spatial)`` violate each rule: ``{code: count}`` (empty: none)."""
+        counts: dict[str, int] = {}
+        for img in torch.as_tensor(images).as_subclass(torch.Tensor):
+            for f in self.check(img):
+                counts[f["code"]] = counts.get(f["code"], 0) + 1
+        return counts
+
     def to_json(self) -> dict[str, Any]:
         """The contract as JSON-ready values (for reports and prediction outputs)."""
         out = asdict(self)
