@@ -4,8 +4,10 @@
 image's stored units through its own preprocessing, harden it, guard it, predict with it (``monai-robust``)."""
 
 from .checkpoint import BLOCKS, block_record, insert_recorded_blocks, load_weights, save_hardened
+from .contract import InputContract, contract_of
 from .layout import BundleLayout
 from .loader import LoadedBundle, load_bundle
+from .predictor import BundlePredictor
 from .stored_units import (
     NormalizeIntensityOp,
     PreprocessingSplit,
@@ -17,11 +19,14 @@ from .stored_units import (
 __all__ = [
     "BLOCKS",
     "BundleLayout",
+    "BundlePredictor",
+    "InputContract",
     "LoadedBundle",
     "NormalizeIntensityOp",
     "PreprocessingSplit",
     "StoredUnitsModel",
     "block_record",
+    "contract_of",
     "gradient_error",
     "insert_recorded_blocks",
     "load_bundle",

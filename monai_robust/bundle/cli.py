@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--bounds", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                        help="stored value range (default: the metadata's, else inferred from the data)")
         p.add_argument("--batch-size", type=int, default=8)
-        p.add_argument("--output", default=None, help="output folder or file (default: <bundle>/robustness)")
+        p.add_argument("--output", default=None, help="output folder or file (default: <bundle_root>/robustness/<command>)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
         if name != "predict":
             budget = p.add_mutually_exclusive_group(required=True)
@@ -132,8 +132,8 @@ def _with_bounds(p: BundlePredictor, loader: Any) -> str:
     return how
 
 
-def _output(args: argparse.Namespace, default: str) -> Path:
-    return Path(args.output) if args.output else Path(args.bundle) / "robustness" / default
+def _output(args: argparse.Namespace, p: BundlePredictor, default: str) -> Path:
+    return Path(args.output) if args.output else Path(p.bundle.get("bundle_root", args.bundle)) / "robustness" / default
 
 
 def _summary(results: dict[str, Any]) -> dict[str, Any]:
@@ -165,7 +165,7 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"{args.data}: images outside the bundle's input contract ({', '.join(refused)}): see `predict`.")
     threat["contract_flags_first_images"] = {"n": len(sample), **flags}
     if args.command == "evaluate":
-        record = evaluate_bundle(p, loader, eps, _output(args, "evaluate"), threat=threat, progress=progress)
+        record = evaluate_bundle(p, loader, eps, _output(args, p, "evaluate"), threat=threat, progress=progress)
         return {"threat_model": threat, "statements": p.statements, "summary": _summary(record["results"])}
     if args.command == "harden":
         train = bundle_loader(items, p.split.loading, args.batch_size, shuffle=True)

@@ -74,3 +74,22 @@ def test_predictor_without_guard_or_checkpoint(trained_xray_bundle, tmp_path):
     shutil.copytree(root, bare, ignore=shutil.ignore_patterns("guard.pt"))
     p = BundlePredictor(bundle_dir, bundle_root=str(bare), device="cpu", **overrides)
     assert p.guard is None and p(np.full((1, 32, 32), 1000.0))["guard"] is None
+
+
+def test_cli_on_this_projects_bundle(trained_xray_bundle, tmp_path, capsys):
+    """The project's own bundle goes through the same path (decathlon datalist, bundle_root override)."""
+    import json
+
+    from monai_robust.bundle.cli import main
+
+    bundle_dir, root, overrides = trained_xray_bundle
+    flags = [f"--{k}={json.dumps(v)}" for k, v in {**overrides, "bundle_root": str(root)}.items()]
+    args = ["--bundle", str(bundle_dir), str(root / "data" / "dataset.json"), "--split", "test", *flags]
+    capsys.readouterr()
+    assert main(["evaluate", *args, "--eps", "40", "--device", "cpu", "--quiet", "--output", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["threat_model"]["bounds"] == [0.0, 4095.0] and out["threat_model"]["eps"] == [40.0]
+    assert [s["transform"] for s in out["threat_model"]["intensity_part"]] == ["ScaleIntensityRanged", "EnsureTyped"]
+    assert out["summary"]["clean"]["n"] == len(load_datalist(root / "data" / "dataset.json", "test"))
+    assert any("not for clinical use" in s for s in out["statements"])
+    assert (tmp_path / "evaluation.json").is_file()
