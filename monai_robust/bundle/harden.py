@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from ignite.handlers import ProgressBar
 from monai.engines import SupervisedTrainer
+from monai.handlers import from_engine
 
 from monai_robust.attacks import PGD
 from monai_robust.bundle.checkpoint import block_record, insert_recorded_blocks, save_hardened
@@ -88,7 +89,8 @@ def harden_bundle(
         iteration_update=PGDATIteration(attack, clean_weight=clean_weight),
     )
     if progress:
-        ProgressBar(desc="harden").attach(trainer, output_transform=lambda out: {"loss": float(out["loss"])})
+        loss = from_engine(["loss"], first=True)
+        ProgressBar(desc="harden").attach(trainer, output_transform=lambda out: {"loss": float(loss(out))})
     trainer.run()
     network.eval()
     original = predictor.bundle.checkpoint or predictor.bundle.layout.checkpoint

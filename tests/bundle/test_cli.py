@@ -38,9 +38,9 @@ def _flags(overrides: dict) -> list[str]:
     return out
 
 
-def _cli(capsys, *args: str) -> dict:
+def _cli(capsys, *args: str, quiet: bool = True) -> dict:
     capsys.readouterr()
-    rc = main([*args, "--device", "cpu", "--quiet"])
+    rc = main([*args, "--device", "cpu", *(["--quiet"] if quiet else [])])
     out, err = capsys.readouterr()
     assert rc == 0, err[-3000:]
     return json.loads(out)
@@ -61,6 +61,7 @@ def test_parse_overrides():
         parse_overrides(["--ckpt_path"])
 
 
+@pytest.mark.slow
 def test_units_claim(case, tmp_path):
     """A perturbation of eps stored units stays within eps after quantising, writing (PNG: lossless; the endoscopic
     JPEG frames are written as PNG, since JPEG is lossy) and re-loading through the bundle's own loading part."""
@@ -79,6 +80,7 @@ def test_units_claim(case, tmp_path):
         assert float(again.min()) >= 0 and float(again.max()) <= 255
 
 
+@pytest.mark.slow
 def test_evaluate_guard_predict_harden(case, capsys):
     name, root, datalist, overrides, block = case
     args = ["--bundle", str(root), str(datalist), *_flags(overrides)]
@@ -105,7 +107,7 @@ def test_evaluate_guard_predict_harden(case, capsys):
 
     ckpt = root / "models" / "model.pt"
     before = hashlib.md5(ckpt.read_bytes()).hexdigest()
-    h = _cli(capsys, "harden", *args, "--eps", "2", "--steps", "2", "--blocks", block, "--block-k", "0.3")
+    h = _cli(capsys, "harden", *args, "--eps", "2", "--steps", "2", "--blocks", block, "--block-k", "0.3", quiet=False)
     assert Path(h["checkpoint"]).name == "model_hardened.pt" and h["blocks"]["after"] == [block]
     assert hashlib.md5(ckpt.read_bytes()).hexdigest() == before  # theirs is never overwritten
     hp = BundlePredictor(root, overrides, device="cpu", hardened=True, guard=False)
