@@ -28,7 +28,6 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from _common import BENCH_DIR, MinTimer, machine_info, replace_readme_section, w
 
 from monai_robust.attacks.fgsm import FGSM  # noqa: E402
 from monai_robust.attacks.pgd import PGD  # noqa: E402
-from monai_robust.engines.evaluator import RobustnessEvaluator  # noqa: E402
+from monai_robust.engines.evaluator import EvaluationOptions, RobustnessEvaluator  # noqa: E402
 
 LINF_EPS_SETS = ((1 / 255, 2 / 255, 4 / 255), (2 / 255, 4 / 255, 8 / 255))
 L2_EPS = (0.1, 0.25, 0.5)
@@ -88,6 +87,8 @@ def train(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module
 
 
 AttackList = list[tuple[str, float, Any]]
+CLEAN = ("clean", 0.0)
+"""The key of the clean accuracy among the ``(attack name, eps)`` keys."""
 
 
 def torchattacks_attacks(net: nn.Module, linf_eps: tuple[float, ...], cw_cls: Any = None) -> tuple[AttackList, Any]:
@@ -118,22 +119,22 @@ def plain_loop(
     for _, _, a in attacks + [("cw", 0.0, cw)]:
         if hasattr(a, "set_random_state"):
             a.set_random_state(seed)
-    correct: dict[str, int] = {}
+    correct: dict[tuple[str, float], int] = {}
     cpu: dict[str, float] = {}
     n = 0
 
-    def add(key: str, ok: torch.Tensor) -> None:
+    def add(key: tuple[str, float], ok: torch.Tensor) -> None:
         correct[key] = correct.get(key, 0) + int(ok.sum())
 
     for x, y in batches:
         n += x.shape[0]
         with torch.no_grad():
-            add("clean", net(x).argmax(1) == y)
+            add(CLEAN, net(x).argmax(1) == y)
         for name, e, attack in attacks:
             t0 = time.process_time()
             adv = attack(x, y)
             with torch.no_grad():
-                add(f"{name}@{e:.6g}", net(adv).argmax(1) == y)
+                add((name, e), net(adv).argmax(1) == y)
             cpu[name] = cpu.get(name, 0.0) + time.process_time() - t0
         if cw is None:
             continue
@@ -143,8 +144,8 @@ def plain_loop(
             fooled = net(adv).argmax(1) != y
         dist = (adv - x).flatten(1).norm(dim=1)
         for e in L2_EPS:
-            add(f"cw@{e:.6g}", ~(fooled & (dist <= e)))
-        add("cw@inf", ~fooled)
+            add(("cw", e), ~(fooled & (dist <= e)))
+        add(("cw", math.inf), ~fooled)
         cpu["cw"] = cpu.get("cw", 0.0) + time.process_time() - t0
     return {k: v / n for k, v in correct.items()}, cpu
 
@@ -153,21 +154,20 @@ def evaluator_run(
     net: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], seed: int, linf_eps: tuple[float, ...], cw_cls: Any,
     **options: Any,
 ) -> tuple[dict[str, float], dict]:
-    attacks = {
-        "fgsm": partial(FGSM, net, bounds=(0.0, 1.0)),
-        "pgd": partial(PGD, net, num_steps=10, bounds=(0.0, 1.0)),
-    }
+    attacks = {"fgsm": FGSM(net, bounds=(0.0, 1.0)), "pgd": PGD(net, num_steps=10, bounds=(0.0, 1.0))}
     eps: dict[str, list] = {"fgsm": list(linf_eps), "pgd": list(linf_eps)}
     if cw_cls is not None:
-        attacks["cw"] = partial(cw_cls, net, **_cw_kwargs())
+        attacks["cw"] = cw_cls(net, **_cw_kwargs())
         eps["cw"] = [*L2_EPS, None]
     data = [{"image": x, "label": y} for x, y in batches]
-    ev = RobustnessEvaluator("cpu", data, net, attacks, eps, seed=seed, progress=False, **options)
+    ev = RobustnessEvaluator(
+        "cpu", data, net, attacks, eps, seed=seed, progress=False, options=EvaluationOptions(**options)
+    )
     ev.run()
-    acc = {"clean": ev.results["clean"]["accuracy"]}
+    acc = {CLEAN: ev.results["clean"]["accuracy"]}
     for name, a in ev.results["attacks"].items():
         for r in a["results"]:
-            acc[f"{name}@{'inf' if r['eps'] is None else format(r['eps'], '.6g')}"] = r.get("accuracy", math.nan)
+            acc[(name, r["eps"])] = r.get("accuracy", math.nan)
     return acc, ev.results
 
 
@@ -192,7 +192,7 @@ def cw_check(net: nn.Module, batches: list, seed: int, cw_cls: Any) -> dict[str,
         ("monai_robust CW, abort_early=False", cw_cls(net, **_cw_kwargs(), abort_early=False)),
     ):
         accs, _ = plain_loop(net, batches, seed, [], cw)
-        out[name] = {k: v for k, v in accs.items() if k.startswith("cw")}
+        out[name] = {_eps_label(*k): v for k, v in accs.items() if k[0] == "cw"}  # display labels, for the JSON
     return out
 
 
@@ -224,7 +224,8 @@ def compare(
     base, mine = accs["plain loop, torchattacks"], accs["evaluator"]
     rows = [
         {
-            "key": k,
+            "attack": k[0],
+            "eps": k[1],
             "evaluator": mine[k],
             "plain_torchattacks": base[k],
             "plain_monai_robust": accs["plain loop, monai_robust attacks"].get(k, math.nan),
@@ -246,15 +247,13 @@ def compare(
         "robust_accuracy": rows,
         "all_within_1pt_or_lower": all(r["within_1pt_or_lower"] for r in rows),
         "all_within_1pt_or_lower_without_cw_thresholds": all(
-            r["within_1pt_or_lower"] for r in rows if not (r["key"].startswith("cw@") and r["key"] != "cw@inf")
+            r["within_1pt_or_lower"] for r in rows if not (r["attack"] == "cw" and math.isfinite(r["eps"]))
         ),
-        "evaluator_samples_attacked": {
-            f"{n}@{'inf' if r['eps'] is None else format(r['eps'], '.6g')}": r.get("n_attacked")
-            for n, a in ours["attacks"].items()
-            for r in a["results"]
-        },
+        "evaluator_samples_attacked": [
+            {"attack": n, "eps": r["eps"], "n_attacked": r.get("n_attacked")} for n, a in ours["attacks"].items() for r in a["results"]
+        ],
         "evaluator_validity": {c["name"]: c["status"] for c in ours["validity"]},
-        "clean_accuracy": base["clean"],
+        "clean_accuracy": base[CLEAN],
         "n_test": sum(int(x.shape[0]) for x, _ in batches),
     }
 
@@ -352,14 +351,14 @@ def readme_section(payload: dict[str, Any]) -> str:
             "|---|---:|---:|---:|---:|",
         ]
         lines += [
-            f"| {r['key'].split('@')[0]} @ {_eps_label(r['key'])} | {r['evaluator']:.3f} | {r['plain_torchattacks']:.3f} | "
+            f"| {r['attack']} @ {_eps_label(r['attack'], r['eps'])} | {r['evaluator']:.3f} | {r['plain_torchattacks']:.3f} | "
             f"{r['plain_monai_robust']:.3f} | {r['difference']:+.3f} |"
             for r in c["robust_accuracy"]
         ]
     if cw_diag:
         keys = list(next(iter(cw_diag.values())))
         lines += ["", "CW robust accuracy by implementation (same loop, same images):", ""]
-        lines += ["| implementation | " + " | ".join(_eps_label(k) for k in keys) + " |", "|---|" + "---:|" * len(keys)]
+        lines += ["| implementation | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
         lines += [f"| {name} | " + " | ".join(f"{v[k]:.3f}" for k in keys) + " |" for name, v in cw_diag.items()]
     lines += [
         "",
@@ -387,10 +386,11 @@ def _reading(comparisons: list[dict[str, Any]], n_test: int, target: float) -> l
         gp_ta = fam[ta].get("fgsm", 0.0) + fam[ta].get("pgd", 0.0)
         gp_ev = fam["evaluator"].get("fgsm", 0.0) + fam["evaluator"].get("pgd", 0.0)
         att = c["evaluator_samples_attacked"]
-        pgd = [v for k, v in att.items() if k.startswith("pgd@")]
+        pgd = [r["n_attacked"] for r in att if r["attack"] == "pgd"]
+        cw_all = next((r["n_attacked"] for r in att if r["attack"] == "cw" and _eps_label("cw", r["eps"]) == "inf"), 0)
         out.append(
             f"* eps {_eps_text(c['linf_eps'])}: CW is {cw_share:.0%} of the torchattacks loop's CPU time and has to run "
-            f"on every correctly classified image (the evaluator skips only the {n_test - att.get('cw@inf', 0)} of "
+            f"on every correctly classified image (the evaluator skips only the {n_test - cw_all} of "
             f"{n_test} misclassified ones): {fam[ta].get('cw', math.nan):.1f} s vs {fam['evaluator'].get('cw', math.nan):.1f} s. "
             f"FGSM + PGD: {gp_ta:.1f} s vs {gp_ev:.1f} s ({gp_ta / gp_ev:.2f}x); PGD attacked "
             f"{' -> '.join(str(v) for v in pgd)} images at the three eps (retiring broken ones, early stop inside)."
@@ -412,11 +412,14 @@ def _reading(comparisons: list[dict[str, Any]], n_test: int, target: float) -> l
     return out
 
 
-def _eps_label(key: str) -> str:
-    e = key.split("@")[1] if "@" in key else "0"
-    if e in ("inf", "0"):
-        return e
-    return f"{float(e) * 255:.3g}/255" if not key.startswith("cw") else f"{float(e):g} (L2)"
+def _eps_label(attack: str, eps: float | None) -> str:
+    """``eps`` for display: ``k/255`` for the L-inf attacks, the L2 value for CW, ``inf`` without budget (JSON
+    ``null``)."""
+    if eps is None or math.isinf(eps):
+        return "inf"
+    if eps == 0:
+        return "0"
+    return f"{eps * 255:.3g}/255" if attack != "cw" else f"{eps:g} (L2)"
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 """SMIA vs PGD/BIM on PneumoniaMNIST: robust accuracy and how smooth / stable the perturbations are.
 
 Trains a small CNN on the train split (class-balanced loss, last epoch kept), then attacks the whole test split at
-eps in {1, 2, 4}/255 (L-inf, 10 steps) with PGD (random start), BIM (= SMIA with beta = 0) and SMIA with several
-beta, smoothing the adversarial image (``smoothing="image"``, the default) or only the perturbation. For each it
+eps in {1, 2, 4}/255 (L-inf, 10 steps). Every attack runs at the same step size (``--step-factor`` x eps / steps,
+default BIM's 1.25) and number of steps, so that only the objective differs: without random start BIM (= SMIA with
+beta = 0) and SMIA with several beta, smoothing the adversarial image (``smoothing="image"``, the default) or only the
+perturbation; with the same seeded random start PGD and SMIA beta = 1. For each it
 reports robust accuracy, the stabilization KL terms, and the smoothness of δ: total variation (mean absolute
 difference between neighbouring pixels, in units of eps) and the fraction of δ's energy above 0.25 cycles/pixel.
 
@@ -105,6 +107,8 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--num-steps", type=int, default=10)
     parser.add_argument("--sigma", type=float, default=1.0)
+    parser.add_argument("--step-factor", type=float, default=1.25, help="step size = factor * eps / num_steps, all attacks")
+    parser.add_argument("--n-test", type=int, default=None, help="first n test images (default all 624)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -113,7 +117,7 @@ def main() -> None:
     net, model_info = train(data, args.epochs, args.width, args.seed)
     print(f"model: test acc {model_info['test_acc']:.4f} (val {model_info['val_acc']:.4f}), "
           f"{model_info['train_s']:.0f} s")
-    x, y = data["test_x"], data["test_y"]
+    x, y = data["test_x"][: args.n_test], data["test_y"][: args.n_test]
     with torch.no_grad():
         clean_pred_ok = net(x).argmax(1) == y
     probe_img = SMIA(net, 0.0, sigma=args.sigma, bounds=(0.0, 1.0))
@@ -123,14 +127,16 @@ def main() -> None:
     rows = []
     for eps_255 in (1, 2, 4):
         eps = eps_255 / 255
-        common = {"num_steps": args.num_steps, "bounds": (0.0, 1.0)}
+        # equal step size, start and steps for every attack: only beta (and the smoothing) differ within a group
+        common = {"num_steps": args.num_steps, "bounds": (0.0, 1.0), "step_size": args.step_factor * eps / args.num_steps}
         smia_kw = {**common, "sigma": args.sigma}
         attacks = {
-            "PGD": PGD(net, eps, **common),
             "BIM": BIM(net, eps, **common),
             "SMIA b=1": SMIA(net, eps, beta=1.0, **smia_kw),
             "SMIA b=10": SMIA(net, eps, beta=10.0, **smia_kw),
             "SMIA-pert b=10": SMIA(net, eps, beta=10.0, smoothing="perturbation", **smia_kw),
+            "PGD (random start)": PGD(net, eps, **common),  # same seed below: the same random start as SMIA's
+            "SMIA b=1 (random start)": SMIA(net, eps, beta=1.0, random_start=True, **smia_kw),
         }
         for name, attack in attacks.items():
             attack.set_random_state(args.seed)
@@ -160,7 +166,8 @@ def main() -> None:
             )
 
     result = {
-        "benchmark": "SMIA vs PGD/BIM, PneumoniaMNIST test split, L-inf, 10 steps",
+        "benchmark": "SMIA vs PGD/BIM at equal step size, start and steps, PneumoniaMNIST test split, L-inf",
+        "step_factor": args.step_factor,
         "data": str(args.data),
         "n_test": int(len(y)),
         "model": model_info,

@@ -2,24 +2,44 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 """Adversarial attacks on MONAI classifiers, 2D and 3D, as plain PyTorch callables.
 
-L-inf / L2: FGSM, BIM, PGD, APGD, SMIA; minimal-perturbation CW and DeepFool; universal perturbations. The loop is written once in :class:`~monai_robust.attacks.base.Attack`.
+Bounded attacks (:class:`~monai_robust.attacks.base.BoundedAttack`, ``attack(x, y, eps=None)``): FGSM, BIM, PGD,
+APGD, APGD-T, FAB-T, SMIA, the black-box Square and the AutoAttack ensemble; minimisation attacks
+(:class:`~monai_robust.attacks.base.MinimizationAttack`): CW and DeepFool; universal perturbations. The gradient loop
+is written once in :class:`~monai_robust.attacks.base.BoundedAttack`.
 """
 
 from __future__ import annotations
 
 from .apgd import APGD, dlr_loss, targeted_dlr_loss
-from .base import Attack, ThreatModel, attack_mode, default_loss, is_adversarial
+from .apgdt import APGDT, apgdt_loss
+from .autoattack import STANDARD_ATTACKS, AutoAttack, AutoAttackResult
+from .base import Attack, BoundedAttack, MinimizationAttack, NonFiniteError, attack_mode, default_loss, is_adversarial
 from .cw import CW
 from .deepfool import DeepFool
+from .fab import FAB, project_hyperplane
 from .fgsm import FGSM
 from .functional import batch_view, clip_to_bounds, lp_norm, lp_normalize, lp_project, random_start
 from .pgd import BIM, PGD
 from .smia import SMIA, prediction_kl
+from .square import Square, square_fraction
+from .targets import attack_over_targets, ranked_targets
+from .threat import ThreatModel
 from .uap_sources import NaturalImageDataset, noise_control, procedural_textures
 from .universal import SGDUAP, IterativeUAP, UAPResult, UniversalPerturbation, evaluate_uap, uap_adversarial_retraining
 
 __all__ = [
     "APGD",
+    "APGDT",
+    "STANDARD_ATTACKS",
+    "AutoAttack",
+    "AutoAttackResult",
+    "FAB",
+    "Square",
+    "apgdt_loss",
+    "attack_over_targets",
+    "project_hyperplane",
+    "ranked_targets",
+    "square_fraction",
     "SGDUAP",
     "IterativeUAP",
     "NaturalImageDataset",
@@ -38,6 +58,9 @@ __all__ = [
     "PGD",
     "SMIA",
     "Attack",
+    "BoundedAttack",
+    "MinimizationAttack",
+    "NonFiniteError",
     "ThreatModel",
     "attack_mode",
     "batch_view",

@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
-from monai_robust.attacks.base import Attack, _check_positive, _check_positive_int
+from monai_robust.attacks.base import BoundedAttack
 from monai_robust.attacks.functional import batch_view, clip_to_bounds, lp_norm, lp_normalize, lp_project
+from monai_robust.attacks.threat import _check_positive, _check_positive_int
 from monai_robust.utils.enums import LpNorm
 
 __all__ = ["APGD", "apgd_checkpoints", "dlr_loss", "targeted_dlr_loss"]
@@ -118,7 +119,7 @@ def apgd_checkpoints(num_steps: int) -> dict[int, int]:
     return out
 
 
-class APGD(Attack):
+class APGD(BoundedAttack):
     r"""Auto-PGD: projected gradient ascent with momentum whose step size halves by itself, per sample, when
     progress stalls; the strongest standard single L-inf / L2 attack for robustness evaluation.
 
@@ -149,7 +150,8 @@ class APGD(Attack):
 
     Args:
         network: classifier returning logits ``(N, classes)``.
-        eps: Lp radius in model-input units (or a :class:`~monai_robust.attacks.base.ThreatModel`).
+        eps: default Lp radius in model-input units (or a :class:`~monai_robust.attacks.base.ThreatModel`, or
+            ``None`` to give it at each call).
         num_steps: iterations per run (>= 1); the paper uses 100.
         num_restarts: runs (>= 1); each after the first restarts the samples not yet adversarial.
         rho: fraction of rising iterations in a window below which (or at which) the step size halves, in (0, 1].
@@ -173,7 +175,7 @@ class APGD(Attack):
     def __init__(
         self,
         network: torch.nn.Module,
-        eps: Any,
+        eps: Any = None,
         *,
         num_steps: int = 100,
         num_restarts: int = 1,
@@ -193,45 +195,47 @@ class APGD(Attack):
         self.checkpoints = apgd_checkpoints(self.num_steps)
 
     # ------------------------------------------------------------------ the attack
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        adv, best, success = self._run(images, labels)
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
+        adv, best, success = self._apgd(images, labels, eps)
         for _ in range(1, self.num_restarts):
             todo = (~success).nonzero().flatten()
             if todo.numel() == 0:
                 break
-            adv_r, best_r, success_r = self._run(images[todo], labels[todo])
+            adv_r, best_r, success_r = self._apgd(images[todo], labels[todo], eps)
             take = success_r | (best_r > best[todo])  # adversarial first, else the higher objective
             adv[todo] = torch.where(batch_view(take, adv_r).bool(), adv_r, adv[todo])
             best[todo] = torch.where(take, best_r, best[todo])
             success[todo] = success_r
         return adv
 
-    def _project(self, point: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return clip_to_bounds(x + lp_project(point - x, self.eps, self.lp), self.bounds)
+    def _project(self, point: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+        return clip_to_bounds(x + lp_project(point - x, eps, self.lp), self.bounds)
 
-    def _start(self, x: torch.Tensor) -> torch.Tensor:
+    def _start(self, x: torch.Tensor, eps: float) -> torch.Tensor:
         """The authors' random start: a random direction scaled to Lp norm ``eps``, then clipped to ``bounds``."""
         if self.lp == LpNorm.LINF:
             t = torch.rand(x.shape, dtype=x.dtype, device=x.device, generator=self._generator) * 2 - 1
         else:
             t = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=self._generator)
         t = t / batch_view(lp_norm(t, self.lp).clamp_min(_TINY), t)
-        return clip_to_bounds(x + self.eps * t, self.bounds)
+        return clip_to_bounds(x + eps * t, self.bounds)
 
     def _gradient(self, adv: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         adv = adv.detach().requires_grad_(True)
         score, logits = self.objective(adv, labels)
-        (grad,) = torch.autograd.grad(score.sum(), adv)
+        grad = self.input_grad(score, adv)
         return grad, score.detach(), self.success(logits.detach(), labels)
 
-    def _run(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _apgd(
+        self, x: torch.Tensor, labels: torch.Tensor, eps: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One run of Algorithm 1 on a batch; returns ``(adversarial or best point, best objective, success)``."""
         n = x.shape[0]
         out = x.clone()
         out_best = torch.full((n,), -math.inf, dtype=torch.float32, device=x.device)
         out_success = torch.zeros(n, dtype=torch.bool, device=x.device)
 
-        adv = self._start(x)
+        adv = self._start(x, eps)
         grad, score, success = self._gradient(adv, labels)
         s = {  # per-sample state of the samples still attacked
             "index": torch.arange(n, device=x.device),
@@ -246,22 +250,22 @@ class APGD(Attack):
             "best": adv,
             "grad_best": grad,
             "score_best": score,
-            "step": torch.full((n,), 2.0 * self.eps, dtype=x.dtype, device=x.device),
+            "step": torch.full((n,), 2.0 * eps, dtype=x.dtype, device=x.device),
             "rises": torch.zeros(n, dtype=torch.int32, device=x.device),
             "halved_last": torch.ones(n, dtype=torch.bool, device=x.device),
             "best_last": score,
         }
-        if self.early_stop:
+        if self._stop:
             s = self._retire(s, out, out_best, out_success)
         for i in range(self.num_steps):
             if s is None:
                 break
             xs, ys, adv = s["x"], s["labels"], s["adv"]
             with torch.no_grad():
-                z = self._project(adv + batch_view(s["step"], adv) * lp_normalize(s["grad"], self.lp), xs)
+                z = self._project(adv + batch_view(s["step"], adv) * lp_normalize(s["grad"], self.lp), xs, eps)
                 if i > 0:
                     a = self.momentum
-                    z = self._project(adv + a * (z - adv) + (1.0 - a) * (adv - s["prev"]), xs)
+                    z = self._project(adv + a * (z - adv) + (1.0 - a) * (adv - s["prev"]), xs, eps)
             s["prev"] = adv
             if i < self.num_steps - 1:
                 grad, score, success = self._gradient(z, ys)
@@ -289,7 +293,7 @@ class APGD(Attack):
                     s["grad"] = torch.where(halve_v, s["grad_best"], s["grad"])
                     s["halved_last"], s["best_last"] = halve, s["score_best"]
                     s["rises"] = torch.zeros_like(s["rises"])
-            if self.early_stop:
+            if self._stop:
                 s = self._retire(s, out, out_best, out_success)
         if s is not None:
             self._write(s, out, out_best, out_success)

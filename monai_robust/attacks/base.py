@@ -1,6 +1,9 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
-"""Threat model, the ``Attack`` base class and the one iterative gradient loop that FGSM, BIM, PGD and SMIA share.
+"""The attack types: :class:`Attack` (what every attack shares), :class:`BoundedAttack` (an Lp budget ε given at
+each call: FGSM, BIM, PGD, APGD, SMIA) and :class:`MinimizationAttack` (the smallest perturbation that fools the
+model: CW, DeepFool), after foolbox's ``FixedEpsilonAttack`` / ``MinimizationAttack``; and the one iterative
+gradient loop that FGSM, BIM, PGD and SMIA share.
 
 The base does what every attack needs and none should write again (torchattacks' ``Attack.__call__`` idea,
 advertorch's injectable loss, ART's argument checks):
@@ -8,6 +11,7 @@ advertorch's injectable loss, ART's argument checks):
 * argument checks in ``__init__`` that quote the bad value;
 * input checks on every call: shape ``(N, C, *spatial)``, finite values, inside ``bounds``, labels of the
   right shape and range for the model's output (checked on the first forward, at no extra cost);
+* non-finite logits or input gradients stop the attack with :class:`NonFiniteError` (never a silent no-op);
 * the model in eval mode with gradients *on* (also inside ``torch.no_grad()``), its parameters'
   ``requires_grad`` switched off so no parameter gradient is computed, and every module's mode, flag and
   ``.grad`` restored in a ``finally`` (also when the attack raises);
@@ -18,132 +22,67 @@ advertorch's injectable loss, ART's argument checks):
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.transforms import Randomizable
 from monai.utils import convert_to_dst_type, convert_to_tensor
 from torch import nn
 
-from monai_robust.attacks.functional import batch_view, clip_to_bounds, lp_norm, lp_normalize, lp_project, random_start
-from monai_robust.utils.enums import LpNorm, as_lp
-from monai_robust.utils.intensity import LinearIntensityMap
+from monai_robust.attacks.functional import batch_view, clip_to_bounds, lp_normalize, lp_project, random_start
+from monai_robust.attacks.threat import ThreatModel, _check_bounds, _check_eps, _unpack_threat
+from monai_robust.attacks.threat import _check_positive as _check_positive  # re-exported for universal.py
+from monai_robust.attacks.threat import _check_positive_int as _check_positive_int  # re-exported for universal.py
+from monai_robust.utils.enums import as_lp
 
-__all__ = ["Attack", "LossFn", "ThreatModel", "attack_mode", "default_loss", "is_adversarial"]
+__all__ = [
+    "Attack",
+    "BoundedAttack",
+    "LossFn",
+    "MinimizationAttack",
+    "NonFiniteError",
+    "ThreatModel",
+    "attack_mode",
+    "default_loss",
+    "is_adversarial",
+]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss(logits, labels)`` returning one loss per sample ``(N,)`` (a scalar is accepted too)."""
 
 
-@dataclass(frozen=True)
-class ThreatModel:
-    """An attacker's budget: radius ``eps`` of an Lp ball in model-input units, and the box ``bounds``.
+class NonFiniteError(ValueError):
+    """The model returned NaN/Inf logits, or the input gradient was NaN/Inf, during an attack or a clean pass.
 
-    Build it directly in model units, from a budget in physical units through the data's
-    :class:`~monai_robust.utils.LinearIntensityMap`, or as the ζ budget of the universal-perturbation
-    papers (Hirano et al. 2021): ``eps = ζ · mean ||x||_p`` over reference images.
-
-    Args:
-        eps: radius in model-input units (>= 0).
-        lp: ``"inf"``, ``2`` or ``1``.
-        bounds: ``(low, high)`` of valid model inputs, or ``None`` for no box constraint.
-        description: how the budget was stated (e.g. ``"20 HU"``, ``"zeta=4%"``), kept for reports.
-
-    Raises:
-        ValueError: When ``eps`` is negative or not finite, or ``bounds`` is not ``low < high``.
+    An attack on such a model returns garbage (the input unchanged, or NaN images) that would read as robustness;
+    it is stopped with this error instead, before any number is written.
 
     Example::
 
-        >>> from monai_robust.utils import LinearIntensityMap
-        >>> tm = ThreatModel.from_physical(20.0, LinearIntensityMap.from_window(-1000, 1000, units="HU"))
-        >>> tm.eps, tm.bounds
-        (0.01, (0.0, 1.0))
+        >>> try:
+        ...     PGD(nan_net, 0.1)(images, labels)
+        ... except NonFiniteError as e:
+        ...     print(e)  # PGD: the network returned NaN/Inf logits for 4 of 4 samples ...
     """
 
-    eps: float
-    lp: LpNorm = LpNorm.LINF
-    bounds: tuple[float, float] | None = None
-    description: str = ""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "eps", _check_eps(self.eps))
-        object.__setattr__(self, "lp", as_lp(self.lp))
-        object.__setattr__(self, "bounds", _check_bounds(self.bounds))
+def check_finite(values: torch.Tensor, what: str, who: str) -> None:
+    """Raises :class:`NonFiniteError` when ``values`` (batch first) hold NaN/Inf, naming ``what`` and ``who``.
 
-    @classmethod
-    def from_physical(
-        cls, eps: float, intensity_map: LinearIntensityMap, lp: str | float = "inf"
-    ) -> ThreatModel:
-        """A budget of ``eps`` physical units (HU, stored values), bounds from the map's output range."""
-        return cls(
-            intensity_map.eps_to_model(_check_eps(eps)), lp, intensity_map.bounds, f"{eps:g} {intensity_map.units}"
+    Example::
+
+        >>> check_finite(torch.tensor([[1.0, float("nan")]]), "logits", "PGD")  # NonFiniteError
+    """
+    ok = torch.isfinite(values.detach())
+    if not bool(ok.all()):
+        bad = int((~ok).reshape(ok.shape[0], -1).any(dim=1).sum()) if ok.ndim else 1
+        n = ok.shape[0] if ok.ndim else 1
+        raise NonFiniteError(
+            f"{who}: the network returned NaN/Inf {what} for {bad} of {n} samples; check the checkpoint, the "
+            "preprocessing and any non-differentiable layer before attacking or evaluating it."
         )
-
-    @classmethod
-    def from_zeta(
-        cls, zeta: float, images: torch.Tensor, lp: str | float = 2, bounds: tuple[float, float] | None = None
-    ) -> ThreatModel:
-        """The ζ budget: ``eps = zeta * mean_i ||x_i||_p`` over ``images`` ``(N, C, *spatial)``.
-
-        Raises:
-            ValueError: When ``zeta <= 0`` or ``images`` is empty.
-        """
-        if not (isinstance(zeta, (int, float)) and zeta > 0 and math.isfinite(zeta)):
-            raise ValueError(f"zeta must be a finite number > 0, got zeta={zeta!r}.")
-        x = convert_to_tensor(images, track_meta=False, dtype=torch.float32)
-        if x.ndim < 2 or x.shape[0] == 0:
-            raise ValueError(f"images must be a non-empty batch (N, C, *spatial), got shape {tuple(x.shape)}.")
-        eps = float(zeta) * float(lp_norm(x, lp).mean())
-        return cls(eps, lp, bounds, f"zeta={zeta:g} (L{as_lp(lp).value})")
-
-
-def _unpack_threat(network: Any, eps: Any, lp: Any, bounds: Any) -> tuple[Any, Any, Any]:
-    """Checks ``network`` and takes ``eps``/``lp``/``bounds`` from a :class:`ThreatModel` (explicit values win)."""
-    if not isinstance(network, nn.Module):
-        raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
-    if isinstance(eps, ThreatModel):
-        return eps.eps, eps.lp if lp is None else lp, eps.bounds if bounds is None else bounds
-    return eps, lp, bounds
-
-
-def _check_eps(eps: Any, allow_inf: bool = False) -> float:
-    if isinstance(eps, torch.Tensor) and eps.numel() == 1:
-        eps = float(eps)
-    if allow_inf and (eps is None or (isinstance(eps, float) and eps == math.inf)):
-        return math.inf  # minimal-perturbation attacks (CW, DeepFool): no budget
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0, got eps={eps!r}.")
-    return float(eps)
-
-
-def _check_bounds(bounds: Any) -> tuple[float, float] | None:
-    if bounds is None:
-        return None
-    try:
-        lo, hi = (float(b) for b in bounds)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"bounds must be (low, high) or None, got bounds={bounds!r}.") from e
-    if not (lo < hi):
-        raise ValueError(f"bounds must satisfy low < high, got bounds={bounds!r}.")
-    return (lo, hi)
-
-
-def _check_positive_int(name: str, value: Any) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}.")
-    return int(value)
-
-
-def _check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {name}={value!r}.")
-    return float(value)
 
 
 def _take(value: float | torch.Tensor, index: torch.Tensor) -> float | torch.Tensor:
@@ -224,36 +163,35 @@ def attack_mode(network: nn.Module, amp: bool = False) -> Iterator[nn.Module]:
 
 
 class Attack(Randomizable):
-    """Base of every attack: ``attack(images, labels) -> adversarial images``.
+    """What every attack shares: the network, the norm and box, the loss, checks, seeding and model state.
 
-    Subclasses implement :meth:`perturb` on checked tensors; :meth:`__call__` does the checks, the model
-    state handling, device placement and type conversion. With ``targeted=True`` the ``labels`` given to
-    the call are the *target* classes.
+    Use :class:`BoundedAttack` (a budget ε) or :class:`MinimizationAttack` (the smallest perturbation) as the base
+    of a new attack. With ``targeted=True`` the ``labels`` given to a call are the *target* classes.
 
     Args:
-        network: the classifier, returning logits ``(N, classes)``.
-        eps: Lp radius in model-input units, or a :class:`ThreatModel` (then ``lp`` and ``bounds`` default
-            to its values).
-        lp: ``"inf"``, ``2`` or ``1``; default ``"inf"`` (or the threat model's).
+        network: the classifier, returning logits ``(N, classes)``; a ``DistributedDataParallel`` wrapper is
+            attacked through its ``module`` (crafting needs no gradient synchronisation).
+        lp: ``"inf"``, ``2`` or ``1``; default ``"inf"``.
         bounds: ``(low, high)`` of valid model inputs, to which adversarial images are clipped and against
             which inputs are checked; ``None`` means no box constraint. There is no silent ``[0, 1]`` default:
             take it from the data's :class:`~monai_robust.utils.LinearIntensityMap`.
         loss: ``loss(logits, labels) -> (N,)``; default :func:`default_loss`.
         targeted: move towards ``labels`` instead of away from them.
-        early_stop: stop updating samples already adversarial (evaluation speed); they stay adversarial.
-        amp: run the model's forward under autocast while crafting (default fp32).
+        early_stop: stop updating samples already adversarial (evaluation speed); they stay adversarial. A call
+            may override it (``attack(x, y, early_stop=True)``).
+        amp: run the model's forward under autocast while crafting (default fp32); a call may override it.
 
     Raises:
         ValueError: When an argument is out of range (the message quotes it).
     """
 
-    unbounded_eps: bool = False
-    """Minimal-perturbation attacks (CW, DeepFool) set this: ``eps=None`` or ``inf`` then means no budget."""
+    black_box: bool = False
+    """True for attacks that only query the model's outputs (no gradients): the gradient-masking check compares
+    them with the white-box attacks of the same norm and budget."""
 
     def __init__(
         self,
         network: nn.Module,
-        eps: float | ThreatModel,
         *,
         lp: str | float | None = None,
         bounds: tuple[float, float] | None = None,
@@ -262,11 +200,13 @@ class Attack(Randomizable):
         early_stop: bool = False,
         amp: bool = False,
     ) -> None:
-        eps, lp, bounds = _unpack_threat(network, eps, lp, bounds)
+        if not isinstance(network, nn.Module):
+            raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
         if loss is not None and not callable(loss):
             raise ValueError(f"loss must be callable(logits, labels), got {loss!r}.")
+        while isinstance(network, nn.parallel.DistributedDataParallel):
+            network = network.module
         self.network = network
-        self.eps = _check_eps(eps, allow_inf=self.unbounded_eps)
         self.lp = as_lp("inf" if lp is None else lp)
         self.bounds = _check_bounds(bounds)
         self.loss = loss or default_loss
@@ -275,23 +215,25 @@ class Attack(Randomizable):
         self.amp = bool(amp)
         self.last_seed: int | None = None
         self._checked = False
+        self._stop = self.early_stop
 
-    # ------------------------------------------------------------------ public API
-    def __call__(self, images: Any, labels: Any) -> Any:
-        """Crafts adversarial examples.
-
-        Args:
-            images: ``(N, C, *spatial)`` ndarray, Tensor or MetaTensor, inside ``bounds``.
-            labels: ``(N,)`` or ``(N, 1)`` class indices (targets when ``targeted``), or ``(N, classes)`` 0/1
-                for multi-label heads.
-
-        Returns:
-            Adversarial images of the same type, dtype, device and shape as ``images``.
+    def check_eps(self, eps: Any) -> float:
+        """``eps`` as a float after the one budget check (finite, >= 0, at most the box width for L-inf).
 
         Raises:
-            ValueError: On a bad shape, NaN/Inf, values outside ``bounds``, labels out of range or of the wrong
-                shape, or a model output that is not ``(N, classes)``.
+            ValueError: When ``eps`` is not a valid budget for this attack's norm and bounds.
         """
+        return _check_eps(eps, self.lp, self.bounds)
+
+    def _run(
+        self,
+        images: Any,
+        labels: Any,
+        craft: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        early_stop: bool | None,
+        amp: bool | None,
+    ) -> Any:
+        """Checks, seeds and places the inputs, runs ``craft`` in :func:`attack_mode`, and returns the caller's type."""
         x = self._check_images(images)
         y = self._check_labels(labels, x.shape[0])
         param = next(self.network.parameters(), None)
@@ -300,26 +242,38 @@ class Attack(Randomizable):
         self.last_seed = int(self.R.randint(0, 2**31 - 1))
         self._generator = torch.Generator(device=device).manual_seed(self.last_seed)
         self._checked = False
-        with attack_mode(self.network, self.amp):
-            adv = self.perturb(x.to(device, dtype), y.to(device)).detach()
+        self._stop = self.early_stop if early_stop is None else bool(early_stop)
+        with attack_mode(self.network, self.amp if amp is None else bool(amp)):
+            adv = craft(x.to(device, dtype), y.to(device)).detach()
         adv = adv.to(x.device)
         out, *_ = convert_to_dst_type(adv, images, dtype=getattr(images, "dtype", None))
         return out
-
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The attack itself, on checked float tensors on the model's device; implemented by subclasses."""
-        raise NotImplementedError(f"{type(self).__name__} must implement perturb().")
 
     def randomize(self, data: Any = None) -> None:
         """Seeds come from ``self.R`` at each call; nothing to pre-draw."""
 
     # ------------------------------------------------------------------ helpers for subclasses
     def logits(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Forward pass, with the output shape and the labels checked against it on the first call."""
+        """Forward pass, with the output shape and the labels checked against it on the first call.
+
+        Raises:
+            NonFiniteError: When the network returns NaN/Inf logits.
+        """
         out = self.network(x)
         if not self._checked:
             self._check_output(out, x.shape[0], labels)
+        check_finite(out, "logits", type(self).__name__)
         return out.float()
+
+    def input_grad(self, score: torch.Tensor, x: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:
+        """``d score.sum() / d x``, checked finite.
+
+        Raises:
+            NonFiniteError: When the gradient holds NaN/Inf.
+        """
+        (grad,) = torch.autograd.grad(score.sum(), x, retain_graph=retain_graph)
+        check_finite(grad, "input gradients", type(self).__name__)
+        return grad
 
     def class_logits(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits of at least two classes and ``(N,)`` class-index labels, for margin attacks (CW, DeepFool).
@@ -354,87 +308,6 @@ class Attack(Randomizable):
     def success(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Per-sample success of the attack at these logits."""
         return is_adversarial(logits, labels, self.targeted)
-
-    def iterate(
-        self,
-        x: torch.Tensor,
-        labels: torch.Tensor,
-        *,
-        eps: float | torch.Tensor,
-        step_size: float | torch.Tensor,
-        num_steps: int,
-        random_init: bool,
-        num_restarts: int = 1,
-    ) -> torch.Tensor:
-        """The one projected-gradient loop (FGSM = 1 step, BIM = no random start, PGD, SMIA).
-
-        Each step is one forward and one backward with respect to the input:
-        ``x' = clip(x + project(x' + step_size * lp_normalize(grad) - x))``. With restarts, each sample
-        keeps the restart that succeeded, else the one with the highest objective.
-
-        Returns:
-            Adversarial images ``(N, C, *spatial)``.
-        """
-        best, best_score = x.clone(), None
-        for _ in range(num_restarts):
-            adv = x.clone()
-            if random_init:
-                adv = clip_to_bounds(x + random_start(x, eps, self.lp, self._generator), self.bounds)
-            done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-            step = batch_view(step_size, x)
-            compact = self.early_stop and type(self).objective is Attack.objective  # per-sample objective
-            if compact:  # forward only the samples not yet adversarial
-                adv = self._ascend_active(x, adv, labels, eps, step_size, num_steps)
-            for _ in range(0 if compact else num_steps):
-                adv.requires_grad_(True)
-                score, logits = self.objective(adv, labels)
-                (grad,) = torch.autograd.grad(score.sum(), adv)
-                adv = adv.detach()
-                if self.early_stop:
-                    done = done | self.success(logits.detach(), labels)
-                    if bool(done.all()):
-                        break
-                new = adv + step * lp_normalize(grad, self.lp)
-                new = clip_to_bounds(x + lp_project(new - x, eps, self.lp), self.bounds)
-                adv = torch.where(batch_view(done, x).bool(), adv, new) if self.early_stop else new
-            if num_restarts == 1:
-                return adv
-            with torch.no_grad():
-                score, logits = self.objective(adv, labels)
-                score = score + self.success(logits, labels).float() * 1e6  # success outranks any loss
-            if best_score is None:
-                best, best_score = adv, score
-            else:
-                better = score > best_score
-                best = torch.where(batch_view(better, x).bool(), adv, best)
-                best_score = torch.maximum(score, best_score)
-        return best
-
-    def _ascend_active(
-        self,
-        x: torch.Tensor,
-        adv: torch.Tensor,
-        labels: torch.Tensor,
-        eps: float | torch.Tensor,
-        step_size: float | torch.Tensor,
-        num_steps: int,
-    ) -> torch.Tensor:
-        """The ``early_stop`` loop of :meth:`iterate` forwarding only the samples not yet adversarial: the same
-        iterates as masking them with ``torch.where``, at the cost of the samples still being attacked."""
-        adv = adv.clone()
-        active = torch.arange(x.shape[0], device=x.device)
-        for _ in range(num_steps):
-            cur = adv[active].requires_grad_(True)
-            score, logits = self.objective(cur, labels[active])
-            (grad,) = torch.autograd.grad(score.sum(), cur)
-            keep = ~self.success(logits.detach(), labels[active])
-            if not bool(keep.any()):
-                break
-            active, cur, grad = active[keep], cur.detach()[keep], grad[keep]
-            x0 = x[active]
-            new = cur + batch_view(_take(step_size, active), cur) * lp_normalize(grad, self.lp)
-            adv[active] = clip_to_bounds(x0 + lp_project(new - x0, _take(eps, active), self.lp), self.bounds)
-        return adv
 
     # ------------------------------------------------------------------ checks
     def _check_images(self, images: Any) -> torch.Tensor:
@@ -496,6 +369,195 @@ class Attack(Randomizable):
             raise ValueError(f"label {bad.flatten()[0].item()!r} is out of range for a model with {c} classes.")
 
     def __repr__(self) -> str:
-        keys = ("eps", "lp", "bounds", "targeted", "early_stop") + tuple(getattr(self, "_repr_keys", ()))
+        keys = ("lp", "bounds", "targeted", "early_stop") + tuple(getattr(type(self), "_repr_keys", ()))
+        if isinstance(self, BoundedAttack):
+            keys = ("eps",) + keys
         args = ", ".join(f"{k}={getattr(self, k)!r}" for k in keys)
         return f"{type(self).__name__}({args})"
+
+
+class BoundedAttack(Attack):
+    """An attack within an Lp budget: ``attack(images, labels, eps=None) -> adversarial images``.
+
+    ``eps`` is a call argument, so one object serves every budget of a sweep, an ε warm-up or a per-sample
+    schedule; the constructor's ``eps`` is the default. Subclasses implement :meth:`perturb`.
+
+    Args:
+        network: the classifier, returning logits ``(N, classes)``.
+        eps: the default Lp radius in model-input units, a :class:`ThreatModel` (then ``lp`` and ``bounds``
+            default to its values), or ``None`` (every call then gives ``eps``).
+        kwargs: ``lp``, ``bounds``, ``loss``, ``targeted``, ``early_stop``, ``amp`` as in :class:`Attack`.
+
+    Raises:
+        ValueError: When ``eps`` is negative or not finite, or another argument is out of range.
+
+    Example::
+
+        >>> attack = PGD(net, bounds=(0.0, 1.0), num_steps=10)
+        >>> advs = {eps: attack(images, labels, eps=eps) for eps in (1 / 255, 2 / 255, 4 / 255)}
+    """
+
+    def __init__(self, network: nn.Module, eps: float | ThreatModel | None = None, **kwargs: Any) -> None:
+        eps, lp, bounds = _unpack_threat(network, eps, kwargs.pop("lp", None), kwargs.pop("bounds", None))
+        super().__init__(network, lp=lp, bounds=bounds, **kwargs)
+        self.eps = None if eps is None else self.check_eps(eps)
+
+    def __call__(
+        self, images: Any, labels: Any, eps: float | None = None, *, early_stop: bool | None = None, amp: bool | None = None
+    ) -> Any:
+        """Crafts adversarial examples within ``eps``.
+
+        Args:
+            images: ``(N, C, *spatial)`` ndarray, Tensor or MetaTensor, inside ``bounds``.
+            labels: ``(N,)`` or ``(N, 1)`` class indices (targets when ``targeted``), or ``(N, classes)`` 0/1
+                for multi-label heads.
+            eps: the Lp radius in model-input units; default the constructor's.
+            early_stop: override the constructor's ``early_stop`` for this call.
+            amp: override the constructor's ``amp`` for this call.
+
+        Returns:
+            Adversarial images of the same type, dtype, device and shape as ``images``.
+
+        Raises:
+            ValueError: On a bad shape, NaN/Inf, values outside ``bounds``, labels out of range or of the wrong
+                shape, a model output that is not ``(N, classes)``, or no (or a bad) ``eps``.
+            NonFiniteError: When the network returns NaN/Inf logits or gradients.
+        """
+        if eps is None and self.eps is None:
+            raise ValueError(f"{type(self).__name__} was built without eps: give it at the call, attack(x, y, eps=...).")
+        budget = self.eps if eps is None else self.check_eps(eps)
+        return self._run(images, labels, lambda x, y: self.perturb(x, y, budget), early_stop, amp)
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
+        """The attack itself at budget ``eps``, on checked float tensors on the model's device; implemented by
+        subclasses."""
+        raise NotImplementedError(f"{type(self).__name__} must implement perturb().")
+
+    @property
+    def single_step(self) -> bool:
+        """True for one-gradient-step attacks (FGSM), which the validity checks compare with iterative ones."""
+        return False
+
+    def iterate(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        eps: float | torch.Tensor,
+        step_size: float | torch.Tensor,
+        num_steps: int,
+        random_init: bool,
+        num_restarts: int = 1,
+    ) -> torch.Tensor:
+        """The one projected-gradient loop (FGSM = 1 step, BIM = no random start, PGD, SMIA).
+
+        Each step is one forward and one backward with respect to the input:
+        ``x' = clip(x + project(x' + step_size * lp_normalize(grad) - x))``. With restarts, each sample
+        keeps the restart that succeeded, else the one with the highest objective.
+
+        Returns:
+            Adversarial images ``(N, C, *spatial)``.
+        """
+        best, best_score = x.clone(), None
+        for _ in range(num_restarts):
+            adv = x.clone()
+            if random_init:
+                adv = clip_to_bounds(x + random_start(x, eps, self.lp, self._generator), self.bounds)
+            done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+            step = batch_view(step_size, x)
+            compact = self._stop and type(self).objective is Attack.objective  # per-sample objective
+            if compact:  # forward only the samples not yet adversarial
+                adv = self._ascend_active(x, adv, labels, eps, step_size, num_steps)
+            for _ in range(0 if compact else num_steps):
+                adv.requires_grad_(True)
+                score, logits = self.objective(adv, labels)
+                grad = self.input_grad(score, adv)
+                adv = adv.detach()
+                if self._stop:
+                    done = done | self.success(logits.detach(), labels)
+                    if bool(done.all()):
+                        break
+                new = adv + step * lp_normalize(grad, self.lp)
+                new = clip_to_bounds(x + lp_project(new - x, eps, self.lp), self.bounds)
+                adv = torch.where(batch_view(done, x).bool(), adv, new) if self._stop else new
+            if num_restarts == 1:
+                return adv
+            with torch.no_grad():
+                score, logits = self.objective(adv, labels)
+                score = score + self.success(logits, labels).float() * 1e6  # success outranks any loss
+            if best_score is None:
+                best, best_score = adv, score
+            else:
+                better = score > best_score
+                best = torch.where(batch_view(better, x).bool(), adv, best)
+                best_score = torch.maximum(score, best_score)
+        return best
+
+    def _ascend_active(
+        self,
+        x: torch.Tensor,
+        adv: torch.Tensor,
+        labels: torch.Tensor,
+        eps: float | torch.Tensor,
+        step_size: float | torch.Tensor,
+        num_steps: int,
+    ) -> torch.Tensor:
+        """The ``early_stop`` loop of :meth:`iterate` forwarding only the samples not yet adversarial: the same
+        iterates as masking them with ``torch.where``, at the cost of the samples still being attacked."""
+        adv = adv.clone()
+        active = torch.arange(x.shape[0], device=x.device)
+        for _ in range(num_steps):
+            cur = adv[active].requires_grad_(True)
+            score, logits = self.objective(cur, labels[active])
+            grad = self.input_grad(score, cur)
+            keep = ~self.success(logits.detach(), labels[active])
+            if not bool(keep.any()):
+                break
+            active, cur, grad = active[keep], cur.detach()[keep], grad[keep]
+            x0 = x[active]
+            new = cur + batch_view(_take(step_size, active), cur) * lp_normalize(grad, self.lp)
+            adv[active] = clip_to_bounds(x0 + lp_project(new - x0, _take(eps, active), self.lp), self.bounds)
+        return adv
+
+
+class MinimizationAttack(Attack):
+    """An attack that looks for the smallest adversarial perturbation: ``attack(images, labels)``.
+
+    There is no budget: a caller thresholds the returned perturbations (a sample is broken at ε when its
+    adversarial lies within ε), as :class:`~monai_robust.engines.evaluator.RobustnessEvaluator` does. Samples never
+    fooled are returned **unchanged**, so ``is_adversarial(net(adv), labels)`` is the per-sample success.
+    After each call :attr:`last_progress` holds the fraction of samples with an adversarial found after each
+    round of the search (CW: each binary-search step; DeepFool: each iteration). Subclasses implement
+    :meth:`perturb`.
+
+    Args:
+        network: the classifier, returning logits ``(N, classes)``.
+        kwargs: ``lp``, ``bounds``, ``targeted``, ``early_stop``, ``amp`` as in :class:`Attack`.
+    """
+
+    def __init__(self, network: nn.Module, **kwargs: Any) -> None:
+        super().__init__(network, **kwargs)
+        self.last_progress: list[float] = []
+
+    def __call__(self, images: Any, labels: Any, *, early_stop: bool | None = None, amp: bool | None = None) -> Any:
+        """Crafts the smallest adversarial examples found.
+
+        Args:
+            images: ``(N, C, *spatial)`` ndarray, Tensor or MetaTensor, inside ``bounds``.
+            labels: ``(N,)`` or ``(N, 1)`` class indices (targets when ``targeted``).
+            early_stop: override the constructor's ``early_stop`` for this call.
+            amp: override the constructor's ``amp`` for this call.
+
+        Returns:
+            Adversarial images (unchanged where the attack failed) of the same type, dtype, device and shape.
+
+        Raises:
+            ValueError: On bad images, labels or model output (as :class:`BoundedAttack`).
+            NonFiniteError: When the network returns NaN/Inf logits or gradients.
+        """
+        self.last_progress = []
+        return self._run(images, labels, self.perturb, early_stop, amp)
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The search itself, on checked float tensors on the model's device; implemented by subclasses."""
+        raise NotImplementedError(f"{type(self).__name__} must implement perturb().")

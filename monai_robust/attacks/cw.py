@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 
-from monai_robust.attacks.base import Attack, _check_positive, _check_positive_int
+from monai_robust.attacks.base import MinimizationAttack, check_finite
 from monai_robust.attacks.functional import batch_view
+from monai_robust.attacks.threat import _check_positive, _check_positive_int
 from monai_robust.utils.enums import LpNorm, as_lp
 
 __all__ = ["CW"]
@@ -19,7 +20,7 @@ __all__ = ["CW"]
 _NEVER = 1e10  # "no upper bound on c found yet" and "no success yet", as in the reference implementation
 
 
-class CW(Attack):
+class CW(MinimizationAttack):
     """Carlini & Wagner's L2 attack: minimises ``||x' - x||_2^2 / (high - low)^2 + c * f(x')`` over the box.
 
     Carlini & Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S&P 2017,
@@ -36,19 +37,15 @@ class CW(Attack):
     fooled raises its lower bound (``c`` is multiplied by 10 until some round succeeds), as in the authors' code.
     Every sample keeps its smallest-L2 iterate that is adversarial by at least ``confidence``.
 
-    Minimal-perturbation semantics:
-
-    * ``eps=None`` (or ``inf``, the default) is the unbounded attack: the result is the smallest adversarial found.
-    * With a finite ``eps``, a sample whose smallest adversarial is farther than ``eps`` (L2) counts as a failure.
-    * Samples never fooled (or fooled only beyond ``eps``) are returned **unchanged**, so
-      ``is_adversarial(net(adv), labels)`` is the per-sample success.
+    A :class:`~monai_robust.attacks.base.MinimizationAttack`: no budget; the result is the smallest adversarial
+    found, and samples never fooled are returned **unchanged**, so ``is_adversarial(net(adv), labels)`` is the
+    per-sample success; threshold ``lp_norm(adv - images, 2) <= eps`` for the success within ``eps``. After a call,
+    ``last_progress[k]`` is the fraction of samples with an adversarial found after binary-search step ``k``.
 
     A single-logit (binary) head is attacked as the two logits ``[0, f]``; multi-label heads are not supported.
 
     Args:
         network: classifier returning logits ``(N, classes)`` (``classes = 1`` for a binary head).
-        eps: L2 budget in model-input units, ``None`` / ``inf`` for none (default), or a :class:`ThreatModel`
-            (its ``lp`` must be 2; its ``bounds`` are used when ``bounds`` is not given).
         bounds: ``(low, high)`` of valid model inputs; required (the tanh change of variables needs a box).
         num_steps: Adam steps per binary-search round (>= 1).
         binary_search_steps: rounds of the search over ``c`` (>= 1).
@@ -62,7 +59,7 @@ class CW(Attack):
             0.672 / 0.398 with it and 0.619 / 0.266 without, for 1.5x the time. Turn it off when reporting
             accuracy at L2 thresholds with a short budget.
         kwargs: ``lp`` (must be 2), ``targeted``, ``early_stop`` (end the attack as soon as every sample has an
-            adversarial within ``eps``; faster for robust accuracy, but the perturbations are then not minimal),
+            adversarial; faster, but the perturbations are then not minimal),
             ``amp``, as in :class:`~monai_robust.attacks.base.Attack`.
 
     Raises:
@@ -76,13 +73,11 @@ class CW(Attack):
         >>> l2 = lp_norm(adv - images, 2)  # 0 where the attack failed
     """
 
-    unbounded_eps = True
     _repr_keys = ("num_steps", "binary_search_steps", "initial_const", "confidence", "learning_rate", "abort_early")
 
     def __init__(
         self,
         network: torch.nn.Module,
-        eps: Any = None,
         *,
         bounds: tuple[float, float] | None = None,
         num_steps: int = 100,
@@ -96,10 +91,9 @@ class CW(Attack):
     ) -> None:
         if kwargs.get("loss") is not None:
             raise ValueError(f"CW minimises Carlini & Wagner's margin objective; it takes no loss, got {kwargs['loss']!r}.")
-        lp_ = getattr(eps, "lp", None) if lp is None else lp
-        if lp_ is not None and as_lp(lp_) != LpNorm.L2:
-            raise ValueError(f"CW is an L2 attack, got lp={lp_!r}.")
-        super().__init__(network, eps, lp=2, bounds=bounds, **kwargs)
+        if lp is not None and as_lp(lp) != LpNorm.L2:
+            raise ValueError(f"CW is an L2 attack, got lp={lp!r}.")
+        super().__init__(network, lp=2, bounds=bounds, **kwargs)
         if self.bounds is None:
             raise ValueError("CW needs bounds=(low, high): its tanh change of variables maps onto that box, got None.")
         self.num_steps = _check_positive_int("num_steps", num_steps)
@@ -126,7 +120,6 @@ class CW(Attack):
         const = torch.full((n,), self.initial_const, **kw)
         lower, upper = torch.zeros(n, **kw), torch.full((n,), _NEVER, **kw)
         best_dist, best_adv = torch.full((n,), math.inf, **kw), images.clone()
-        max_dist = (self.eps / width) ** 2  # squared L2 in box-width units; inf when unbounded
         check_every = max(self.num_steps // 10, 1)
 
         for _ in range(self.binary_search_steps):
@@ -142,6 +135,7 @@ class CW(Attack):
                 objective = dist + const * (self.confidence - margin).clamp_min(0)  # = dist + c * max(-m, -kappa)
                 optimizer.zero_grad(set_to_none=True)
                 objective.sum().backward()  # per-sample objectives are independent: one batched Adam == N Adams
+                check_finite(z.grad, "input gradients", "CW")
                 optimizer.step()
                 with torch.no_grad():
                     fooled = margin > self.confidence
@@ -149,24 +143,17 @@ class CW(Attack):
                     better = fooled & (dist < best_dist)
                     best_dist = torch.where(better, dist, best_dist)
                     best_adv = torch.where(batch_view(better, images).bool(), adv.detach(), best_adv)
-                    if self.early_stop and bool(self._within(best_dist, max_dist).all()):
-                        return self._finish(images, best_adv, best_dist, max_dist)
+                    if self._stop and bool(torch.isfinite(best_dist).all()):
+                        self.last_progress.append(1.0)
+                        return best_adv
                     if self.abort_early and step % check_every == 0:
                         total = float(objective.sum())  # the authors' rule, on the batch's objective
                         if total > prev * 0.9999:
                             break
                         prev = total
+            self.last_progress.append(float(torch.isfinite(best_dist).float().mean()))
             with torch.no_grad():  # the per-sample binary search over c
                 upper = torch.where(round_success, torch.minimum(upper, const), upper)
                 lower = torch.where(round_success, lower, torch.maximum(lower, const))
                 const = torch.where(upper < _NEVER, (lower + upper) / 2, const * 10)
-        return self._finish(images, best_adv, best_dist, max_dist)
-
-    @staticmethod
-    def _within(best_dist: torch.Tensor, max_dist: float) -> torch.Tensor:
-        """Fooled (a finite best distance) and within the budget."""
-        return torch.isfinite(best_dist) & (best_dist <= max_dist)
-
-    def _finish(self, images: torch.Tensor, best_adv: torch.Tensor, best_dist: torch.Tensor, max_dist: float) -> torch.Tensor:
-        """Samples without an adversarial within ``eps`` are returned unchanged."""
-        return torch.where(batch_view(self._within(best_dist, max_dist), images).bool(), best_adv, images)
+        return best_adv  # unchanged where never fooled

@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
-from monai_robust.attacks.base import Attack, ThreatModel, _check_positive, _check_positive_int
+from monai_robust.attacks.base import MinimizationAttack, check_finite
 from monai_robust.attacks.functional import batch_view, clip_to_bounds, lp_norm
+from monai_robust.attacks.threat import _check_positive, _check_positive_int
 from monai_robust.utils.enums import LpNorm
 
 __all__ = ["DeepFool"]
@@ -17,7 +18,7 @@ __all__ = ["DeepFool"]
 _TINY = 1e-12
 
 
-class DeepFool(Attack):
+class DeepFool(MinimizationAttack):
     """DeepFool, multi-class, L2 or L-inf: a minimal perturbation found by linearising the classifier.
 
     Moosavi-Dezfooli, Fawzi & Frossard, "DeepFool: a simple and accurate method to fool deep neural networks",
@@ -34,19 +35,16 @@ class DeepFool(Attack):
     towards it. A sample is frozen once its label flips. The Jacobian rows are taken batched, one backward
     per candidate class for the whole batch, and only the samples not yet flipped are forwarded.
 
-    Untargeted by nature. Minimal-perturbation semantics as in :class:`~monai_robust.attacks.cw.CW`:
-
-    * ``eps=None`` (or ``inf``, the default) is the unbounded attack.
-    * With a finite ``eps``, a sample whose perturbation exceeds ``eps`` (in ``lp``) counts as a failure.
-    * Samples already misclassified are returned as they are; samples not flipped within ``num_steps`` (or only
-      beyond ``eps``) are returned **unchanged**, so ``is_adversarial(net(adv), labels)`` is the per-sample success.
+    Untargeted by nature. A :class:`~monai_robust.attacks.base.MinimizationAttack` as
+    :class:`~monai_robust.attacks.cw.CW`: no budget; samples already misclassified are returned as they are, samples
+    not flipped within ``num_steps`` are returned **unchanged**, so ``is_adversarial(net(adv), labels)`` is the
+    per-sample success. After a call, ``last_progress[k]`` is the fraction of samples flipped after iteration ``k``.
 
     A single-logit (binary) head is attacked as the two logits ``[0, f]``; multi-label heads are not supported.
 
     Args:
         network: classifier returning logits ``(N, classes)`` (``classes = 1`` for a binary head).
-        eps: budget in model-input units, ``None`` / ``inf`` for none (default), or a :class:`ThreatModel`.
-        lp: ``2`` (default, or the threat model's) or ``"inf"``.
+        lp: ``2`` (default) or ``"inf"``.
         num_steps: maximum iterations (>= 1).
         overshoot: relative overshoot (>= 0) that carries the iterate across the boundary.
         num_candidates: classes considered, the label included (>= 2; capped at the number of classes).
@@ -64,15 +62,13 @@ class DeepFool(Attack):
         >>> adv = attack(images, labels)  # (N, C, H, W) or (N, C, D, H, W)
     """
 
-    unbounded_eps = True
     _repr_keys = ("num_steps", "overshoot", "num_candidates")
 
     def __init__(
         self,
         network: torch.nn.Module,
-        eps: Any = None,
         *,
-        lp: str | float | None = None,
+        lp: str | float = 2,
         num_steps: int = 50,
         overshoot: float = 0.02,
         num_candidates: int = 10,
@@ -82,9 +78,7 @@ class DeepFool(Attack):
             raise ValueError(f"DeepFool is untargeted, got targeted={kwargs['targeted']!r}.")
         if kwargs.get("loss") is not None:
             raise ValueError(f"DeepFool works on the logits; it takes no loss, got {kwargs['loss']!r}.")
-        if lp is None and not isinstance(eps, ThreatModel):
-            lp = 2
-        super().__init__(network, eps, lp=lp, **kwargs)
+        super().__init__(network, lp=lp, **kwargs)
         if self.lp == LpNorm.L1:
             raise ValueError(f"DeepFool supports lp=2 and lp='inf', got lp={lp!r}.")
         self.num_steps = _check_positive_int("num_steps", num_steps)
@@ -113,6 +107,8 @@ class DeepFool(Attack):
             logits_a, _ = self.class_logits(x_a, labels[idx])
             flipped = logits_a.argmax(dim=1) != y[idx]
             active[idx[flipped]] = False
+            if step > 0:
+                self.last_progress.append(1.0 - float(active.float().mean()))
             if step == self.num_steps or bool(flipped.all()):
                 break
             z = logits_a.gather(1, candidates[idx])
@@ -137,10 +133,10 @@ class DeepFool(Attack):
             r_tot[idx] = torch.where(keep, (new - x0) / scale, r_tot[idx])
 
         # success as the caller will see it: one forward of the whole batch (a flip by a last-bit margin in a
-        # sub-batch forward may not survive it), within eps; failures come back unchanged
+        # sub-batch forward may not survive it); failures come back unchanged
         with torch.no_grad():
             logits, _ = self.class_logits(adv, labels)
-        keep = (logits.argmax(dim=1) != y) & (lp_norm(adv - images, self.lp) <= self.eps)
+        keep = logits.argmax(dim=1) != y
         return torch.where(batch_view(keep, images).bool(), adv, images)
 
     @staticmethod
@@ -150,4 +146,6 @@ class DeepFool(Attack):
         grads = [
             torch.autograd.grad((z[:, j] - z[:, 0]).sum(), x, retain_graph=j < k - 1)[0] for j in range(1, k)
         ]
-        return torch.stack(grads, dim=1)
+        out = torch.stack(grads, dim=1)
+        check_finite(out, "input gradients", "DeepFool")
+        return out

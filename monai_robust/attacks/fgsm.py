@@ -8,12 +8,12 @@ from typing import Any
 
 import torch
 
-from monai_robust.attacks.base import Attack
+from monai_robust.attacks.base import BoundedAttack
 
 __all__ = ["FGSM"]
 
 
-class FGSM(Attack):
+class FGSM(BoundedAttack):
     """Fast gradient sign method: ``x' = clip(x + eps * sign(grad_x loss))`` (L-inf), or the L2 step
     ``eps * grad / ||grad||_2`` ("FGM") with ``lp=2``.
 
@@ -22,7 +22,8 @@ class FGSM(Attack):
 
     Args:
         network: classifier returning logits ``(N, classes)``.
-        eps: step size = budget, in model-input units (or a :class:`ThreatModel`).
+        eps: default step size = budget, in model-input units (or a :class:`ThreatModel`, or ``None`` to give it
+            at each call).
         kwargs: ``lp``, ``bounds``, ``loss``, ``targeted``, ``amp`` as in :class:`~monai_robust.attacks.base.Attack`.
 
     Raises:
@@ -32,10 +33,15 @@ class FGSM(Attack):
 
         >>> attack = FGSM(net, eps=2 / 255, bounds=(0.0, 1.0))
         >>> adv = attack(images, labels)  # (N, C, H, W) or (N, C, D, H, W)
+        >>> adv4 = attack(images, labels, eps=4 / 255)
     """
 
-    def __init__(self, network: torch.nn.Module, eps: Any, **kwargs: Any) -> None:
+    def __init__(self, network: torch.nn.Module, eps: Any = None, **kwargs: Any) -> None:
         super().__init__(network, eps, **kwargs)
 
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.iterate(images, labels, eps=self.eps, step_size=self.eps, num_steps=1, random_init=False)
+    @property
+    def single_step(self) -> bool:
+        return True
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
+        return self.iterate(images, labels, eps=eps, step_size=eps, num_steps=1, random_init=False)

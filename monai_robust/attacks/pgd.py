@@ -8,12 +8,13 @@ from typing import Any
 
 import torch
 
-from monai_robust.attacks.base import Attack, _check_positive, _check_positive_int
+from monai_robust.attacks.base import BoundedAttack
+from monai_robust.attacks.threat import _check_positive, _check_positive_int
 
 __all__ = ["BIM", "PGD"]
 
 
-class PGD(Attack):
+class PGD(BoundedAttack):
     """Projected gradient descent: ``num_steps`` steps of size ``step_size`` along the Lp steepest-ascent
     direction, each projected back onto the ``eps`` ball and clipped to ``bounds``; optional uniform random
     start inside the ball and ``num_restarts`` restarts (each sample keeps its best restart).
@@ -23,8 +24,11 @@ class PGD(Attack):
 
     Args:
         network: classifier returning logits ``(N, classes)``.
-        eps: Lp radius in model-input units (or a :class:`ThreatModel`).
-        step_size: step in model-input units; default ``2.5 * eps / num_steps`` (Madry et al.).
+        eps: default Lp radius in model-input units (or a :class:`ThreatModel`, or ``None`` to give it at each
+            call).
+        step_size: step in model-input units, the same at every ``eps``; or
+        rel_step_size: step as a multiple of the call's ``eps``; default ``2.5 / num_steps`` (Madry et al.) when
+            neither is given.
         num_steps: iterations (>= 1).
         num_restarts: independent runs (>= 1), each from a new random start.
         random_start: start from a uniform random point of the ball (``False`` gives BIM).
@@ -32,22 +36,26 @@ class PGD(Attack):
             :class:`~monai_robust.attacks.base.Attack`.
 
     Raises:
-        ValueError: When ``eps < 0``, ``step_size <= 0``, ``num_steps < 1`` or ``num_restarts < 1``.
+        ValueError: When ``eps < 0``, ``step_size <= 0`` or ``rel_step_size <= 0`` (or both given),
+            ``num_steps < 1`` or ``num_restarts < 1``.
 
     Example::
 
         >>> attack = PGD(net, eps=8 / 255, num_steps=20, bounds=(0.0, 1.0))
         >>> adv = attack(images, labels)
+        >>> adv_small = attack(images, labels, eps=2 / 255)  # step 2.5 * eps / 20 at that eps
     """
 
-    _repr_keys = ("step_size", "num_steps", "num_restarts", "random_start")
+    _repr_keys = ("step_size", "rel_step_size", "num_steps", "num_restarts", "random_start")
+    _default_rel_step = 2.5
 
     def __init__(
         self,
         network: torch.nn.Module,
-        eps: Any,
+        eps: Any = None,
         *,
         step_size: float | None = None,
+        rel_step_size: float | None = None,
         num_steps: int = 10,
         num_restarts: int = 1,
         random_start: bool = True,
@@ -56,15 +64,39 @@ class PGD(Attack):
         super().__init__(network, eps, **kwargs)
         self.num_steps = _check_positive_int("num_steps", num_steps)
         self.num_restarts = _check_positive_int("num_restarts", num_restarts)
-        self.step_size = 2.5 * self.eps / self.num_steps if step_size is None else _check_positive("step_size", step_size)
+        if step_size is not None and rel_step_size is not None:
+            raise ValueError(
+                f"give step_size (absolute) or rel_step_size (times eps), not both: got {step_size!r} and {rel_step_size!r}."
+            )
+        self.step_size = None if step_size is None else _check_positive("step_size", step_size)
+        self._default_step = rel_step_size is None and step_size is None
+        if self._default_step:
+            rel_step_size = self._default_rel_step / self.num_steps
+        self.rel_step_size = None if rel_step_size is None else _check_positive("rel_step_size", rel_step_size)
         self.random_start = bool(random_start)
 
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    @property
+    def single_step(self) -> bool:
+        return self.num_steps == 1
+
+    def step_for(self, eps: float) -> float:
+        """The step size at budget ``eps``, in model-input units.
+
+        Example::
+
+            >>> PGD(net, num_steps=10).step_for(0.04)
+            0.01
+        """
+        if self._default_step:  # the same float as the paper's formula
+            return self._default_rel_step * eps / self.num_steps
+        return self.step_size if self.rel_step_size is None else self.rel_step_size * eps
+
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
         return self.iterate(
             images,
             labels,
-            eps=self.eps,
-            step_size=self.step_size,
+            eps=eps,
+            step_size=self.step_for(eps),
             num_steps=self.num_steps,
             random_init=self.random_start,
             num_restarts=self.num_restarts,
@@ -79,22 +111,22 @@ class BIM(PGD):
 
     Args:
         network: classifier returning logits ``(N, classes)``.
-        eps: Lp radius in model-input units (or a :class:`ThreatModel`).
-        step_size: step in model-input units; default ``1.25 * eps / num_steps``.
+        eps: default Lp radius in model-input units (or a :class:`ThreatModel`, or ``None``).
+        step_size: step in model-input units; default ``rel_step_size = 1.25 / num_steps`` (times the call's eps).
         num_steps: iterations (>= 1).
-        kwargs: as in :class:`PGD` (without ``random_start`` and ``num_restarts``).
+        kwargs: as in :class:`PGD` (``rel_step_size`` included, without ``random_start`` and ``num_restarts``).
 
     Example::
 
         >>> adv = BIM(net, eps=4 / 255, step_size=1 / 255, num_steps=10, bounds=(0.0, 1.0))(images, labels)
     """
 
+    _default_rel_step = 1.25
+
     def __init__(
-        self, network: torch.nn.Module, eps: Any, *, step_size: float | None = None, num_steps: int = 10, **kwargs: Any
+        self, network: torch.nn.Module, eps: Any = None, *, step_size: float | None = None, num_steps: int = 10, **kwargs: Any
     ) -> None:
         for k in ("random_start", "num_restarts"):
             if k in kwargs:
                 raise ValueError(f"BIM has no {k}; use PGD, got {k}={kwargs[k]!r}.")
         super().__init__(network, eps, step_size=step_size, num_steps=num_steps, random_start=False, **kwargs)
-        if step_size is None:
-            self.step_size = 1.25 * self.eps / self.num_steps

@@ -666,7 +666,7 @@ class IterativeUAP(UniversalPerturbation):
             from monai_robust.attacks.deepfool import DeepFool
 
             self._attack = DeepFool(
-                self.network, None, lp=self.lp, bounds=self.bounds, num_steps=self.inner_steps,
+                self.network, lp=self.lp, bounds=self.bounds, num_steps=self.inner_steps,
                 overshoot=self.overshoot,
             )
         else:

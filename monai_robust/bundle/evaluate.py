@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -71,10 +70,7 @@ def evaluate_bundle(
         predictor.device,
         loader,
         model,
-        attacks={
-            "FGSM": functools.partial(FGSM, model, bounds=bounds),
-            f"PGD-{pgd_steps}": functools.partial(PGD, model, num_steps=pgd_steps, bounds=bounds),
-        },
+        attacks={"FGSM": FGSM(model, bounds=bounds), f"PGD-{pgd_steps}": PGD(model, num_steps=pgd_steps, bounds=bounds)},
         eps=list(eps),
         class_names=predictor.class_names,
         detector=None if guard is None else guard.detector,

@@ -25,7 +25,7 @@ from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-__all__ = ["DicomReader", "is_dicom_input", "read_dicom", "read_dicom_series"]
+__all__ = ["DicomReader", "is_dicom_input", "order_slices", "read_dicom", "read_dicom_series"]
 
 _NOT_SLICES = {"DICOMDIR"}
 
@@ -87,6 +87,19 @@ def read_dicom(path: str | Path, *, stop_before_pixels: bool = False) -> Dataset
         raise ValueError(f"{path}: unreadable DICOM file ({type(e).__name__}: {e}).") from e
     if stop_before_pixels:
         return ds
+    try:
+        _check_image(ds, path)
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: unusable DICOM header ({e}).") from e
+    except Exception as e:  # an element pydicom converts only now: unknown VR, bad transfer syntax, ...
+        raise ValueError(f"{path}: unusable DICOM header ({type(e).__name__}: {e}).") from e
+    return ds
+
+
+def _check_image(ds: Dataset, path: Path) -> None:
+    """The checks of :func:`read_dicom` on a read dataset (any exception is named by the caller)."""
     missing = [k for k in ("PixelData", "Rows", "Columns", "BitsAllocated", "SamplesPerPixel") if k not in ds]
     if missing:
         raise ValueError(
@@ -99,7 +112,14 @@ def read_dicom(path: str | Path, *, stop_before_pixels: bool = False) -> Dataset
         expected = pydicom.pixels.utils.get_expected_length(ds, unit="bytes")
         if len(ds.PixelData) < expected:
             raise ValueError(f"{path}: truncated pixel data, {len(ds.PixelData)} of {expected} bytes.")
-    return ds
+
+
+def _source_name(ds: Dataset) -> str:
+    """The file a dataset was read from, or its SOPInstanceUID, for messages."""
+    filename = getattr(ds, "filename", None)
+    if isinstance(filename, (str, Path)) and str(filename):
+        return str(filename)
+    return f"SOP instance {ds.get('SOPInstanceUID', '<no SOPInstanceUID>')}"
 
 
 def _orientation(ds: Dataset) -> np.ndarray | None:
@@ -207,26 +227,65 @@ def read_dicom_series(folder: str | Path) -> list[Dataset]:
         for key in ("Rows", "Columns", "SamplesPerPixel"):
             if ds.get(key) != ref.get(key):
                 raise ValueError(f"{f}: {key}={ds.get(key)} differs from {files[0].name} ({key}={ref.get(key)}).")
-    orients = [_orientation(ds) for ds in datasets]
-    positions = [ds.get("ImagePositionPatient") for ds in datasets]
-    if all(o is not None for o in orients) and all(p is not None for p in positions):
-        for f, o in zip(files, orients):
-            if not np.allclose(o, orients[0], atol=1e-4):
-                raise ValueError(f"{f}: ImageOrientationPatient {o.ravel().tolist()} differs from {files[0].name}.")
-        normal = np.cross(orients[0][0], orients[0][1])
-        key = np.asarray([[float(v) for v in p] for p in positions]) @ normal
-    elif all("InstanceNumber" in ds for ds in datasets):
-        warnings.warn(f"{folder}: slices without ImagePositionPatient, ordered by InstanceNumber.", stacklevel=2)
-        key = np.asarray([float(ds.InstanceNumber) for ds in datasets])
-    else:
-        bad = next(f for f, ds, p in zip(files, datasets, positions) if p is None and "InstanceNumber" not in ds)
-        raise ValueError(f"{bad}: neither ImagePositionPatient nor InstanceNumber, cannot order the series.")
+    return order_slices(datasets, names=[f.name for f in files], what=str(folder))
+
+
+def order_slices(datasets: Sequence[Dataset], names: Sequence[str] | None = None, what: str = "series") -> list[Dataset]:
+    """Orders single-frame slices along the slice normal: the one slice-ordering rule of the package.
+
+    Slices are sorted by the projection of ImagePositionPatient on the normal of ImageOrientationPatient
+    (``InstanceNumber`` only when no slice has a position; stable for ties of InstanceNumber).
+
+    Args:
+        datasets: the slices (headers are enough).
+        names: how to name each slice in messages (default: its ``filename`` or SOPInstanceUID).
+        what: how to name the series in messages (e.g. its folder).
+
+    Returns:
+        The datasets, first slice first.
+
+    Raises:
+        ValueError: When orientations differ, when a slice lacks both ImagePositionPatient and InstanceNumber, when
+            a position or orientation is not numeric, or when two slices share a position (names quoted).
+
+    Example::
+
+        >>> [ds.InstanceNumber for ds in order_slices(slices)]
+        [1, 2, 3, 4]
+    """
+    datasets = list(datasets)
+    if names is None:
+        names = [str(getattr(ds, "filename", None) or f"SOP instance {ds.get('SOPInstanceUID', '?')}") for ds in datasets]
+    if len(datasets) < 2:
+        return datasets
+    try:
+        orients = [_orientation(ds) for ds in datasets]
+        positions = [ds.get("ImagePositionPatient") for ds in datasets]
+        have_positions = all(o is not None for o in orients) and all(p is not None for p in positions)
+        if have_positions:
+            for n, o in zip(names, orients):
+                if not np.allclose(o, orients[0], atol=1e-4):
+                    raise ValueError(f"{n}: ImageOrientationPatient {o.ravel().tolist()} differs from {names[0]}.")
+            normal = np.cross(orients[0][0], orients[0][1])
+            key = np.asarray([[float(v) for v in p] for p in positions]) @ normal
+        elif all("InstanceNumber" in ds for ds in datasets):
+            warnings.warn(f"{what}: slices without ImagePositionPatient, ordered by InstanceNumber.", stacklevel=2)
+            key = np.asarray([float(ds.InstanceNumber) for ds in datasets])
+        else:
+            bad = next(n for n, ds, p in zip(names, datasets, positions) if p is None and "InstanceNumber" not in ds)
+            raise ValueError(f"{bad}: neither ImagePositionPatient nor InstanceNumber, cannot order the {what}.")
+    except (TypeError, ValueError) as e:
+        if str(e).startswith(tuple(names)) or str(e).startswith(what):
+            raise
+        raise ValueError(f"{what}: slice positions or orientations unreadable ({type(e).__name__}: {e}).") from e
+    if not np.all(np.isfinite(key)):
+        raise ValueError(f"{what}: slice positions are not finite numbers.")
     order = np.argsort(key, kind="stable")
     ks = key[order]
     dup = np.flatnonzero(np.diff(ks) < 1e-4)
     if dup.size:
-        a, b = files[order[dup[0]]].name, files[order[dup[0] + 1]].name
-        raise ValueError(f"{folder}: slices {a} and {b} share the same position ({ks[dup[0]]:.4f}).")
+        a, b = names[order[dup[0]]], names[order[dup[0] + 1]]
+        raise ValueError(f"{what}: slices {a} and {b} share the same position ({ks[dup[0]]:.4f}).")
     return [datasets[i] for i in order]
 
 
@@ -286,7 +345,7 @@ class DicomReader(ImageReader):
         Raises:
             ValueError: When pixel data cannot be decoded, or stacked inputs differ in shape or are colour.
         """
-        arrays, metas = zip(*(self._volume(slices) for slices in img))
+        arrays, metas = zip(*(self._named_volume(slices) for slices in img))
         if len(arrays) == 1:
             return arrays[0], metas[0]
         if len({a.shape for a in arrays}) > 1 or any(m[MetaKeys.ORIGINAL_CHANNEL_DIM] == -1 for m in metas):
@@ -296,6 +355,18 @@ class DicomReader(ImageReader):
         meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
         return np.stack(arrays, axis=0), meta
 
+    def _named_volume(self, slices: list[Dataset]) -> tuple[np.ndarray, dict]:
+        """:meth:`_volume` with every failure a ``ValueError`` that names the file (or the first slice)."""
+        name = _source_name(slices[0])
+        try:
+            return self._volume(slices)
+        except ValueError as e:
+            if str(e).startswith(name) or (len(slices) > 1 and str(Path(name).parent) in str(e)):
+                raise
+            raise ValueError(f"{name}: unusable image header ({e}).") from e
+        except Exception as e:  # e.g. a position or spacing that is not a number
+            raise ValueError(f"{name}: unusable image header ({type(e).__name__}: {e}).") from e
+
     def _volume(self, slices: list[Dataset]) -> tuple[np.ndarray, dict]:
         """One file or one sorted series -> ``(columns, rows[, slices][, 3])`` array and its metadata."""
         first = slices[0]
@@ -304,7 +375,7 @@ class DicomReader(ImageReader):
             name = str(Path(name).parent)
         frames, slopes, intercepts, inverted = [], [], [], False
         for ds in slices:
-            arr, sl, ic, inverted = self._frames(ds)
+            arr, sl, ic, inverted = self._checked_frames(ds)
             frames.append(arr)
             slopes.append(sl)
             intercepts.append(ic)
@@ -337,10 +408,58 @@ class DicomReader(ImageReader):
         }
         return data, meta
 
+    def frames(self, ds: Dataset) -> np.ndarray:
+        """Each frame of one instance, in file order, channel first in this reader's layout.
+
+        A frame is laid out as ``LoadImage(ensure_channel_first=True)`` with this reader gives a single-frame
+        file: ``(C, columns, rows)``, values after inversion and rescale (see the class docstring).
+
+        Args:
+            ds: a DICOM image dataset (pixel data may be deferred).
+
+        Returns:
+            float32 array ``(frames, C, columns, rows)`` (``C`` is 3 for colour, else 1).
+
+        Raises:
+            ValueError: When the pixel data cannot be decoded or the values are unusable, naming the file.
+
+        Example::
+
+            >>> DicomReader().frames(pydicom.dcmread("../shared/data/dicom/emri_small.dcm")).shape
+            (10, 1, 64, 64)
+        """
+        arr = self._checked_frames(ds)[0]
+        return arr.transpose(0, 3, 2, 1) if arr.ndim == 4 else arr.transpose(0, 2, 1)[:, None]
+
+    def _checked_frames(self, ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """:meth:`_frames` with every failure a ``ValueError`` naming the file, and non-finite values refused."""
+        name = _source_name(ds)
+        try:
+            out = self._frames(ds)
+        except ValueError as e:
+            if str(e).startswith(name):
+                raise
+            raise ValueError(f"{name}: unusable image ({e}).") from e
+        except Exception as e:  # a header pydicom parsed but that does not describe an image it can decode
+            raise ValueError(f"{name}: cannot decode pixel data ({type(e).__name__}: {e}).") from e
+        if not np.all(np.isfinite(out[0])):
+            raise ValueError(
+                f"{name}: pixel values are not all finite after the modality rescale (RescaleSlope "
+                f"{ds.get('RescaleSlope', '-')}, RescaleIntercept {ds.get('RescaleIntercept', '-')})."
+            )
+        return out
+
     def _frames(self, ds: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
         """Decoded frames ``(frames, rows, cols[, 3])`` as float32 after inversion and rescale, with the per-frame
         slopes and intercepts that were applied and whether MONOCHROME1 was inverted."""
-        name = getattr(ds, "filename", "<dataset>")
+        name = _source_name(ds)
+        raw_frames = ds.get("NumberOfFrames", 1)
+        try:
+            num_frames = int(1 if raw_frames in (None, "") else raw_frames)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: NumberOfFrames {raw_frames!r} is not an integer.") from None
+        if num_frames < 1:
+            raise ValueError(f"{name}: NumberOfFrames is {num_frames}; an image needs at least one frame.")
         try:
             arr = ds.pixel_array
         except Exception as e:
@@ -349,7 +468,8 @@ class DicomReader(ImageReader):
             if tsyntax is not None and tsyntax.is_compressed:
                 hint = " (compressed pixel data: JPEG 2000 / JPEG-LS need the 'dicom' extra: pylibjpeg, pylibjpeg-openjpeg)"
             raise ValueError(f"{name}: cannot decode pixel data{hint}: {type(e).__name__}: {e}") from e
-        num_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if num_frames > 1 and arr.shape[0] != num_frames:
+            raise ValueError(f"{name}: {arr.shape[0]} frames decoded, NumberOfFrames says {num_frames}.")
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
         if photometric == "PALETTE COLOR":
             arr = pydicom.pixels.apply_color_lut(arr, ds)
@@ -369,14 +489,16 @@ class DicomReader(ImageReader):
             return pydicom.pixels.apply_modality_lut(arr, ds).astype(np.float32), ones, zeros, inverted
         slope, intercept = ones.copy(), zeros.copy()
         if "RescaleSlope" in ds or "RescaleIntercept" in ds:
-            slope[:] = float(ds.get("RescaleSlope", 1.0))
-            intercept[:] = float(ds.get("RescaleIntercept", 0.0))
+            slope[:] = float(ds.RescaleSlope) if ds.get("RescaleSlope") not in (None, "") else 1.0
+            intercept[:] = float(ds.RescaleIntercept) if ds.get("RescaleIntercept") not in (None, "") else 0.0
         else:
             for i in range(num_frames):
                 fg = _functional_group(ds, "PixelValueTransformationSequence", i)
                 if fg is not None:
                     slope[i] = float(fg.get("RescaleSlope", 1.0))
                     intercept[i] = float(fg.get("RescaleIntercept", 0.0))
+        if not (np.all(np.isfinite(slope)) and np.all(np.isfinite(intercept))):
+            raise ValueError(f"{name}: RescaleSlope/RescaleIntercept {float(slope[0])}/{float(intercept[0])} are not finite.")
         shape = (num_frames,) + (1,) * (arr.ndim - 1)
         out = arr.astype(np.float32) * slope.reshape(shape).astype(np.float32) + intercept.reshape(shape).astype(np.float32)
         return out, slope, intercept, inverted

@@ -36,7 +36,8 @@ class DetectorAwarePGD(PGD):
     Args:
         network: classifier returning logits ``(N, classes)``.
         detector: a fitted detector (usually of the same ``network``).
-        eps: Lp radius in model-input units (or a :class:`~monai_robust.attacks.base.ThreatModel`).
+        eps: default Lp radius in model-input units (or a :class:`~monai_robust.attacks.base.ThreatModel`, or
+            ``None`` to give it at each call, ``attack(x, y, eps=...)``).
         weight: ``lambda >= 0``, weight of the detector term relative to the classifier loss; 0 gives plain PGD.
         threshold: detector threshold for the hinge and for success; ``None`` for the linear term.
         kwargs: as in :class:`~monai_robust.attacks.pgd.PGD` (``step_size``, ``num_steps``, ``random_start``, ``lp``,
@@ -60,7 +61,7 @@ class DetectorAwarePGD(PGD):
         self,
         network: torch.nn.Module,
         detector: Detector,
-        eps: Any,
+        eps: Any = None,
         *,
         weight: float = 1.0,
         threshold: float | None = None,

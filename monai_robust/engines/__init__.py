@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
-from .evaluator import AttackSpec, RobustnessEvaluator, eps_key
+from .evaluator import RobustnessEvaluator
 from .events import RobustEvents, register_robust_events
-from .prepare_batch import AttackBatch, check_attack_device
+from .plans import AttackPlan, EvaluationOptions
+from .prepare_batch import AttackBatch, call_attack, check_attack_device
+from .probes import ProbeOptions, gradient_probe, randomness_probe
 from .training import (
     AdversarialIteration,
     AdversarialKeys,
@@ -23,17 +25,21 @@ __all__ = [
     "AdversarialIteration",
     "AdversarialKeys",
     "AttackBatch",
-    "AttackSpec",
+    "AttackPlan",
+    "EvaluationOptions",
     "FastATIteration",
     "PGDATIteration",
+    "ProbeOptions",
     "RobustEvents",
     "RobustnessEvaluator",
     "TRADESIteration",
     "UAPIteration",
     "adversarial_metrics",
     "adversarial_output_transform",
+    "call_attack",
     "check_attack_device",
-    "eps_key",
+    "gradient_probe",
+    "randomness_probe",
     "register_robust_events",
     "trades_kl",
 ]

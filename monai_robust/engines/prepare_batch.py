@@ -18,7 +18,7 @@ from monai_robust.engines.events import RobustEvents, register_robust_events
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
-__all__ = ["AttackBatch", "check_attack_device"]
+__all__ = ["AttackBatch", "call_attack", "check_attack_device"]
 
 
 def _device_of(network: Any) -> torch.device | None:
@@ -62,6 +62,16 @@ def check_attack_device(attack: Any, device: torch.device | str | None, what: st
         )
 
 
+def call_attack(attack: Callable[..., Any], images: torch.Tensor, labels: torch.Tensor, eps: float | None) -> Any:
+    """``attack(images, labels)``, with ``eps=eps`` when a budget is given (a bounded attack's call argument).
+
+    Example::
+
+        >>> adv = call_attack(PGD(net, bounds=(0.0, 1.0)), images, labels, eps=2 / 255)
+    """
+    return attack(images, labels) if eps is None else attack(images, labels, eps=eps)
+
+
 class AttackBatch(PrepareBatch):
     """A ``prepare_batch`` for MONAI's ``SupervisedTrainer`` that replaces a ``ratio`` fraction of each batch by
     adversarial inputs crafted with ``attack`` (Madry et al. adversarial training when ``ratio=1``; the
@@ -88,6 +98,9 @@ class AttackBatch(PrepareBatch):
         prepare_batch: the inner ``prepare_batch`` that extracts ``(images, labels[, args, kwargs])`` from the
             batch data; default MONAI's ``default_prepare_batch``. Extra network arguments are passed on
             untouched; the attack itself calls ``network(images)``.
+        eps: the budget passed at each call (``attack(x, y, eps=eps)``) to a
+            :class:`~monai_robust.attacks.base.BoundedAttack`, in model-input units; ``None`` (default) uses the
+            attack's own. :class:`~monai_robust.handlers.eps_schedule.EpsSchedule` sets it during a warm-up.
 
     Raises:
         ValueError: When ``ratio`` is outside ``[0, 1]``, ``attack`` or ``prepare_batch`` is not callable, or (at
@@ -101,7 +114,13 @@ class AttackBatch(PrepareBatch):
         ...                             train_handlers=[prepare])
     """
 
-    def __init__(self, attack: Callable[..., Any], ratio: float = 1.0, prepare_batch: Callable | None = None) -> None:
+    def __init__(
+        self,
+        attack: Callable[..., Any],
+        ratio: float = 1.0,
+        prepare_batch: Callable | None = None,
+        eps: float | None = None,
+    ) -> None:
         if not callable(attack):
             raise ValueError(f"attack must be callable(images, labels), got {attack!r}.")
         ok = isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and math.isfinite(ratio)
@@ -110,6 +129,7 @@ class AttackBatch(PrepareBatch):
         if prepare_batch is not None and not callable(prepare_batch):
             raise ValueError(f"prepare_batch must be callable, got {prepare_batch!r}.")
         self.attack = attack
+        self.eps = eps
         self.ratio = float(ratio)
         self.prepare_batch = prepare_batch or default_prepare_batch
         self._engine: weakref.ReferenceType | None = None
@@ -148,7 +168,7 @@ class AttackBatch(PrepareBatch):
         engine = self._engine() if self._engine is not None else None
         if engine is not None:
             engine.fire_event(RobustEvents.ATTACK_STARTED)
-        adv = self.attack(images[:n_adv], labels[:n_adv])
+        adv = call_attack(self.attack, images[:n_adv], labels[:n_adv], self.eps)
         images = adv if n_adv == images.shape[0] else torch.cat([adv, images[n_adv:]])
         if engine is not None:
             engine.fire_event(RobustEvents.ATTACK_COMPLETED)

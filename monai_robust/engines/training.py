@@ -34,9 +34,11 @@ from monai.utils import IgniteInfo, min_version, optional_import
 from monai.utils.enums import CommonKeys, StrEnum
 from torch import nn
 
-from monai_robust.attacks.base import Attack, _check_positive, is_adversarial
+from monai_robust.attacks.base import Attack, is_adversarial
+from monai_robust.attacks.pgd import PGD
+from monai_robust.attacks.threat import _check_positive
 from monai_robust.engines.events import RobustEvents, register_robust_events
-from monai_robust.engines.prepare_batch import check_attack_device
+from monai_robust.engines.prepare_batch import call_attack, check_attack_device
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -143,12 +145,15 @@ class AdversarialIteration:
         if not callable(attack):
             raise ValueError(f"attack must be callable(images, labels), got {attack!r}.")
         self.attack = attack
+        self.eps: float | None = None
+        """The budget passed to a bounded attack at each call (``None``: the attack's own); set by
+        :class:`~monai_robust.handlers.eps_schedule.EpsSchedule` during a warm-up."""
         self.clean_metrics = bool(clean_metrics)
 
     # ------------------------------------------------------------------ hooks for subclasses
     def craft(self, engine: Engine, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The inputs to train on; default ``attack(images, labels)``."""
-        return self.attack(images, labels)
+        """The inputs to train on; default ``attack(images, labels)`` (with ``eps=self.eps`` when set)."""
+        return call_attack(self.attack, images, labels, self.eps)
 
     def compute_loss(
         self, engine: Engine, images: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor
@@ -316,11 +321,8 @@ class FastATIteration(PGDATIteration):
         clean_weight: float = 0.0,
         clean_metrics: bool = True,
     ) -> None:
-        from monai_robust.attacks.pgd import PGD
-
         self.alpha = _check_positive("alpha", alpha)
-        attack = PGD(network, eps, num_steps=1, random_start=True, lp=lp, bounds=bounds, step_size=1.0)
-        attack.step_size = self.alpha * attack.eps  # eps may be 0 (warm-up), so not through the constructor check
+        attack = PGD(network, eps, num_steps=1, random_start=True, lp=lp, bounds=bounds, rel_step_size=self.alpha)
         super().__init__(attack, clean_weight=clean_weight, clean_metrics=clean_metrics)
 
 
@@ -369,7 +371,7 @@ class TRADESIteration(AdversarialIteration):
         self._clean_logits = logits
         inner = copy.copy(self.attack)  # shares the network and the random state, not the settings
         inner.loss, inner.early_stop, inner.targeted = trades_kl, False, False
-        return inner(images, torch.softmax(logits.float(), dim=1))
+        return call_attack(inner, images, torch.softmax(logits.float(), dim=1), self.eps)
 
     def compute_loss(
         self, engine: Engine, images: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor

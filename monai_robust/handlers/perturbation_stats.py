@@ -14,6 +14,7 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_robust.attacks.functional import lp_norm
+from monai_robust.report.table import key_label
 from monai_robust.utils.enums import as_lp
 
 if TYPE_CHECKING:
@@ -90,7 +91,8 @@ class PerturbationStats:
             adv = e.get("image")
             if adv is None:
                 continue
-            self.update(key, clean, adv, e.get("eps"), e.get("lp", "inf"), e.get("bounds"))
+            name = key_label(*key) if isinstance(key, tuple) else str(key)
+            self.update(name, clean, adv, e.get("eps"), e.get("lp", "inf"), e.get("bounds"))
 
     def update(
         self,

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_robust.report.table import key_label
+
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
 else:
@@ -151,7 +153,10 @@ class RobustnessTensorBoard:
             name = str(e.get("attack", key))
             if name not in best or eps > best[name][0]:
                 best[name] = (eps, key)
-        return [(key, examples["images"], examples["adversarial"][key]["images"]) for _, key in best.values()]
+        return [
+            (key_label(*key) if isinstance(key, tuple) else str(key), examples["images"], examples["adversarial"][key]["images"])
+            for _, key in best.values()
+        ]
 
     def close(self) -> None:
         """Closes the writer if this handler created it."""

@@ -136,8 +136,16 @@ def minimal_flip_eps(
         lo, hi = hi, min(2 * hi, float(max_eps))
         flipped, adv, index = probe(hi)
     if not flipped:
-        return {"flipped": False, "eps": None, "eps_lower": hi, "max_eps": float(max_eps), "num_probes": probes,
-                "original_index": original, "adversarial_index": None, "adversarial": None}
+        return {
+            "flipped": False,
+            "eps": None,
+            "eps_lower": hi,
+            "max_eps": float(max_eps),
+            "num_probes": probes,
+            "original_index": original,
+            "adversarial_index": None,
+            "adversarial": None,
+        }
     best_adv, best_index = adv, index
     while hi - lo > rel_tol * hi:
         mid = 0.5 * (lo + hi)
@@ -146,12 +154,21 @@ def minimal_flip_eps(
             hi, best_adv, best_index = mid, adv, index
         else:
             lo = mid
-    return {"flipped": True, "eps": hi, "eps_lower": lo, "max_eps": float(max_eps), "num_probes": probes,
-            "original_index": original, "adversarial_index": best_index, "adversarial": best_adv.detach()}
+    return {
+        "flipped": True,
+        "eps": hi,
+        "eps_lower": lo,
+        "max_eps": float(max_eps),
+        "num_probes": probes,
+        "original_index": original,
+        "adversarial_index": best_index,
+        "adversarial": best_adv.detach(),
+    }
 
 
 class _BundlePreprocessd:
-    """Dictionary transform: the loaded raw image -> ``BundlePredictor.preprocess`` (model units), raw shape kept."""
+    """Dictionary transform: the loaded raw image -> ``BundlePredictor.preprocess`` (stored units, the bundle's geometry
+    applied), the raw shape and the DICOM modality kept."""
 
     def __init__(self, predictor: Any, key: str = "image") -> None:
         self.predictor = predictor

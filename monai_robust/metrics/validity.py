@@ -5,13 +5,10 @@ Robustness", 2019 (https://arxiv.org/abs/1902.06705), Athalye et al., "Obfuscate
 Security", ICML 2018 (https://arxiv.org/abs/1802.00420) and AutoAttack's practice (Croce & Hein, ICML 2020,
 https://arxiv.org/abs/2003.01690).
 
-Two kinds of functions:
-
-* *probes* look at the model on a batch: :func:`gradient_probe` (input gradients finite and non-zero),
-  :func:`randomness_probe` (two forward passes in eval mode agree);
-* *checks* read the numbers of an evaluation (the ``results`` dict of
-  :class:`~monai_robust.engines.evaluator.RobustnessEvaluator`, also written as JSON) and the probes, and return a
-  :class:`ValidityCheck` verdict each; :func:`run_validity_checks` runs them all.
+The checks read the numbers of an evaluation (the ``results`` dict of
+:class:`~monai_robust.engines.evaluator.RobustnessEvaluator`, also written as JSON) and the model probes of
+:mod:`monai_robust.engines.probes`, and return a :class:`ValidityCheck` verdict each; :func:`run_validity_checks`
+runs them all. They are pure functions of those numbers: nothing here touches a model.
 """
 
 from __future__ import annotations
@@ -21,20 +18,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import torch
-from torch import nn
-
 __all__ = [
     "ValidityCheck",
     "check_budget",
+    "check_convergence",
+    "check_gradient_masking",
     "check_gradients",
     "check_iterative_vs_single_step",
     "check_monotone_in_eps",
     "check_randomness",
     "check_reference_attacks",
     "check_unbounded",
-    "gradient_probe",
-    "randomness_probe",
     "run_validity_checks",
     "summarize_checks",
 ]
@@ -74,92 +68,6 @@ _CARLINI = "Carlini et al. 2019, https://arxiv.org/abs/1902.06705"
 _ATHALYE = "Athalye et al. 2018, https://arxiv.org/abs/1802.00420"
 
 
-# ---------------------------------------------------------------------------------------------------- probes
-def _margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Label logit minus the best other logit (a single logit ``f``: ``f`` for label 1, ``-f`` for label 0)."""
-    if logits.shape[1] == 1:
-        return logits[:, 0] * (labels.reshape(-1).float() * 2 - 1)
-    y = labels.reshape(-1).long()
-    own = logits.gather(1, y[:, None]).squeeze(1)
-    return own - logits.scatter(1, y[:, None], -math.inf).amax(dim=1)
-
-
-def gradient_probe(network: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
-    """Input gradients of the cross-entropy loss and of the logit margin on a batch: are they finite and non-zero?
-
-    A zero margin gradient means a non-differentiable (shattered) operation in the forward; a zero loss gradient
-    with a non-zero margin gradient means a saturated softmax (use a margin loss, e.g. CW's or DLR). The network's
-    mode and parameter gradients are restored afterwards.
-
-    Args:
-        network: the classifier, logits ``(N, classes)``.
-        images: ``(N, C, *spatial)`` on the network's device.
-        labels: ``(N,)`` class indices.
-
-    Returns:
-        ``{"n", "nonfinite_fraction", "zero_margin_fraction", "zero_loss_fraction", "mean_abs_gradient"}``:
-        fractions of samples (a sample's gradient is zero when every entry is exactly 0).
-
-    Example::
-
-        >>> gradient_probe(net, images, labels)["zero_margin_fraction"]
-        0.0
-    """
-    from monai_robust.attacks.base import attack_mode, default_loss  # lazy: metrics do not import attacks
-
-    x = images.detach().clone().float()
-    with attack_mode(network):
-        x.requires_grad_(True)
-        logits = network(x).float()
-        (g_loss,) = torch.autograd.grad(default_loss(logits, labels).sum(), x, retain_graph=True, allow_unused=True)
-        (g_margin,) = torch.autograd.grad(_margin(logits, labels).sum(), x, allow_unused=True)
-    n = x.shape[0]
-    g_loss = torch.zeros_like(x) if g_loss is None else g_loss
-    g_margin = torch.zeros_like(x) if g_margin is None else g_margin
-    flat_l, flat_m = g_loss.reshape(n, -1), g_margin.reshape(n, -1)
-    nonfinite = ~torch.isfinite(flat_l).all(dim=1) | ~torch.isfinite(flat_m).all(dim=1)
-    finite = flat_l[torch.isfinite(flat_l)]
-    return {
-        "n": int(n),
-        "nonfinite_fraction": float(nonfinite.float().mean()),
-        "zero_margin_fraction": float((flat_m == 0).all(dim=1).float().mean()),
-        "zero_loss_fraction": float((flat_l == 0).all(dim=1).float().mean()),
-        "mean_abs_gradient": float(finite.abs().mean()) if finite.numel() else math.nan,
-    }
-
-
-def randomness_probe(network: nn.Module, images: torch.Tensor, num_passes: int = 2) -> dict[str, Any]:
-    """Forwards a batch ``num_passes`` times in eval mode: a model whose outputs differ is randomised (dropout kept
-    on, random transforms in the forward, stochastic defenses), and gradient attacks must then average over its
-    randomness (EOT, Athalye et al. 2018).
-
-    Args:
-        network: the classifier.
-        images: ``(N, C, *spatial)`` on the network's device.
-        num_passes: forward passes to compare (>= 2).
-
-    Returns:
-        ``{"randomized": bool, "max_abs_difference": float, "passes": int}``.
-
-    Raises:
-        ValueError: When ``num_passes < 2``.
-
-    Example::
-
-        >>> randomness_probe(net.eval(), images)["randomized"]
-        False
-    """
-    if not isinstance(num_passes, int) or num_passes < 2:
-        raise ValueError(f"num_passes must be an integer >= 2, got num_passes={num_passes!r}.")
-    from monai_robust.attacks.base import attack_mode
-
-    with attack_mode(network), torch.no_grad():
-        outs = [network(images).float() for _ in range(num_passes)]
-    diff = max(float((o - outs[0]).abs().max()) for o in outs[1:])
-    scale = max(float(outs[0].abs().max()), 1.0)
-    return {"randomized": bool(diff > 1e-5 * scale), "max_abs_difference": diff, "passes": num_passes}
-
-
 # ---------------------------------------------------------------------------------------------------- helpers
 def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -179,15 +87,22 @@ def _points(results: dict[str, Any]) -> list[dict[str, Any]]:
                         "eps": r.get("eps"),
                         "accuracy": r["accuracy"],
                         "reference": bool(a.get("reference")),
+                        "black_box": bool(a.get("black_box")),
+                        "success": r.get("attack_success_rate"),
                         "n": r.get("n"),
                     }
                 )
     return out
 
 
+def _unbounded(eps: Any) -> bool:
+    """No budget: ``inf`` in the evaluator's results, ``null`` (``None``) once written as JSON."""
+    return eps is None or (isinstance(eps, float) and math.isinf(eps))
+
+
 def _same_eps(a: Any, b: Any) -> bool:
-    if a is None or b is None:
-        return a is None and b is None
+    if _unbounded(a) or _unbounded(b):
+        return _unbounded(a) and _unbounded(b)
     return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-12)
 
 
@@ -227,7 +142,7 @@ def check_monotone_in_eps(results: dict[str, Any], tol: float = 0.0) -> Validity
     bad = []
     by_attack: dict[str, list[dict[str, Any]]] = {}
     for p in _points(results):
-        if p["eps"] is not None:
+        if not _unbounded(p["eps"]):
             by_attack.setdefault(p["attack"], []).append(p)
     for attack, pts in by_attack.items():
         pts = sorted(pts, key=lambda p: p["eps"])
@@ -337,6 +252,110 @@ def check_reference_attacks(results: dict[str, Any], tol: float = 0.01) -> Valid
     )
 
 
+def check_gradient_masking(results: dict[str, Any], tol: float = 0.01) -> ValidityCheck:
+    """A black-box attack (``attack.black_box``, e.g. Square) must not be stronger than *every* white-box attack of
+    the same Lp at the same ε: gradients that point nowhere (quantisation, thresholds, shattered or saturated
+    operations) leave white-box attacks stranded while a query-based attack, blind to them, still succeeds.
+
+    Args:
+        results: an evaluation's results (attacks with ``black_box=True``).
+        tol: margin (fraction of samples, at least one sample) by which the black-box robust accuracy must be
+            lower than the best white-box one to count.
+
+    Returns:
+        ``"fail"`` with "gradient masking suspected"; ``details["violations"]`` lists ``[black_box, lp, eps,
+        acc_black_box, best_white_box, acc_white_box]``.
+
+    Example::
+
+        >>> check_gradient_masking(results).status
+        'pass'
+    """
+    name, ref = "gradient_masking", _ATHALYE
+    pts = _points(results)
+    black = [p for p in pts if p["black_box"]]
+    white = [p for p in pts if not p["reference"] and p["kind"] in ("iterative", "single-step", "minimal")]
+    pairs, bad = 0, []
+    for b in black:
+        same = [w for w in white if w["lp"] == b["lp"] and _same_eps(w["eps"], b["eps"])]
+        if not same:
+            continue
+        pairs += 1
+        best = min(same, key=lambda w: w["accuracy"])
+        if b["accuracy"] < best["accuracy"] - _tolerance(tol, b["n"]):
+            bad.append([b["attack"], b["lp"], b["eps"], b["accuracy"], best["attack"], best["accuracy"]])
+    if not pairs:
+        return ValidityCheck(name, SKIPPED, "no black-box attack shares an Lp norm and eps with a white-box one.", reference=ref)
+    if bad:
+        return ValidityCheck(
+            name,
+            FAIL,
+            f"gradient masking suspected: the black-box attack {sorted({v[0] for v in bad})} is stronger than every "
+            "white-box attack at the same budget; the white-box robust accuracies are not trustworthy (attack "
+            "through straight-through gradients / BPDA, or report the black-box numbers).",
+            {"violations": bad, "pairs": pairs},
+            ref,
+        )
+    return ValidityCheck(
+        name, PASS, f"no black-box attack beats every white-box attack at its budget ({pairs} comparisons).", {"pairs": pairs}, ref
+    )
+
+
+def check_convergence(results: dict[str, Any], max_success: float = 0.01, min_other: float = 0.5) -> ValidityCheck:
+    """An attack that (almost) never succeeds where another attack of the same Lp breaks most samples with at most
+    the same budget has not converged: its settings (steps, step size, constants of CW's search) are wrong for
+    this model or data.
+
+    The comparison is with a budget *at most* that of the failing attack (a larger budget breaking more is the
+    normal shape of an ε curve); an unbounded minimisation attack (CW, DeepFool at ``eps=inf``) counts as having
+    the largest budget. The per-step success of CW and DeepFool (``success_by_step``) is in the details.
+
+    Args:
+        results: an evaluation's results (``attack_success_rate`` per attack and ε).
+        max_success: success rate at or below which an attack counts as failing (1 %).
+        min_other: success rate above which the other attack counts as breaking most samples (50 %).
+
+    Returns:
+        ``"fail"`` with "attack failed to converge"; ``details["violations"]`` lists ``[attack, lp, eps, success,
+        other, other_eps, other_success]``.
+
+    Example::
+
+        >>> check_convergence(results).status
+        'pass'
+    """
+    name, ref = "attack_convergence", _CARLINI
+    pts = [p for p in _points(results) if _finite(p["success"])]
+    bad = []
+    for a in pts:
+        if a["success"] > max_success:
+            continue
+        for b in pts:
+            if b["attack"] == a["attack"] or b["lp"] != a["lp"] or b["success"] <= min_other or _unbounded(b["eps"]):
+                continue
+            if _unbounded(a["eps"]) or b["eps"] <= a["eps"] * (1 + 1e-6):
+                bad.append([a["attack"], a["lp"], a["eps"], a["success"], b["attack"], b["eps"], b["success"]])
+                break
+    if not pts:
+        return ValidityCheck(name, SKIPPED, "no attack success rate to compare.", reference=ref)
+    progress = {k: a["success_by_step"] for k, a in results.get("attacks", {}).items() if a.get("success_by_step")}
+    if bad:
+        settings = {v[0]: results["attacks"][v[0]].get("attack") for v in bad}
+        return ValidityCheck(
+            name,
+            FAIL,
+            f"attack failed to converge: settings of {sorted(settings)}: at most {max_success:.0%} success where "
+            f"another attack of the same norm breaks over {min_other:.0%} with no larger budget; raise the steps or "
+            "the search's constants (CW: initial_const, binary_search_steps) and check the step size.",
+            {"violations": bad, "settings": settings, "success_by_step": progress},
+            ref,
+        )
+    return ValidityCheck(
+        name, PASS, "no attack fails where another of the same norm succeeds with no larger budget.",
+        {"success_by_step": progress}, ref,
+    )
+
+
 def check_budget(results: dict[str, Any], rtol: float = 1e-4) -> ValidityCheck:
     """Every adversarial example respects its budget ``||δ||_p <= eps`` and the bounds of the data.
 
@@ -397,7 +416,7 @@ def check_unbounded(results: dict[str, Any], probes: dict[str, Any], max_accurac
     found = {k: dict(v) for k, v in probes.get("unbounded", {}).items()}
     for attack, a in results.get("attacks", {}).items():
         for r in a.get("results", []):
-            if r.get("status") == "ok" and r.get("eps") is None and _finite(r.get("accuracy")):
+            if r.get("status") == "ok" and _unbounded(r.get("eps")) and _finite(r.get("accuracy")):
                 found[attack] = {"eps": None, "accuracy": r["accuracy"], "n": r.get("n")}
     if not found:
         return ValidityCheck(
@@ -417,7 +436,7 @@ def check_unbounded(results: dict[str, Any], probes: dict[str, Any], max_accurac
 
 
 def check_gradients(probes: dict[str, Any], max_zero_fraction: float = 0.5) -> ValidityCheck:
-    """Input gradients must be finite and non-zero (:func:`gradient_probe`).
+    """Input gradients must be finite and non-zero (:func:`~monai_robust.engines.probes.gradient_probe`).
 
     Args:
         probes: the evaluator's probes; reads ``probes["gradients"]``.
@@ -518,6 +537,8 @@ def run_validity_checks(
         check_monotone_in_eps(results, 0.0),
         check_iterative_vs_single_step(results, tol),
         check_reference_attacks(results, tol),
+        check_gradient_masking(results, tol),
+        check_convergence(results),
         check_unbounded(results, probes, max_accuracy),
         check_gradients(probes),
         check_randomness(probes),

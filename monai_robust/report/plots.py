@@ -121,7 +121,7 @@ def _name(c: Any, names: Any) -> str:
 
 
 def plot_examples(
-    examples: dict[str, Any], path: str | os.PathLike, key: str, bounds: tuple[float, float] | None = None
+    examples: dict[str, Any], path: str | os.PathLike, key: Any, bounds: tuple[float, float] | None = None
 ) -> Path | None:
     """Example panels of one attack: a row per example, columns clean image, perturbation (scaled to its own
     maximum, diverging colours) and adversarial image, with the labels and predictions in the titles.
@@ -130,7 +130,7 @@ def plot_examples(
         examples: the evaluator's ``examples`` (``images`` ``(k, C, H, W)``, ``labels``, ``clean_pred``,
             ``adversarial[key]``; 3D volumes are already reduced to their middle slice).
         path: the PNG to write.
-        key: the ``adversarial`` entry to draw (e.g. ``"pgd@0.0156863"``).
+        key: the ``adversarial`` entry to draw, an ``(attack name, eps)`` tuple (e.g. ``("pgd", 4 / 255)``).
         bounds: the intensity window of the images; default the range of the clean images.
 
     Returns:
@@ -141,7 +141,7 @@ def plot_examples(
 
     Example::
 
-        >>> plot_examples(evaluator.examples, "report/examples_pgd.png", "pgd@0.0156863", (0.0, 1.0))
+        >>> plot_examples(evaluator.examples, "report/examples_pgd.png", ("pgd", 4 / 255), (0.0, 1.0))
     """
     adv = examples.get("adversarial", {}).get(key)
     if adv is None or "images" not in examples:
@@ -154,7 +154,7 @@ def plot_examples(
     lo, hi = bounds if bounds is not None else (float(clean.min()), float(clean.max()))
     fig = _figure(8.4, 2.8 * k + 0.4)
     eps = adv.get("eps")
-    eps_text = "inf" if eps is None else f"{eps:.4g}"
+    eps_text = "inf" if eps is None or math.isinf(eps) else f"{eps:.4g}"
     lp = _LP_TITLE.get(str(adv.get("lp")), f"L{adv.get('lp', '')}")
     where = ", middle slice" if examples.get("spatial_dims", 2) > 2 else ""
     fig.suptitle(f"{adv.get('attack', key)}  (ε = {eps_text}, {lp}{where})", fontsize=11)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["format_table", "summary_rows"]
+__all__ = ["format_table", "key_label", "summary_rows"]
 
 COLUMNS = (
     ("what", "attack"),
@@ -28,6 +28,17 @@ COLUMNS = (
 )
 
 
+def key_label(name: str, eps: float | None) -> str:
+    """The display name of one attack at one ε, e.g. for metric names and TensorBoard tags (never parsed back).
+
+    Example::
+
+        >>> key_label("pgd", 0.0039215), key_label("cw", float("inf"))
+        ('pgd@0.0039215', 'cw@inf')
+    """
+    return f"{name}@{'inf' if eps is None or math.isinf(eps) else f'{eps:.8g}'}"
+
+
 def _fmt(v: Any, digits: int = 3) -> str:
     if v is None:
         return "-"
@@ -44,7 +55,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 
 def _eps_text(row: dict[str, Any]) -> str:
     eps = row.get("eps")
-    if eps is None:
+    if eps is None or math.isinf(eps):
         return "inf"
     text = f"{eps:.4g}"
     if row.get("eps_physical") is not None:

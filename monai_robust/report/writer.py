@@ -16,6 +16,7 @@ import torch
 
 from monai_robust.report.html import render_html
 from monai_robust.report.plots import plot_detector_histograms, plot_examples, plot_metric_vs_eps
+from monai_robust.report.table import key_label
 
 __all__ = ["to_jsonable", "write_json", "write_report"]
 
@@ -65,19 +66,20 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "attack"
 
 
-def _example_keys(results: dict[str, Any], examples: dict[str, Any]) -> list[tuple[str, str]]:
-    """Per attack, its largest ε with example images (then each UAP): ``(caption, key)``."""
+def _example_keys(results: dict[str, Any], examples: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """Per attack, its largest ε with example images (then each UAP): ``(caption, key, label)``, keys
+    ``(name, eps)``, labels for file names (``pgd@0.0156863``, ``uap:name``)."""
     adv = examples.get("adversarial", {})
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, Any, str]] = []
     for name in results.get("attacks", {}):
         keys = [(v.get("eps"), k) for k, v in adv.items() if v.get("attack") == name]
         if keys:
             eps, key = max(keys, key=lambda t: math.inf if t[0] is None else t[0])
-            out.append((f"{name}, ε = {'inf' if eps is None else format(eps, '.4g')}", key))
+            text = "inf" if eps is None or math.isinf(eps) else format(eps, ".4g")
+            out.append((f"{name}, ε = {text}", key, key_label(name, eps)))
     for name in results.get("uaps", {}):
-        for key, caption in ((f"uap:{name}", f"UAP {name}"), (f"uap:{name}:control", f"UAP {name}: random control")):
-            if key in adv:
-                out.append((caption, key))
+        for tag, caption in ((f"uap:{name}", f"UAP {name}"), (f"uap:{name}:control", f"UAP {name}: random control")):
+            out += [(caption, k, tag) for k, v in adv.items() if v.get("attack") == tag]
     return out
 
 
@@ -98,7 +100,7 @@ def write_report(
         title: the page title.
 
     Returns:
-        ``{"json", "html", "accuracy", "auc", "detector", "examples/<key>"}`` -> paths of the files written.
+        ``{"json", "html", "accuracy", "auc", "detector", "examples/<name@eps or uap:name>"}`` -> paths of the files written.
 
     Raises:
         RuntimeError: Without matplotlib (the JSON is written first).
@@ -121,10 +123,10 @@ def write_report(
     panels = []
     if examples:
         b = bounds if bounds is not None else results.get("meta", {}).get("bounds")
-        for caption, key in _example_keys(results, examples):
-            p = plot_examples(examples, out / f"examples_{_slug(key)}.png", key, tuple(b) if b else None)
+        for caption, key, label in _example_keys(results, examples):
+            p = plot_examples(examples, out / f"examples_{_slug(label)}.png", key, tuple(b) if b else None)
             if p is not None:
                 panels.append((caption, p))
-                paths[f"examples/{key}"] = p
+                paths[f"examples/{label}"] = p
     paths["html"] = render_html(results, out / "index.html", figures, panels, title)
     return paths

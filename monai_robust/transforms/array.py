@@ -13,6 +13,7 @@ applied before them can still be inverted (the record stays, saying the image is
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,8 +28,9 @@ from monai.transforms import RandomizableTransform, Transform
 from monai.transforms.inverse import TraceableTransform
 from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type, convert_to_tensor
 
-from monai_robust.attacks.base import Attack, _check_bounds
+from monai_robust.attacks.base import Attack, BoundedAttack
 from monai_robust.attacks.functional import clip_to_bounds
+from monai_robust.attacks.threat import _check_bounds
 
 __all__ = [
     "ADVERSARIAL_META_KEY",
@@ -47,15 +49,16 @@ PERTURBATION_META_KEY = "perturbation"
 _SCALARS = (bool, int, float, str, np.integer, np.floating)
 
 
-def attack_provenance(attack: Attack) -> dict[str, Any]:
+def attack_provenance(attack: Attack, eps: float | None = None) -> dict[str, Any]:
     """What an attack did, as a flat dict of scalars that MONAI can collate and decollate.
 
-    Keys: ``attack`` (class name), ``eps``, ``lp``, ``targeted``, ``seed`` (``attack.last_seed``, which
+    Keys: ``attack`` (class name), ``eps`` (the budget of the call; ``inf`` for a minimisation attack), ``lp``, ``targeted``, ``seed`` (``attack.last_seed``, which
     reproduces the random start), ``bounds_low``/``bounds_high`` when there are bounds, and the attack's own
     hyperparameters (``num_steps``, ``step_size``, ``beta`` ...) when it has them.
 
     Args:
         attack: an attack that has been called at least once (for the seed).
+        eps: the budget the call used; default the bounded attack's own ``eps`` (``inf`` for minimisation attacks).
 
     Returns:
         The record; values are Python scalars and strings only (no ``None``, no tuples).
@@ -67,7 +70,7 @@ def attack_provenance(attack: Attack) -> dict[str, Any]:
     """
     rec: dict[str, Any] = {
         "attack": type(attack).__name__,
-        "eps": float(attack.eps),
+        "eps": float(eps if eps is not None else (attack.eps if isinstance(attack, BoundedAttack) else math.inf)),
         "lp": str(attack.lp.value),
         "targeted": bool(attack.targeted),
         "seed": -1 if attack.last_seed is None else int(attack.last_seed),
@@ -132,9 +135,12 @@ class AdversarialPerturb(RandomizableTransform, TraceableTransform):
 
     Args:
         attack: an :class:`~monai_robust.attacks.base.Attack` holding the network and the threat model.
+        eps: the budget passed to a :class:`~monai_robust.attacks.base.BoundedAttack` at each call (model-input
+            units); default the attack's own ``eps``. Not allowed for a minimisation attack (CW, DeepFool).
 
     Raises:
-        ValueError: When ``attack`` is not an :class:`~monai_robust.attacks.base.Attack`.
+        ValueError: When ``attack`` is not an :class:`~monai_robust.attacks.base.Attack`, or ``eps`` is given for
+            a minimisation attack or is not a valid budget of the attack.
 
     Example::
 
@@ -146,11 +152,16 @@ class AdversarialPerturb(RandomizableTransform, TraceableTransform):
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, attack: Attack) -> None:
+    def __init__(self, attack: Attack, eps: float | None = None) -> None:
         RandomizableTransform.__init__(self, prob=1.0)
         if not isinstance(attack, Attack):
             raise ValueError(f"attack must be a monai_robust Attack such as PGD(...), got {type(attack).__name__}.")
+        if eps is not None and not isinstance(attack, BoundedAttack):
+            raise ValueError(f"{type(attack).__name__} is a minimisation attack without a budget, got eps={eps!r}.")
+        if isinstance(attack, BoundedAttack) and eps is None and attack.eps is None:
+            raise ValueError(f"{type(attack).__name__} was built without eps: give eps= to {type(self).__name__}.")
         self.attack = attack
+        self.eps = None if eps is None else attack.check_eps(eps)
         self._seed: int | None = None
 
     def set_random_state(
@@ -184,8 +195,8 @@ class AdversarialPerturb(RandomizableTransform, TraceableTransform):
         if randomize or self._seed is None:
             self.randomize()
         self.attack.set_random_state(self._seed)
-        out = self.attack(img, label)
-        return _record(self, out, ADVERSARIAL_META_KEY, attack_provenance(self.attack))
+        out = self.attack(img, label) if self.eps is None else self.attack(img, label, eps=self.eps)
+        return _record(self, out, ADVERSARIAL_META_KEY, attack_provenance(self.attack, self.eps))
 
 
 def load_perturbation(delta: Any) -> tuple[torch.Tensor, str]:

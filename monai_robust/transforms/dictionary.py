@@ -37,6 +37,7 @@ class AdversarialPerturbd(RandomizableTransform, MapTransform):
         keys: keys of the images to perturb.
         attack: any :class:`~monai_robust.attacks.base.Attack`.
         label_key: key of the labels (of the targets for a targeted attack).
+        eps: the budget of a bounded attack, as in :class:`AdversarialPerturb`; default the attack's own.
         new_key_prefix: write the result to ``new_key_prefix + key`` instead of overwriting ``key``.
         allow_missing_keys: don't raise when a key in ``keys`` is missing.
 
@@ -58,12 +59,13 @@ class AdversarialPerturbd(RandomizableTransform, MapTransform):
         label_key: Hashable = "label",
         new_key_prefix: str | None = None,
         allow_missing_keys: bool = False,
+        eps: float | None = None,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob=1.0)
         if new_key_prefix is not None and (not isinstance(new_key_prefix, str) or not new_key_prefix):
             raise ValueError(f"new_key_prefix must be a non-empty string or None, got new_key_prefix={new_key_prefix!r}.")
-        self.adversarial_perturb = AdversarialPerturb(attack)
+        self.adversarial_perturb = AdversarialPerturb(attack, eps)
         self.label_key = label_key
         self.new_key_prefix = new_key_prefix
 

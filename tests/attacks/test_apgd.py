@@ -141,9 +141,9 @@ def test_stronger_than_pgd_and_matches_torchattacks(pneumonia, pneumonia_model, 
 class _ReferenceStart(APGD):
     """APGD drawing its random start as torchattacks' APGD does with ``seed=0``."""
 
-    def perturb(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
         self._generator = torch.Generator(device=images.device).manual_seed(0)
-        return super().perturb(images, labels)
+        return super().perturb(images, labels, eps)
 
 
 @pytest.mark.parametrize("lp,eps", [("inf", 4 / 255), (2, 0.3)])

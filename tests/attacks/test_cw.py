@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_robust.attacks.base import ThreatModel, is_adversarial
+from monai_robust.attacks.base import MinimizationAttack, is_adversarial
 from monai_robust.attacks.cw import CW
 from monai_robust.attacks.functional import lp_norm
 from monai_robust.attacks.pgd import PGD
@@ -82,34 +82,40 @@ def test_confidence_margin(tiny_net):
     assert float(lp_norm(adv - x, 2)[both].median()) > float(lp_norm(plain - x, 2)[both].median())
 
 
-def test_finite_eps_counts_far_as_failure(tiny_net):
+def test_no_budget_failures_unchanged(tiny_net):
+    """A minimisation attack: no eps; the smallest adversarial found, failures returned unchanged, the per-round
+    success in last_progress."""
     net, x = tiny_net(2, 3), _rand(2)
     with torch.no_grad():
         y = net(x).argmax(1)
     kw = {"bounds": (0.0, 1.0), "num_steps": 100, "binary_search_steps": 5}
-    free = CW(net, **kw)(x, y)
+    attack = CW(net, **kw)
+    free = attack(x, y)
     assert bool(_fooled(net, free, y).all())
-    eps = float(lp_norm(free - x, 2).median())
-    bounded = CW(net, eps, **kw)(x, y)
-    l2, fooled = lp_norm(bounded - x, 2), _fooled(net, bounded, y)
-    assert bool((l2 <= eps + 1e-6).all())
-    assert torch.equal(bounded[~fooled], x[~fooled])
-    assert torch.equal(fooled, lp_norm(free - x, 2) <= eps)  # the same search; far ones dropped
+    assert len(attack.last_progress) == 5 and attack.last_progress[-1] == 1.0
+    weak = CW(net, bounds=(0.0, 1.0), num_steps=2, binary_search_steps=1, initial_const=1e-6, abort_early=False)
+    adv = weak(x, y)
+    fooled = _fooled(net, adv, y)
+    assert torch.equal(adv[~fooled], x[~fooled]) and weak.last_progress == [float(fooled.float().mean())]
+    with pytest.raises(TypeError):
+        CW(net, 0.5, **kw)  # no budget: thresholding is the caller's
 
 
-def test_early_stop_ends_at_first_success_within_eps(tiny_net):
+def test_early_stop_ends_at_first_success(tiny_net):
     net, x = tiny_net(2, 3), _rand(2)
     with torch.no_grad():
         y = net(x).argmax(1)
     forwards = []
     net.register_forward_hook(lambda *_: forwards.append(1))
     kw = {"bounds": (0.0, 1.0), "num_steps": 50, "binary_search_steps": 3, "initial_const": 10.0}
-    full = CW(net, 1.0, **kw)(x, y)
+    full = CW(net, **kw)(x, y)
     n_full, forwards[:] = len(forwards), []
-    fast = CW(net, 1.0, early_stop=True, **kw)(x, y)
+    fast = CW(net, early_stop=True, **kw)(x, y)
     assert len(forwards) < n_full / 2
     assert bool(_fooled(net, fast, y).all()) and bool(_fooled(net, full, y).all())
-    assert bool((lp_norm(fast - x, 2) <= 1.0 + 1e-6).all())
+    forwards[:] = []
+    CW(net, **kw)(x, y, early_stop=True)  # the call's override
+    assert len(forwards) < n_full / 2
 
 
 def test_intensity_range_invariance(tiny_net):
@@ -187,10 +193,8 @@ def test_seeded_reproducible_and_state_restored(tiny_net):
     [
         ({"bounds": None}, "bounds"),
         ({"lp": "inf"}, "'inf'"),
-        ({"eps": ThreatModel(0.5, "inf", (0.0, 1.0))}, "L2 attack"),
+        ({"lp": 1}, "L2 attack"),
         ({"loss": torch.nn.functional.cross_entropy}, "no loss"),
-        ({"eps": -1.0}, "-1.0"),
-        ({"eps": float("nan")}, "nan"),
         ({"num_steps": 0}, "num_steps=0"),
         ({"binary_search_steps": 0}, "binary_search_steps=0"),
         ({"initial_const": 0.0}, "initial_const=0.0"),
@@ -205,11 +209,8 @@ def test_ill_args(tiny_net, kwargs, match):
         CW(tiny_net(2, 3), **kwargs)
 
 
-def test_unbounded_eps_and_threat_model(tiny_net):
+def test_minimization_type_and_input_check(tiny_net):
     net = tiny_net(2, 3)
-    assert CW(net, bounds=(0.0, 1.0)).eps == math.inf
-    assert CW(net, float("inf"), bounds=(0.0, 1.0)).eps == math.inf
-    tm = CW(net, ThreatModel(0.5, 2, (0.0, 1.0)))
-    assert tm.eps == 0.5 and tm.bounds == (0.0, 1.0)
+    assert isinstance(CW(net, bounds=(0.0, 1.0)), MinimizationAttack) and not hasattr(CW(net, bounds=(0.0, 1.0)), "eps")
     with pytest.raises(ValueError, match="outside bounds"):
         CW(net, bounds=(0.0, 1.0))(_rand(2) + 2, torch.zeros(8, dtype=torch.long))

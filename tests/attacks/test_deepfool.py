@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_robust.attacks.base import ThreatModel, is_adversarial
+from monai_robust.attacks.base import MinimizationAttack, is_adversarial
 from monai_robust.attacks.deepfool import DeepFool
 from monai_robust.attacks.functional import lp_norm
 from monai_robust.attacks.pgd import PGD
@@ -84,18 +84,16 @@ def test_candidates_overshoot_and_no_bounds(tiny_net):
     assert bool(_fooled(net, free, y).all())
 
 
-def test_finite_eps_counts_far_as_failure(tiny_net):
+def test_failures_unchanged_and_progress(tiny_net):
     net, x = tiny_net(2, 3), _rand(2)
     with torch.no_grad():
         y = net(x).argmax(1)
-    free = DeepFool(net, bounds=(0.0, 1.0))(x, y)
-    l2 = lp_norm(free - x, 2)
-    eps = float(l2.median())
-    bounded = DeepFool(net, eps, bounds=(0.0, 1.0))(x, y)
-    fooled = _fooled(net, bounded, y)
-    assert bool((lp_norm(bounded - x, 2) <= eps + 1e-6).all())
-    assert torch.equal(bounded[~fooled], x[~fooled])
-    assert torch.equal(fooled, _fooled(net, free, y) & (l2 <= eps))
+    attack = DeepFool(net, bounds=(0.0, 1.0), num_steps=1)
+    adv = attack(x, y)
+    fooled = _fooled(net, adv, y)
+    assert torch.equal(adv[~fooled], x[~fooled])
+    assert all(0 <= p <= 1 for p in attack.last_progress)
+    assert all(b >= a for a, b in zip(attack.last_progress, attack.last_progress[1:]))  # cumulative
 
 
 @pytest.mark.parametrize("to_type", TEST_NDARRAYS)
@@ -132,7 +130,6 @@ def test_seeded_reproducible_and_state_restored(tiny_net):
         ({"targeted": True}, "targeted=True"),
         ({"lp": 1}, "lp=1"),
         ({"loss": torch.nn.functional.cross_entropy}, "no loss"),
-        ({"eps": -1.0}, "-1.0"),
         ({"num_steps": 0}, "num_steps=0"),
         ({"overshoot": -0.1}, "overshoot=-0.1"),
         ({"num_candidates": 1}, "got 1"),
@@ -144,8 +141,8 @@ def test_ill_args(tiny_net, kwargs, match):
         DeepFool(tiny_net(2, 3), **kwargs)
 
 
-def test_unbounded_eps_and_threat_model(tiny_net):
+def test_minimization_type(tiny_net):
     net = tiny_net(2, 3)
-    assert DeepFool(net).eps == math.inf and DeepFool(net).lp == "2"
-    attack = DeepFool(net, ThreatModel(0.1, "inf", (0.0, 1.0)))
-    assert attack.eps == 0.1 and attack.lp == "inf" and attack.bounds == (0.0, 1.0)
+    assert isinstance(DeepFool(net), MinimizationAttack) and DeepFool(net).lp == "2"
+    attack = DeepFool(net, lp="inf", bounds=(0.0, 1.0))
+    assert attack.lp == "inf" and attack.bounds == (0.0, 1.0)

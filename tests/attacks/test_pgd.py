@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_robust.attacks import BIM, FGSM, PGD, lp_norm
+from monai_robust.attacks import APGD, BIM, FGSM, PGD, SMIA, lp_norm
 from tests.utils import TEST_NDARRAYS, SmallCNN
 
 CASES = [(cls, lp, dims) for cls in (FGSM, BIM, PGD) for lp in ("inf", 2) for dims in (2, 3)]
@@ -113,3 +113,31 @@ def test_bad_inputs():
         attack(x[:, 0, 0], y)
     with pytest.raises(ValueError, match="logits"):
         PGD(torch.nn.Conv2d(1, 2, 3), 0.1, num_steps=1)(x, y)
+
+
+@pytest.mark.parametrize("cls", [FGSM, BIM, PGD, APGD, SMIA])
+def test_eps_is_a_call_argument(cls):
+    """One object serves every budget: ``attack(x, y, eps=e)`` equals the attack built with ``e`` (same seed), the
+    default step follows the call's eps, and a missing or bad budget is refused."""
+    torch.manual_seed(0)
+    net = SmallCNN(2, 1, 3).eval()
+    x, y = _batch(2)
+    kw = {"bounds": (0.0, 1.0)} | ({} if cls is FGSM else {"num_steps": 3})
+    shared = cls(net, **kw)
+    for e in (0.01, 0.03):
+        built = cls(net, e, **kw).set_random_state(5)(x, y)
+        assert torch.equal(shared.set_random_state(5)(x, y, eps=e), built)
+    with pytest.raises(ValueError, match="built without eps"):
+        shared(x, y)
+    with pytest.raises(ValueError, match="eps=-0.1"):
+        shared(x, y, eps=-0.1)
+    with pytest.raises(ValueError, match="model-input units"):
+        shared(x, y, eps=8.0)  # L-inf larger than the box
+
+
+def test_step_size_absolute_or_relative():
+    net = SmallCNN(2, 1, 3).eval()
+    assert PGD(net, num_steps=10).step_for(0.04) == pytest.approx(0.01)
+    assert PGD(net, step_size=0.002).step_for(0.04) == 0.002 and PGD(net, rel_step_size=0.5).step_for(0.04) == 0.02
+    with pytest.raises(ValueError, match="not both"):
+        PGD(net, step_size=0.1, rel_step_size=0.5)

@@ -107,6 +107,13 @@ def test_smooth_keeps_level_and_kernel_support(dims):
     support = attack.smooth(impulse)[0, 0] > 0
     assert support.sum() == 5**dims  # kernel_size pixels per axis
     assert float(attack.smooth(impulse).sum()) == pytest.approx(1.0, abs=1e-5)
+    # the banded-matrix blur is MONAI's GaussianFilter (zero padding) divided by its response to ones
+    from monai.networks.layers import GaussianFilter
+
+    x = torch.rand((2, 2, 7) + (9,) * (dims - 1), generator=torch.Generator().manual_seed(0))
+    gauss = GaussianFilter(dims, 1.0, truncated=2.0)
+    expected = gauss(x) / gauss(torch.ones((1, 1) + x.shape[2:]))
+    assert torch.allclose(attack.smooth(x), expected, atol=1e-6)
 
 
 def test_perturbation_smoothing_and_detach():

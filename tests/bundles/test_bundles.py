@@ -18,9 +18,9 @@ BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 # input-sensitive, so the guard's fitting attack needs a large budget to change any prediction
 TINY = {
     "robust_xray_classification": {"num_images": 24, "image_size": 32, "batch_size": 8, "guard_fpr": 0.25,
-                                   "guard_eps": 0.25},
+                                   "guard_eps": 0.25, "aa_steps": 2, "aa_queries": 5},
     "robust_ct_classification": {"num_images": 20, "image_size": 16, "batch_size": 4, "guard_fpr": 0.4,
-                                 "guard_eps": 0.25},
+                                 "guard_eps": 0.25, "aa_steps": 2, "aa_queries": 5},
 }
 
 

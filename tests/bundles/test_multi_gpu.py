@@ -33,8 +33,8 @@ TINY = {"num_images": 48, "image_size": 32, "batch_size": 8, "num_epochs": 1, "h
 EVAL = {  # batch-split-independent attacks, and budgets large enough to break some images of a barely trained model
     "eval_eps": "$[e / 255 * (@bounds[1] - @bounds[0]) for e in (2, 16, 64)]",
     "evaluate#attacks": {
-        "FGSM": "$functools.partial(monai_robust.attacks.FGSM, @network, bounds=@bounds)",
-        "BIM-5": "$functools.partial(monai_robust.attacks.BIM, @network, num_steps=5, bounds=@bounds)",
+        "FGSM": "$monai_robust.attacks.FGSM(@network, bounds=@bounds)",
+        "BIM-5": "$monai_robust.attacks.BIM(@network, num_steps=5, bounds=@bounds)",
     },
 }
 
@@ -111,7 +111,7 @@ def test_ct_overlays_evaluate_checkpoint(tmp_path: Path, monkeypatch: pytest.Mon
     saved checkpoint loads it into the DDP network, evaluates its module and writes the report."""
     configs = ["train.json", "harden.json", "evaluate.json", "multi_gpu_harden.json", "multi_gpu_evaluate.json"]
     override = {"num_images": 16, "image_size": 16, "batch_size": 4, "stages": [], "eval_eps": [0.01],
-                "evaluate#attacks": {"FGSM": "$functools.partial(monai_robust.attacks.FGSM, @network, bounds=@bounds)"}}
+                "evaluate#attacks": {"FGSM": "$monai_robust.attacks.FGSM(@network, bounds=@bounds)"}}
     monkeypatch.setenv("LOCAL_RANK", "0")
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:

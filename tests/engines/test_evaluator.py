@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import math
-from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_robust.attacks.base import Attack
+from monai_robust.attacks.base import Attack, BoundedAttack, MinimizationAttack, NonFiniteError
+from monai_robust.attacks.cw import CW
 from monai_robust.attacks.fgsm import FGSM
 from monai_robust.attacks.functional import lp_norm
 from monai_robust.attacks.pgd import BIM, PGD
-from monai_robust.engines.evaluator import RobustnessEvaluator, eps_key
+from monai_robust.engines.evaluator import EvaluationOptions, ProbeOptions, RobustnessEvaluator
 from monai_robust.handlers.report import RobustnessReport
+from monai_robust.report.table import key_label
 from tests.utils import SmallCNN, train_classifier
+
+NO_PROBES = ProbeOptions(enabled=False)
 
 EPS = [0.02, 0.05, 0.1]
 
@@ -58,7 +61,7 @@ def setup(request):
 
 
 def attacks_for(net: nn.Module) -> dict:
-    return {"fgsm": partial(FGSM, net, bounds=(0.0, 1.0)), "pgd": partial(PGD, net, num_steps=5, bounds=(0.0, 1.0))}
+    return {"fgsm": FGSM(net, bounds=(0.0, 1.0)), "pgd": PGD(net, num_steps=5, bounds=(0.0, 1.0))}
 
 
 def test_evaluator_2d_3d_properties(setup, tmp_path):
@@ -93,11 +96,11 @@ def test_evaluator_2d_3d_properties(setup, tmp_path):
     p = r["attacks"]["pgd"]["results"][-1]["perceptibility"]
     assert p["linf"]["max"] <= EPS[-1] + 1e-6 and p["ssim"]["max"] <= 1 + 1e-6 and math.isfinite(p["psnr_db"]["mean"])
     # metrics for MONAI handlers, JSON written and strict
-    assert ev.state.metrics[f"{eps_key('pgd', EPS[0])}/accuracy"] == r["attacks"]["pgd"]["results"][0]["accuracy"]
+    assert ev.state.metrics[f"{key_label('pgd', EPS[0])}/accuracy"] == r["attacks"]["pgd"]["results"][0]["accuracy"]
     data = json.loads((tmp_path / "robustness.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
     assert data["attacks"]["pgd"]["results"][0]["accuracy"] == pytest.approx(r["attacks"]["pgd"]["results"][0]["accuracy"])
     # examples keep a 2D view (middle slice of 3D)
-    assert ev.examples["images"].ndim == 4 and ev.examples["adversarial"][eps_key("pgd", EPS[-1])]["images"].ndim == 4
+    assert ev.examples["images"].ndim == 4 and ev.examples["adversarial"][("pgd", EPS[-1])]["images"].ndim == 4
 
 
 def _plain_loop(attack: Attack, net: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -118,8 +121,9 @@ def test_pneumonia_matches_plain_loop(pneumonia, pneumonia_model):
     eps = [0.5 / 255, 2 / 255]
     ev = RobustnessEvaluator(
         "cpu", loader(x, y), net,
-        {"fgsm": partial(FGSM, net, bounds=(0.0, 1.0)), "pgd": partial(PGD, net, num_steps=5, bounds=(0.0, 1.0))},
-        eps, reuse_smaller_eps=False, early_stop=False, noise_control=False, validity_probes=False, seed=0,
+        {"fgsm": FGSM(net, bounds=(0.0, 1.0)), "pgd": PGD(net, num_steps=5, bounds=(0.0, 1.0))}, eps,
+        options=EvaluationOptions(reuse_smaller_eps=False, early_stop=False, noise_control=False), probe_options=NO_PROBES,
+        seed=0,
     )
     ev.run()
     for name, cls, kw in (("fgsm", FGSM, {}), ("pgd", PGD, {"num_steps": 5})):
@@ -128,8 +132,8 @@ def test_pneumonia_matches_plain_loop(pneumonia, pneumonia_model):
             assert row["accuracy"] == pytest.approx(1 - wrong.float().mean().item())
     # retiring + early stop with a deterministic attack: broken at eps = broken clean or at any eps' <= eps
     ev = RobustnessEvaluator(
-        "cpu", loader(x, y), net, {"bim": partial(BIM, net, num_steps=5, bounds=(0.0, 1.0))}, eps,
-        noise_control=False, validity_probes=False, seed=0,
+        "cpu", loader(x, y), net, {"bim": BIM(net, num_steps=5, bounds=(0.0, 1.0))}, eps,
+        options=EvaluationOptions(noise_control=False), probe_options=NO_PROBES, seed=0,
     )
     ev.run()
     with torch.no_grad():
@@ -139,16 +143,16 @@ def test_pneumonia_matches_plain_loop(pneumonia, pneumonia_model):
         assert row["accuracy"] == pytest.approx(1 - broken.float().mean().item(), abs=1.01 / 96)
 
 
-class Boom(Attack):
-    def perturb(self, images, labels):
+class Boom(BoundedAttack):
+    def perturb(self, images, labels, eps):
         raise RuntimeError("boom: this attack is broken")
 
 
 def test_failing_attack_keeps_the_others(setup, tmp_path):
     dims, net, x, y = setup
-    attacks = dict(attacks_for(net), boom=partial(Boom, net, bounds=(0.0, 1.0)))
+    attacks = dict(attacks_for(net), boom=Boom(net, bounds=(0.0, 1.0)))
     ev = RobustnessEvaluator(
-        "cpu", loader(x, y), net, attacks, EPS, validity_probes=False, val_handlers=[RobustnessReport(tmp_path, html=False, console=False)]
+        "cpu", loader(x, y), net, attacks, EPS, probe_options=NO_PROBES, val_handlers=[RobustnessReport(tmp_path, html=False, console=False)]
     )
     ev.run()
     r = json.loads((tmp_path / "robustness.json").read_text())
@@ -159,28 +163,28 @@ def test_failing_attack_keeps_the_others(setup, tmp_path):
 
 
 def test_minimal_attack_runs_once_and_thresholds(setup):
-    """An unbounded attack (here a stand-in with unbounded_eps) is crafted once and thresholded per eps."""
+    """A minimisation attack (here a stand-in running L2 PGD at a large budget) is crafted once and thresholded."""
     dims, net, x, y = setup
     calls = []
 
-    class Minimal(PGD):
-        unbounded_eps = True
-
+    class Minimal(MinimizationAttack):
         def perturb(self, images, labels):
             calls.append(images.shape[0])
-            self.eps, self.step_size = 1.0, 0.5
-            return super().perturb(images, labels)
+            self.last_progress = [0.5, 1.0]
+            return PGD(net, 1.0, lp=2, step_size=0.5, num_steps=5, bounds=(0.0, 1.0))(images, labels)
 
     ev = RobustnessEvaluator(
-        "cpu", loader(x, y), net, {"minimal": partial(Minimal, net, bounds=(0.0, 1.0), num_steps=5, lp=2)},
-        {"minimal": [0.5, 1.0, None]}, validity_probes=False,
+        "cpu", loader(x, y), net, {"minimal": Minimal(net, lp=2, bounds=(0.0, 1.0))},
+        {"minimal": [0.5, 1.0, None]}, probe_options=NO_PROBES,
     )
     ev.run()
-    rows = ev.results["attacks"]["minimal"]["results"]
-    assert len(calls) == 2 and ev.results["attacks"]["minimal"]["kind"] == "minimal"
+    entry = ev.results["attacks"]["minimal"]
+    rows = entry["results"]
+    assert len(calls) == 2 and entry["kind"] == "minimal" and entry["single_run"]
     accs = [row["accuracy"] for row in rows]
-    assert [row["eps"] for row in rows] == [0.5, 1.0, None] and accs[0] >= accs[1] >= accs[2]
+    assert [row["eps"] for row in rows] == [0.5, 1.0, math.inf] and accs[0] >= accs[1] >= accs[2]
     assert rows[0]["max_norm"] <= 0.5 + 1e-5
+    assert entry["success_by_step"] == [0.5, 1.0]  # the search's progress, averaged over the attacked samples
 
 
 class Rounded(nn.Module):
@@ -212,7 +216,7 @@ def test_validity_checks_fire(setup):
     assert status["gradients"] == "fail" and status["unbounded_eps"] == "fail"
     assert ev.results["probes"]["gradients"]["zero_margin_fraction"] == 1.0
     noisy = AlwaysDropout(net).eval()
-    ev = RobustnessEvaluator("cpu", loader(x, y), noisy, {"fgsm": partial(FGSM, noisy, bounds=(0.0, 1.0))}, EPS)
+    ev = RobustnessEvaluator("cpu", loader(x, y), noisy, {"fgsm": FGSM(noisy, bounds=(0.0, 1.0))}, EPS)
     ev.run()
     check = next(c for c in ev.results["validity"] if c["name"] == "randomized_model")
     assert check["status"] == "fail" and "EOT" in check["message"]
@@ -230,7 +234,7 @@ def test_uap_control_detector_and_transfer(setup):
 
     ev = RobustnessEvaluator(
         "cpu", loader(x, y), net,
-        {"pgd": partial(PGD, net, num_steps=5, bounds=(0.0, 1.0)), "transfer": partial(PGD, surrogate, num_steps=5, bounds=(0.0, 1.0))},
+        {"pgd": PGD(net, num_steps=5, bounds=(0.0, 1.0)), "transfer": PGD(surrogate, num_steps=5, bounds=(0.0, 1.0))},
         EPS, uaps={"blob": delta}, detector=detector,
     )
     ev.run()
@@ -250,7 +254,7 @@ def test_exception_writes_partial_results(setup, tmp_path):
     batches = loader(x, y, 16)
     batches[2] = {"image": batches[2]["image"], "label": torch.full((16,), 5)}  # a bad label set mid-run
     ev = RobustnessEvaluator(
-        "cpu", batches, net, attacks_for(net), EPS, validity_probes=False,
+        "cpu", batches, net, attacks_for(net), EPS, probe_options=NO_PROBES,
         val_handlers=[RobustnessReport(tmp_path, html=False, console=False)],
     )
     with pytest.raises(ValueError, match="label 5 does not match the model"):
@@ -272,11 +276,11 @@ class NaNNet(nn.Module):
 def bad_cases(net, x, y):
     return [
         ("empty", ("cpu", [], net, attacks_for(net), EPS), {}, "empty"),
-        ("factory without eps", ("cpu", loader(x, y), net, attacks_for(net), None), {}, "give its eps"),
-        ("instance with eps list", ("cpu", loader(x, y), net, {"f": FGSM(net, 0.1, bounds=(0, 1))}, {"f": [0.1]}), {}, "own eps"),
-        ("targeted", ("cpu", loader(x, y), net, {"f": partial(FGSM, net, bounds=(0, 1), targeted=True)}, EPS), {}, "targeted"),
-        ("eps in other units", ("cpu", loader(x, y), net, {"f": partial(FGSM, net, bounds=(0, 1))}, [8.0]), {}, "model-input units"),
-        ("not an attack", ("cpu", loader(x, y), net, {"f": 3}, EPS), {}, "must be an Attack"),
+        ("attack without eps", ("cpu", loader(x, y), net, attacks_for(net), None), {}, "give its eps"),
+        ("unbounded eps for a bounded attack", ("cpu", loader(x, y), net, {"f": FGSM(net, 0.1, bounds=(0, 1))}, {"f": [None]}), {}, "only for CW"),
+        ("targeted", ("cpu", loader(x, y), net, {"f": FGSM(net, bounds=(0, 1), targeted=True)}, EPS), {}, "targeted"),
+        ("eps in other units", ("cpu", loader(x, y), net, {"f": FGSM(net, bounds=(0, 1))}, [8.0]), {}, "model-input units"),
+        ("not an attack", ("cpu", loader(x, y), net, {"f": 3}, EPS), {}, "must be a monai_robust Attack"),
         ("reference unknown", ("cpu", loader(x, y), net, attacks_for(net), EPS), {"reference_attacks": ["x"]}, "not in attacks"),
     ]
 
@@ -299,6 +303,72 @@ def test_bad_data_refused_on_first_batch(setup):
         (loader(x, y), NaNNet(net), "NaN/Inf logits"),
     ]
     for data, model, match in cases:
-        ev = RobustnessEvaluator("cpu", data, model, {"fgsm": partial(FGSM, model, bounds=(0.0, 1.0))}, EPS)
+        ev = RobustnessEvaluator("cpu", data, model, {"fgsm": FGSM(model, bounds=(0.0, 1.0))}, EPS)
         with pytest.raises(ValueError, match=match):
             ev.run()
+
+
+class RandomSearch(BoundedAttack):
+    """A query-only L-inf attack for the masking check: the constant shifts ``±eps``, then random vertices of the
+    ball; each sample keeps the first candidate that fools the model. No gradient is taken."""
+
+    black_box = True
+
+    def perturb(self, images, labels, eps):
+        adv, done = images.clone(), torch.zeros(images.shape[0], dtype=torch.bool, device=images.device)
+        signs = [torch.ones_like(images), -torch.ones_like(images)]
+        signs += [torch.randint(0, 2, images.shape, generator=self._generator).to(images) * 2 - 1 for _ in range(8)]
+        with torch.no_grad():
+            for s in signs:
+                cand = (images + eps * s).clamp(*self.bounds)
+                fooled = self.success(self.logits(cand, labels), labels) & ~done
+                adv[fooled], done = cand[fooled], done | fooled
+        return adv
+
+
+def test_masking_check_fires_on_quantised_model_only(setup):
+    """Rounding the input (no straight-through gradient) strands FGSM and PGD; the query-based attack is not fooled
+    by it and beats them: "gradient masking suspected". On the plain model the check stays quiet."""
+    dims, net, x, y = setup
+    eps = [0.1, 0.2]
+    verdicts = {}
+    for name, model in (("plain", net), ("masked", Rounded(net).eval())):
+        attacks = dict(attacks_for(model), search=RandomSearch(model, bounds=(0.0, 1.0)))
+        ev = RobustnessEvaluator("cpu", loader(x, y), model, attacks, eps, probe_options=NO_PROBES, seed=0)
+        ev.run()
+        verdicts[name] = next(c for c in ev.results["validity"] if c["name"] == "gradient_masking")
+        assert ev.results["attacks"]["search"]["black_box"] and ev.results["attacks"]["search"]["kind"] == "black-box"
+    assert verdicts["plain"]["status"] == "pass"
+    assert verdicts["masked"]["status"] == "fail" and "gradient masking suspected" in verdicts["masked"]["message"]
+
+
+class NaNGradient(nn.Module):
+    """Finite logits, NaN input gradients (``0 * sqrt(x - x.detach())``)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x) + 0 * torch.sqrt(x - x.detach()).flatten(1).sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("bad", [NaNNet, NaNGradient])
+def test_nonfinite_model_raises_before_any_number(setup, tmp_path, bad):
+    dims, net, x, y = setup
+    model = bad(net).eval()
+    report = RobustnessReport(tmp_path, html=False, console=False)
+    attacks = {"pgd": PGD(model, num_steps=2, bounds=(0.0, 1.0)), "cw": CW(model, bounds=(0.0, 1.0), num_steps=2)}
+    ev = RobustnessEvaluator("cpu", loader(x, y), model, attacks, EPS, val_handlers=[report])
+    with pytest.raises(NonFiniteError, match="NaN/Inf"):
+        ev.run()
+    assert not ev.results and not (tmp_path / "robustness.json").exists()
+
+
+def test_empty_batch_is_a_clear_error() -> None:
+    """Issue 18, finding 6: an empty batch gave ``RuntimeError: min(): Expected reduction dim ...``."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    data = [{"image": torch.rand(0, 1, 8, 8), "label": torch.zeros(0, dtype=torch.long)}]
+    ev = RobustnessEvaluator("cpu", data, net, {"fgsm": FGSM(net, eps=0.1)}, progress=False)
+    with pytest.raises(ValueError, match="batch 1 of val_data_loader holds no image"):
+        ev.run()

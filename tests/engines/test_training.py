@@ -114,7 +114,7 @@ def test_trades_maximises_kl_and_fast_at_settings():
         assert float(trades_kl(net(adv), p).mean()) > 2 * float(trades_kl(net(noise), p).mean())
     assert it.attack.loss is not trades_kl and not it.attack.early_stop  # the user's attack is left as it was
     fast = FastATIteration(net, 0.04, alpha=1.25)
-    assert fast.attack.num_steps == 1 and fast.attack.random_start and abs(fast.attack.step_size - 0.05) < 1e-12
+    assert fast.attack.num_steps == 1 and fast.attack.random_start and abs(fast.attack.step_for(0.04) - 0.05) < 1e-12
 
 
 def test_amp_crafts_in_fp32():

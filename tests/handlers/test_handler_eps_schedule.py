@@ -21,9 +21,10 @@ CASES = [  # (step, num_warmup, start, expected eps per epoch/iteration, as frac
 @pytest.mark.parametrize("step,num_warmup,start,expected", CASES)
 def test_ramp(step, num_warmup, start, expected):
     attack = PGD(torch.nn.Linear(2, 2), 0.04, num_steps=4)  # step 2.5 * eps / 4
-    schedule = EpsSchedule(AttackBatch(attack), num_warmup, start=start * 0.04, step=step)
+    batch = AttackBatch(attack)
+    schedule = EpsSchedule(batch, num_warmup, start=start * 0.04, step=step)
     seen = []
-    engine = Engine(lambda e, b: seen.append((attack.eps, attack.step_size, e.state.metrics["eps"])))
+    engine = Engine(lambda e, b: seen.append((batch.eps, attack.step_for(batch.eps), e.state.metrics["eps"])))
     schedule.attach(engine)
     schedule.attach(engine)  # attaching twice does not ramp twice
     if step == "epoch":
@@ -32,6 +33,7 @@ def test_ramp(step, num_warmup, start, expected):
         engine.run([0] * len(expected), max_epochs=1)
     assert [round(e / 0.04, 6) for e, _, _ in seen] == expected
     assert all(abs(s - 2.5 * e / 4) < 1e-12 and m == e for e, s, m in seen)  # the step follows the budget
+    assert attack.eps == 0.04  # the attack itself is not changed
 
 
 def test_bad_input():
@@ -39,10 +41,12 @@ def test_bad_input():
     for kwargs in ({"num_warmup": 0}, {"num_warmup": 2.5}, {"num_warmup": 2, "start": 0.05},
                    {"num_warmup": 2, "step": "batch"}, {"num_warmup": 2, "eps": -1.0}):
         with pytest.raises(ValueError):
-            EpsSchedule(attack, **kwargs)
-    with pytest.raises(ValueError, match="eps"):
+            EpsSchedule(AttackBatch(attack), **kwargs)
+    with pytest.raises(ValueError, match="bounded attack"):
         EpsSchedule(SmallCNN(2, 1, 2), 3)
-    zero = PGD(torch.nn.Linear(2, 2), 0.0)
+    with pytest.raises(ValueError, match="bounded attack"):
+        EpsSchedule(attack, 3)  # a bare attack: the schedule sets the budget of its caller, not the attack
+    zero = AttackBatch(PGD(torch.nn.Linear(2, 2), 0.0))
     with pytest.raises(ValueError, match="eps"):
         EpsSchedule(zero, 3)  # no budget to ramp to: say it
     assert EpsSchedule(zero, 3, eps=0.1).value(3) == pytest.approx(0.1)

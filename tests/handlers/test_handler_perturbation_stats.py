@@ -2,14 +2,12 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import torch
 from ignite.engine import Engine
 
 from monai_robust.attacks.pgd import PGD
-from monai_robust.engines.evaluator import RobustnessEvaluator
+from monai_robust.engines.evaluator import ProbeOptions, RobustnessEvaluator
 from monai_robust.handlers.perturbation_stats import PerturbationStats
 from tests.utils import SmallCNN
 
@@ -49,7 +47,7 @@ def test_on_evaluator_all_within_budget():
     torch.manual_seed(0)
     net = SmallCNN(2, 1, 2, width=4).eval()
     data = [{"image": torch.rand(8, 1, 8, 8), "label": torch.randint(0, 2, (8,))}]
-    ev = RobustnessEvaluator("cpu", data, net, {"pgd": partial(PGD, net, num_steps=2, bounds=(0.0, 1.0))}, [0.05], validity_probes=False)
+    ev = RobustnessEvaluator("cpu", data, net, {"pgd": PGD(net, num_steps=2, bounds=(0.0, 1.0))}, [0.05], probe_options=ProbeOptions(enabled=False))
     stats = PerturbationStats(log=False)
     stats.attach(ev)
     ev.run()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from functools import partial
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from ignite.engine import Engine, Events
 
 from monai_robust.attacks.fgsm import FGSM
 from monai_robust.attacks.pgd import PGD
-from monai_robust.engines.evaluator import RobustnessEvaluator
+from monai_robust.engines.evaluator import EvaluationOptions, RobustnessEvaluator
 from monai_robust.handlers.report import RobustnessReport
 from tests.utils import SmallCNN, train_classifier
 
@@ -31,7 +30,7 @@ def evaluation():
     net = SmallCNN(2, 1, 2, width=8)
     train_classifier(net, x[:64], y[:64], epochs=10, batch_size=32, lr=1e-2)
     data = [{"image": x[i : i + 16], "label": y[i : i + 16]} for i in range(64, 96, 16)]
-    attacks = {"fgsm": partial(FGSM, net, bounds=(0.0, 1.0)), "pgd": partial(PGD, net, num_steps=3, bounds=(0.0, 1.0))}
+    attacks = {"fgsm": FGSM(net, bounds=(0.0, 1.0)), "pgd": PGD(net, num_steps=3, bounds=(0.0, 1.0))}
     yield net, data, attacks
     torch.set_num_threads(n_threads)
 
@@ -42,7 +41,7 @@ def test_report_written(evaluation, tmp_path):
     handler = RobustnessReport(tmp_path, stream=stream, title="tiny")
     ev = RobustnessEvaluator(
         "cpu", data, net, attacks, [0.05, 0.2], uaps={"u": torch.full((1, 8, 8), 0.05)},
-        detector=lambda im: im.reshape(im.shape[0], -1).std(1), class_names=["a", "b"], val_handlers=[handler], num_examples=2,
+        detector=lambda im: im.reshape(im.shape[0], -1).std(1), class_names=["a", "b"], val_handlers=[handler], options=EvaluationOptions(num_examples=2),
     )
     ev.run()
     results = json.loads((tmp_path / "robustness.json").read_text())

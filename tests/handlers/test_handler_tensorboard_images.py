@@ -2,13 +2,11 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import torch
 
 from monai_robust.attacks.fgsm import FGSM
-from monai_robust.engines.evaluator import RobustnessEvaluator
+from monai_robust.engines.evaluator import ProbeOptions, RobustnessEvaluator
 from monai_robust.handlers.tensorboard_images import RobustnessTensorBoard, example_grid
 from tests.utils import SmallCNN
 
@@ -50,7 +48,7 @@ def test_scalars_and_images_2d_3d(tmp_path):
         net = SmallCNN(dims, 1, 2, width=4).eval()
         data = [{"image": torch.rand((8, 1) + (8,) * dims), "label": torch.randint(0, 2, (8,))}]
         writer = FakeWriter()
-        ev = RobustnessEvaluator("cpu", data, net, {"fgsm": partial(FGSM, net, bounds=(0.0, 1.0))}, [0.1], validity_probes=False)
+        ev = RobustnessEvaluator("cpu", data, net, {"fgsm": FGSM(net, bounds=(0.0, 1.0))}, [0.1], probe_options=ProbeOptions(enabled=False))
         RobustnessTensorBoard(writer).attach(ev)
         ev.run()
         assert writer.scalars["robustness/clean/accuracy"] == (ev.results["clean"]["accuracy"], 1)
@@ -63,7 +61,7 @@ def test_real_summary_writer(tmp_path):
     torch.manual_seed(0)
     net = SmallCNN(2, 1, 2, width=4).eval()
     data = [{"image": torch.rand(4, 1, 8, 8), "label": torch.randint(0, 2, (4,))}]
-    ev = RobustnessEvaluator("cpu", data, net, {"fgsm": partial(FGSM, net, bounds=(0.0, 1.0))}, [0.1], validity_probes=False)
+    ev = RobustnessEvaluator("cpu", data, net, {"fgsm": FGSM(net, bounds=(0.0, 1.0))}, [0.1], probe_options=ProbeOptions(enabled=False))
     handler = RobustnessTensorBoard(log_dir=str(tmp_path))
     handler.attach(ev)
     ev.run()

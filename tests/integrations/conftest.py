@@ -23,3 +23,17 @@ def trained_xray_bundle(trained_xray_bundle: tuple[Path, Path, dict[str, Any]]) 
     """
     bundle_dir, root, overrides = trained_xray_bundle
     return bundle_dir, root, {**overrides, "bundle_root": str(root)}
+
+
+@pytest.fixture(scope="session")
+def cr_in_window(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``RG1_J2KI.dcm`` (a real JPEG 2000 MONOCHROME1 CR, same UIDs) with RescaleSlope 0.125 added, so that its values
+    (782 to 3995) lie inside the tiny X-ray bundle's [0, 4095] window: the original's 6255 to 31964 lie wholly
+    outside it and are refused by the sanity gates ("not screened: off-window")."""
+    import pydicom
+
+    ds = pydicom.dcmread(shared_data / "dicom" / "RG1_J2KI.dcm")
+    ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = 0.125, 0, "US"
+    path = tmp_path_factory.mktemp("cr_in_window") / "RG1_J2KI_windowed.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -10,6 +10,7 @@ import torch
 from monai.data import DataLoader, Dataset, MetaTensor, decollate_batch, list_data_collate
 from monai.transforms import Compose, Flipd
 
+from monai_robust.attacks.cw import CW
 from monai_robust.attacks.functional import lp_norm
 from monai_robust.attacks.pgd import PGD
 from monai_robust.attacks.smia import SMIA
@@ -115,3 +116,17 @@ def test_ill_args_and_bad_input():
         AdversarialPerturb(net)
     with pytest.raises(ValueError, match="outside bounds"):
         AdversarialPerturb(PGD(net, EPS, bounds=(0.0, 1.0)))(x + 2, y)
+
+
+def test_eps_at_the_call():
+    """The transform passes its eps to a bounded attack built without one; the same as the attack built with it."""
+    net, x, y = _setup()
+    free = AdversarialPerturb(PGD(net, num_steps=2, bounds=(0.0, 1.0)), eps=EPS).set_random_state(3)
+    out = free(MetaTensor(x), y)
+    ref = AdversarialPerturb(PGD(net, EPS, num_steps=2, bounds=(0.0, 1.0))).set_random_state(3)(MetaTensor(x), y)
+    assert torch.equal(out.as_tensor(), ref.as_tensor()) and out.meta["adversarial"]["eps"] == EPS
+    assert float(lp_norm(out.as_tensor() - x, "inf").max()) <= EPS + 1e-6
+    with pytest.raises(ValueError, match="built without eps"):
+        AdversarialPerturb(PGD(net, bounds=(0.0, 1.0)))
+    with pytest.raises(ValueError, match="minimisation attack"):
+        AdversarialPerturb(CW(net, bounds=(0.0, 1.0)), eps=EPS)

@@ -19,10 +19,11 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
-from monai_robust.integrations.dicom_node import DicomNode, DicomPeer, main_serve, validate_ae_title
+from monai_robust.integrations.dicom import DicomNode, DicomPeer, validate_ae_title
+from monai_robust.integrations.dicom.cli import main as cli_main
 from tests.integrations.orthanc import OrthancServer, free_port, require_orthanc
 
-LOGGER = "monai_robust.integrations.dicom_node"
+LOGGER = "monai_robust.integrations.dicom.node"
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 
 
@@ -43,9 +44,11 @@ class FakeScreener:
 
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.partial: list[tuple[str, str]] = []
 
-    def screen_datasets(self, datasets: list[Dataset]) -> list[FakeResult]:
+    def screen_datasets(self, datasets: list[Dataset], partial: Any = ()) -> list[FakeResult]:
         self.calls.append(len(datasets))
+        self.partial.extend(partial)
         groups: dict[tuple[str, str], list[Dataset]] = {}
         for ds in datasets:
             groups.setdefault((ds.StudyInstanceUID, ds.SeriesInstanceUID), []).append(ds)
@@ -339,7 +342,7 @@ def test_stop_screens_series_of_open_associations(shared_data, caplog):
 
 
 def test_serve_cli_bad_arguments(capsys):
-    assert main_serve(["--ae-title", "X"]) == 2  # --bundle missing
+    assert cli_main(["serve", "--ae-title", "X"]) == 2  # --bundle missing
     assert "--bundle" in capsys.readouterr().err
     for args, expect in (
         (["--ae-title", "BAD\\AE"], "--ae-title 'BAD\\\\AE' has characters not allowed"),
@@ -348,7 +351,7 @@ def test_serve_cli_bad_arguments(capsys):
         (["--override", "image_size"], "--override expects ID=VALUE"),
         ([], "'does/not/exist' is not a bundle folder"),
     ):
-        assert main_serve(["--bundle", "does/not/exist", "--port", "0", *args]) == 2
+        assert cli_main(["serve", "--bundle", "does/not/exist", "--port", "0", *args]) == 2
         assert expect in capsys.readouterr().err
 
 
@@ -401,11 +404,11 @@ def _walk(items):
         yield from _walk(item.get("ContentSequence"))
 
 
-def test_orthanc_sends_study_node_screens_and_sr_lands_in_study(pacs, node, shared_data, tmp_path, caplog):
+def test_orthanc_sends_study_node_screens_and_sr_lands_in_study(pacs, node, cr_in_window, tmp_path, caplog):
     import highdicom as hd
 
     caplog.set_level(logging.INFO, logger=LOGGER)
-    cr_path = shared_data / "dicom" / "RG1_J2KI.dcm"
+    cr_path = cr_in_window  # RG1_J2KI.dcm with values inside the tiny bundle's window
     cr = pydicom.dcmread(cr_path, stop_before_pixels=True)
     stored = pacs.upload(cr_path)
     before = len(node.records)
@@ -497,11 +500,11 @@ def test_orthanc_refuses_unknown_node_and_sr_is_kept(pacs, xray_predictor, share
     )
 
 
-def test_node_rejects_orthanc_when_not_allowed(pacs, xray_predictor, shared_data, caplog):
+def test_node_rejects_orthanc_when_not_allowed(pacs, xray_predictor, cr_in_window, caplog):
     from monai_robust.integrations.dicom import DicomScreener
 
     caplog.set_level(logging.INFO, logger=LOGGER)
-    stored = pacs.upload(shared_data / "dicom" / "RG1_J2KI.dcm")
+    stored = pacs.upload(cr_in_window)
     with DicomNode(
         DicomScreener(xray_predictor), ae_title="STRICT_NODE", port=0, allowed_ae_titles=["OTHER_PACS"]
     ) as strict:
@@ -514,7 +517,7 @@ def test_node_rejects_orthanc_when_not_allowed(pacs, xray_predictor, shared_data
     assert f"rejected: calling AE title '{ORTHANC_AET}' is not in ['OTHER_PACS']" in caplog.text
 
 
-def test_serve_cli_receives_from_orthanc(pacs, trained_xray_bundle, shared_data, tmp_path, caplog):
+def test_serve_cli_receives_from_orthanc(pacs, trained_xray_bundle, cr_in_window, tmp_path, caplog):
     import re
     import threading
 
@@ -539,7 +542,7 @@ def test_serve_cli_receives_from_orthanc(pacs, trained_xray_bundle, shared_data,
         *(f"{k}={v}" for k, v in overrides.items() if k != "bundle_root"),
     ]
     stop, codes = threading.Event(), []
-    thread = threading.Thread(target=lambda: codes.append(main_serve(args, stop_event=stop)), daemon=True)
+    thread = threading.Thread(target=lambda: codes.append(cli_main(["serve", *args], stop_event=stop)), daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + 60
@@ -549,7 +552,7 @@ def test_serve_cli_receives_from_orthanc(pacs, trained_xray_bundle, shared_data,
             )
             time.sleep(0.05)
         pacs.add_modality("cli", "CLI_NODE", "127.0.0.1", int(m.group(1)))
-        stored = pacs.upload(shared_data / "dicom" / "RG1_J2KI.dcm")
+        stored = pacs.upload(cr_in_window)
         pacs.send_to_modality("cli", [stored["ID"]])
         while not list((tmp_path / "out").glob("*.json")) or "C-STORE status" not in caplog.text:
             assert time.monotonic() < deadline, caplog.text[-2000:]
@@ -565,3 +568,20 @@ def test_serve_cli_receives_from_orthanc(pacs, trained_xray_bundle, shared_data,
     assert sr_uid in {
         i["MainDicomTags"]["SOPInstanceUID"] for i in pacs.get(f"/studies/{stored['ParentStudy']}/instances")
     }
+
+
+def test_spool_refusal_is_not_acknowledged(shared_data, tmp_path, monkeypatch, caplog):
+    """When the spool cannot take an instance (disk full, read-only), the C-STORE answer is 0xA700, not Success."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    ct = _ct_series(shared_data)
+    with DicomNode(FakeScreener(), ae_title="NODE", port=0, spool_dir=tmp_path / "spool", writer=fake_writer) as node:
+
+        def full(*args: Any) -> Path:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(node.spool, "put", full)
+        assert store(node.port, ct[:2]) == [0xA700, 0xA700]
+        monkeypatch.undo()
+        assert store(node.port, ct[2:]) == [0, 0]  # and it goes on when the disk is back
+        (rec,) = node.wait_for_records(1, timeout=20)
+    assert rec.n_instances == 2 and "cannot be spooled" in caplog.text and "No space left" in caplog.text

@@ -27,11 +27,12 @@ from monai_robust.integrations.dicom import (
     SeriesRules,
     find_dicom_files,
     non_image_reason,
+    result_stem,
     write_result,
 )
 from tests.utils import run_bundle
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # highdicom warns about source patient names of one component (e.g. "CQ500-CT-310"): the sources are real files
 pytestmark = pytest.mark.filterwarnings("ignore:.*unlikely to represent the intended person name")
 
@@ -60,28 +61,35 @@ def _meaning(item: Any) -> str:
     return str(item.ConceptNameCodeSequence[0].CodeMeaning) if "ConceptNameCodeSequence" in item else ""
 
 
-def test_cr_j2k_sr_read_back(screener: DicomScreener, shared_data: Path, tmp_path: Path) -> None:
+def test_cr_j2k_sr_read_back(screener: DicomScreener, shared_data: Path, cr_in_window: Path, tmp_path: Path) -> None:
     folder = shared_data / "dicom"
     before = _hashes(folder)
     results = screener.screen_files([folder])
     assert _hashes(folder) == before  # inputs never modified
-
-    screened = [r for r in results if r.status == "screened"]
-    assert len(screened) == 1 and all(r.status == "skipped" for r in results if r is not screened[0])
+    # the real CR's values (6255..31964) lie wholly outside the phantoms' [0, 4095] window: no verdict (finding 4)
+    (cr,) = [r for r in results if r.status != "skipped"]
+    assert cr.status == "not screened" and not cr.predictions and cr.sr is None
+    assert "RG1_J2KI.dcm: off-window: 0.0% of the pixel values" in cr.reason
     assert all(
         "Modality" in r.reason and "not one of ['CR', 'DX']" in r.reason for r in results if r.status == "skipped"
     )
-    res = screened[0]
+
+    (res,) = screener.screen_files([cr_in_window])  # the same file with RescaleSlope 0.125: 782..3995
+    assert res.status == "screened"
     source = pydicom.dcmread(folder / "RG1_J2KI.dcm", stop_before_pixels=True)
     assert (res.study_uid, res.series_uid) == (source.StudyInstanceUID, source.SeriesInstanceUID)
     (pred,) = res.predictions
     assert pred["sop_instance_uid"] == source.SOPInstanceUID and pred["frame"] is None
     assert pred["guard"] is not None and set(pred["guard"]) == {"adversarial_suspected", "score", "threshold"}
-    # MONOCHROME1 15-bit stored values (inverted) lie far outside the phantoms' [0, 4095] window: flagged, not hidden
-    assert pred["outside_intensity_window"] is True and pred["intensity_range"][1] > 4095
+    assert (
+        pred["outside_intensity_window"] is False
+        and 700 < pred["intensity_range"][0] < pred["intensity_range"][1] < 4095
+    )
 
     paths = write_result(res, tmp_path)
-    assert paths["sr"].name == f"{res.series_uid}.SR.dcm" and paths["json"].name == f"{res.series_uid}.json"
+    stem = result_stem(source.PatientID, res.study_uid, res.series_uid, screener.predictor.name)
+    assert stem.startswith(res.series_uid + "_")  # a valid UID names the file; a hash of the patient etc. follows
+    assert paths["sr"].name == f"{stem}.SR.dcm" and paths["json"].name == f"{stem}.json"
     sr = pydicom.dcmread(paths["sr"])
     assert sr.SOPClassUID == pydicom.uid.ComprehensiveSRStorage and sr.Modality == "SR"
     assert sr.StudyInstanceUID == source.StudyInstanceUID and sr.PatientID == source.PatientID
@@ -103,7 +111,7 @@ def test_cr_j2k_sr_read_back(screener: DicomScreener, shared_data: Path, tmp_pat
     assert values["Adversarial detector threshold"] == pytest.approx(pred["guard"]["threshold"], rel=1e-6)
     verdicts = {q.name.meaning: q.value.meaning for q in group.get_qualitative_evaluations()}
     assert verdicts["Adversarial input suspected"] == ("Yes" if pred["guard"]["adversarial_suspected"] else "No")
-    assert verdicts["Intensity outside model window"] == "Yes"
+    assert verdicts["Intensity outside model window"] == "No"
     (src,) = group.source_images
     assert src.referenced_sop_instance_uid == source.SOPInstanceUID
     texts = {_meaning(i): str(i.TextValue) for i in _items(sr) if "TextValue" in i}
@@ -112,7 +120,7 @@ def test_cr_j2k_sr_read_back(screener: DicomScreener, shared_data: Path, tmp_pat
     )
 
     record = json.loads(paths["json"].read_text())  # the sidecar holds the same content
-    assert record["status"] == "screened" and record["outside_intensity_window"] is True
+    assert record["status"] == "screened" and record["outside_intensity_window"] is False
     assert record["images"][0]["probabilities"] == pytest.approx(pred["probabilities"])
     assert record["images"][0]["guard"] == pytest.approx(pred["guard"])
     assert (
@@ -140,20 +148,22 @@ def test_ct_mr_slices_and_frames(screener: DicomScreener, shared_data: Path) -> 
     assert results[by_file["MR2_UNCR.dcm"].SeriesInstanceUID].summary["images_screened"] == 1
 
 
-def test_bad_files_reported_and_run_continues(screener: DicomScreener, shared_data: Path, tmp_path: Path) -> None:
+def test_bad_files_reported_and_run_continues(
+    screener: DicomScreener, shared_data: Path, cr_in_window: Path, tmp_path: Path
+) -> None:
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(os.urandom(300))
     truncated = tmp_path / "truncated.dcm"
     data = (shared_data / "dicom" / "ct_series" / "7106.dcm").read_bytes()
     truncated.write_bytes(data[: len(data) - 200])
     rules = SeriesRules(modalities=("US", "CR", "CT"))
-    inputs = [shared_data / "dicom" / "US1_UNCR.dcm", junk, shared_data / "dicom" / "RG1_J2KI.dcm", truncated]
+    inputs = [shared_data / "dicom" / "US1_UNCR.dcm", junk, cr_in_window, truncated]
     results = DicomScreener(screener.predictor, rules).screen_files(inputs)
     statuses = sorted(r.status for r in results)
-    assert statuses == ["failed", "failed", "failed", "screened"]  # the CR is screened despite the others
+    assert statuses == ["failed", "failed", "screened", "skipped"]  # the CR is screened despite the others
     us = next(r for r in results if r.sources == [str(inputs[0])])
-    assert us.status == "failed" and us.sr is None and not us.ok
-    assert "US1_UNCR.dcm" in us.reason and "(3, 640, 480)" in us.reason  # RGB into the 1-channel model
+    assert us.status == "skipped" and us.sr is None and us.ok and not us.predictions  # finding 6: not a failure
+    assert "US1_UNCR.dcm: not for this model: a 3-channel (colour) image, the model takes 1 channel(s)" in us.reason
     bad = next(r for r in results if r.sources == [str(junk)])
     assert bad.series_uid == "" and str(junk) in bad.errors[0] and "not a DICOM file" in bad.errors[0]
     trunc = next(r for r in results if r.sources == [str(truncated)])
@@ -162,7 +172,9 @@ def test_bad_files_reported_and_run_continues(screener: DicomScreener, shared_da
     assert set(paths) == {"json"} and json.loads(paths["json"].read_text())["sources"] == [str(junk)]
 
 
-def test_non_image_objects_skipped(screener: DicomScreener, shared_data: Path, tmp_path: Path) -> None:
+def test_non_image_objects_skipped(
+    screener: DicomScreener, shared_data: Path, cr_in_window: Path, tmp_path: Path
+) -> None:
     ct = pydicom.dcmread(shared_data / "dicom" / "ct_series" / "7106.dcm")
     seg = copy.deepcopy(ct)  # a SEG-like object: segmentation SOP class, with pixel data
     seg.SOPClassUID = seg.file_meta.MediaStorageSOPClassUID = SegmentationStorage
@@ -181,7 +193,7 @@ def test_non_image_objects_skipped(screener: DicomScreener, shared_data: Path, t
     assert "no Pixel Data" in results[1].reason
 
     # an SR written by a previous run, read from disk among the images, is skipped too
-    cr = DicomScreener(screener.predictor).screen_files(shared_data / "dicom" / "RG1_J2KI.dcm")[0]
+    cr = DicomScreener(screener.predictor).screen_files(cr_in_window)[0]
     again = anything.screen_files(write_result(cr, tmp_path)["sr"])
     assert [r.status for r in again] == ["skipped"] and "Comprehensive SR Storage" in again[0].reason
 
@@ -211,12 +223,12 @@ def test_embedded_phantoms(screener: DicomScreener, trained_xray_bundle: tuple[P
 
 
 def test_cli_exit_codes(
-    trained_xray_bundle: tuple[Path, Path, dict[str, Any]], shared_data: Path, tmp_path: Path
+    trained_xray_bundle: tuple[Path, Path, dict[str, Any]], cr_in_window: Path, tmp_path: Path, capsys: Any
 ) -> None:
     bundle_dir, root, overrides = trained_xray_bundle
     inputs = tmp_path / "in"
     inputs.mkdir()
-    (inputs / "chest.dcm").write_bytes((shared_data / "dicom" / "RG1_J2KI.dcm").read_bytes())
+    (inputs / "chest.dcm").write_bytes(cr_in_window.read_bytes())
     (inputs / "corrupt.dcm").write_bytes(b"\x00" * 128 + b"DICM" + os.urandom(64))
     tiny = [f"{k}={v}" for k, v in overrides.items() if k != "bundle_root"]
     args = ["screen", "--bundle", str(bundle_dir), "--bundle-root", str(root), "--input", str(inputs), "--output"]
@@ -224,13 +236,16 @@ def test_cli_exit_codes(
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([*cmd, "--override", *tiny], capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "corrupt.dcm" in proc.stdout and "1 screened, 0 skipped, 1 failed" in proc.stdout
+    assert "corrupt.dcm" in proc.stdout and "1 screened, 0 skipped, 0 not screened, 1 failed" in proc.stdout
     summary = json.loads((tmp_path / "out" / "screening_summary.json").read_text())
-    assert summary["counts"] == {"screened": 1, "skipped": 0, "failed": 1}
+    assert summary["counts"] == {"screened": 1, "skipped": 0, "not screened": 0, "failed": 1}
     assert len(list((tmp_path / "out").glob("*.SR.dcm"))) == 1
 
     (inputs / "corrupt.dcm").unlink()
     assert cli_main([*args, str(tmp_path / "out2"), "--override", *tiny, "--quiet"]) == 0
+    assert cli_main([*args, str(tmp_path / "out2"), "--override", *tiny, "--quiet"]) == 0  # again: a new version
+    assert "[version 2: earlier results kept]" in capsys.readouterr().out
+    assert len(list((tmp_path / "out2").glob("*.SR.dcm"))) == 2
     assert cli_main([*args, str(tmp_path / "out3"), "--modality", "MR", "--override", *tiny, "--quiet"]) == 0  # skipped
 
     assert cli_main(["screen", "--bundle", str(bundle_dir)]) == 2  # argparse: --input and --output missing
