@@ -26,7 +26,7 @@ from monai_robust.bundle.harden import harden_bundle
 from monai_robust.bundle.layout import GUARD_NAME
 from monai_robust.bundle.predictor import BundlePredictor
 from monai_robust.bundle.threat import first_images, infer_stored_range, stored_budget
-from monai_robust.dicom import main as dicom_main
+from monai_robust.integrations.dicom.cli import main as dicom_main
 
 __all__ = ["main", "parse_overrides"]
 

@@ -136,3 +136,9 @@ def test_missing_checkpoint_and_module_entry(shared_bundles, tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 1 and "`ckpt_path`" in proc.stderr
+
+
+def test_screen_and_serve_delegate_to_the_dicom_cli(capsys):
+    assert main(["screen", "--help"]) == 0
+    assert "--bundle" in capsys.readouterr().out
+    assert main([]) == 2 and "a command is required" in capsys.readouterr().err
