@@ -93,3 +93,17 @@ def test_cli_on_this_projects_bundle(trained_xray_bundle, tmp_path, capsys):
     assert out["summary"]["clean"]["n"] == len(load_datalist(root / "data" / "dataset.json", "test"))
     assert any("not for clinical use" in s for s in out["statements"])
     assert (tmp_path / "evaluation.json").is_file()
+
+
+def test_screening_sr_carries_the_statements(xray):
+    """DICOM screening with the predictor: the SR and the JSON summary carry the metadata's statements."""
+    from monai_robust.integrations.dicom.screener import DicomScreener
+
+    p, root = xray
+    files = [Path(i["image"]) for i in load_datalist(root / "data" / "dataset.json", "test")[:2]]
+    results = [r for r in DicomScreener(p).screen_files(files) if r.status == "screened"]
+    assert results
+    for res in results:
+        texts = [item.TextValue for item in res.sr.ContentSequence if item.ValueType == "TEXT"]
+        assert any("not for clinical use" in t for t in texts) and any("synthetic" in t.lower() for t in texts)
+        assert res.summary["statements"] == p.statements and res.summary["images_refused"] == 0
