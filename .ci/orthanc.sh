@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# CI: make the Orthanc DICOM server (Debian's `orthanc` package) available for tests/integrations.
-# Installs it when the `Orthanc` binary is missing and keeps the Debian service stopped and disabled, so it does not
-# hold ports 4242/8042: the tests start their own throwaway instance on loopback with random ports.
-# Never fails the CI run: when apt is unavailable the Orthanc tests skip with a message saying so.
+# CI: make the Orthanc DICOM server (Debian's `orthanc`), its DICOMweb plugin (`orthanc-dicomweb`) and the DCMTK tools
+# (`dcmtk`) available for tests/integrations. Installs what is missing and keeps the Debian service stopped and
+# disabled, so it does not hold ports 4242/8042: the tests start their own throwaway instances on loopback with random
+# ports (tests/integrations/orthanc.py loads the plugin).
+# This script never fails the run itself: where apt is unavailable it says so, and the Orthanc tests then skip with
+# that reason, except on CI (CI set), where they fail because a prerequisite is missing.
 set -uo pipefail
 
 SUDO=""
@@ -11,13 +13,19 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 have_orthanc() { command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ]; }
+have_dicomweb() { [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || [ -f /usr/lib/orthanc/libOrthancDicomWeb.so ]; }
 
-if ! have_orthanc; then
+missing=""
+have_orthanc || missing="$missing orthanc"
+have_dicomweb || missing="$missing orthanc-dicomweb"
+command -v storescu >/dev/null 2>&1 || missing="$missing dcmtk"
+
+if [ -n "$missing" ]; then
     if [ "$SUDO" = "unavailable" ] || ! command -v apt-get >/dev/null 2>&1; then
-        echo "CI: Orthanc is not installed and apt-get (as root) is unavailable: the Orthanc tests will skip." >&2
+        echo "CI: missing:$missing and apt-get (as root) is unavailable: the Orthanc tests cannot run." >&2
         exit 0
     fi
-    echo "CI: installing Orthanc (apt-get install -y orthanc) ..."
+    echo "CI: installing$missing (apt-get install -y$missing) ..."
     # a policy-rc.d that forbids starting services, so the package's postinst does not start the daemon
     policy=/usr/sbin/policy-rc.d
     created_policy=0
@@ -25,11 +33,10 @@ if ! have_orthanc; then
         printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null && $SUDO chmod 755 "$policy" && created_policy=1
     fi
     export DEBIAN_FRONTEND=noninteractive
-    if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends orthanc; }; then
-        echo "CI: 'apt-get install -y orthanc' failed: the Orthanc tests will skip." >&2
+    # shellcheck disable=SC2086
+    if ! { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends $missing; }; then
+        echo "CI: 'apt-get install -y$missing' failed: the Orthanc tests cannot run." >&2
     fi
-    # dcmtk (storescu/findscu) is optional, for debugging by hand; failures are ignored
-    $SUDO apt-get install -y -qq --no-install-recommends dcmtk >/dev/null 2>&1 || true
     if [ "$created_policy" -eq 1 ]; then $SUDO rm -f "$policy"; fi
 fi
 
@@ -48,4 +55,5 @@ fi
 if have_orthanc; then
     echo "CI: Orthanc available: $( (command -v Orthanc || echo /usr/sbin/Orthanc) | head -1) ($( (Orthanc --version 2>/dev/null || /usr/sbin/Orthanc --version 2>/dev/null) | head -1))"
 fi
+have_dicomweb && echo "CI: Orthanc's DICOMweb plugin available"
 exit 0

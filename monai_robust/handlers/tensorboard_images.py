@@ -1,7 +1,7 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
-"""``RobustnessTensorBoard``: robustness scalars (clean and robust metrics per attack and ε, UAP fooling rates)
-and example images of x / δ / x + δ in TensorBoard."""
+"""``RobustnessTensorBoard``: robustness scalars (clean and robust metrics per attack and ε, UAP fooling rates),
+per-attack curves over ε, and example images of x / δ / x + δ in TensorBoard."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_robust.handlers.robustness_curves import robustness_curves, tracking_name
 from monai_robust.report.table import key_label
 
 if TYPE_CHECKING:
@@ -59,7 +60,10 @@ def _finite(v: Any) -> bool:
 class RobustnessTensorBoard:
     """At the end of each evaluation epoch: scalars ``<prefix>/clean/<metric>``, ``<prefix>/<attack>/<metric>/
     eps=<eps>``, ``<prefix>/uap:<name>/fooling_rate`` (step = the engine's epoch, so repeated evaluations during
-    training draw curves), and per attack at its largest ε an image grid clean / scaled δ / adversarial.
+    training draw curves); per attack the curves over ε ``<prefix>/curves/<attack>/<metric>`` with **step = ε index**
+    (ascending ε, an unbounded attack last) and ``<prefix>/curves/<attack>/eps`` holding the ε of each step, so that
+    TensorBoard plots robust accuracy, attack success and the guard's AUC against ε (the latest evaluation's curve);
+    and per attack at its largest ε an image grid clean / scaled δ / adversarial.
 
     Args:
         summary_writer: a ``SummaryWriter``; default one writing to ``log_dir``.
@@ -114,6 +118,13 @@ class RobustnessTensorBoard:
         step = int(self.global_step_transform(engine))
         for tag, value in self.scalars(results).items():
             self.writer.add_scalar(f"{self.tag_prefix}/{tag}", value, step)
+        for attack, points in robustness_curves(results).items():
+            for i, (eps, metrics) in enumerate(points):
+                base = f"{self.tag_prefix}/curves/{tracking_name(attack)}"
+                for m, v in metrics.items():
+                    self.writer.add_scalar(f"{base}/{m}", v, i)
+                if eps is not None:
+                    self.writer.add_scalar(f"{base}/eps", eps, i)
         if self.images:
             examples = self.examples_transform(engine) or {}
             bounds = results.get("meta", {}).get("bounds")

@@ -6,9 +6,9 @@ on request, the robustness of the current image (the smallest L-inf budget that 
 MONAI Label (``monailabel``) is optional: this module imports without it and the task raises a clear error only when
 it is built. ``monailabel`` 0.8.5 cannot be installed with its dependencies next to a CPU torch (it pulls torchvision
 and a CUDA torch); ``requirements-monailabel.txt`` at the repository root lists what this task needs, to install with
-``pip install --no-deps -r requirements-monailabel.txt``. MONAI Label's app class (``monailabel.interfaces.app``) does
-not import next to pydicom 3 (its ``pydicom-seg`` dependency needs pydicom 2), so the task is tested through MONAI
-Label's ``BasicInferTask`` call path, which is what ``MONAILabelApp.infer`` runs.
+``pip install --no-deps -r requirements-monailabel.txt``. The MONAI Label app and server that serve these tasks are
+:mod:`monai_robust.integrations.monailabel_app` and ``apps/monailabel`` (their requirements:
+``requirements-monailabel-server.txt``).
 
 Result JSON (the second item ``task(request)`` returns)::
 

@@ -52,7 +52,10 @@ def test_train_harden_evaluate(name: str, tmp_path: Path) -> None:
     assert 0.0 <= report["clean"]["accuracy"] <= 1.0
     assert report["detector"]["detector"] == "DeepFeatureDetector" and report["detector"]["error"] is None
     assert (tmp_path / "outputs" / "report" / "index.html").is_file()
-    assert list((tmp_path / "outputs").glob("events.out.tfevents.*"))
+    # one TensorBoard run folder per stage
+    tb = tmp_path / "outputs" / "tensorboard"
+    assert {p.name for p in tb.iterdir()} == {"train", "validate", "harden", "evaluate"}
+    assert all(list((tb / stage).glob("events.out.tfevents.*")) for stage in ("train", "validate", "harden", "evaluate"))
 
     # the hardened checkpoint exports to TorchScript and verifies against metadata.json, as MONAI's CLI does it
     configs = [str(BUNDLES / name / "configs" / c) for c in ("train.json", "harden.json")]

@@ -88,7 +88,7 @@ def test_xray_torchrun_equals_single_process(tmp_path: Path) -> None:
     _torchrun(chain + [XRAY / "multi_gpu_harden.json", XRAY / "multi_gpu_evaluate.json"], root, tmp_path / "ddp.log")
     state = torch.load(root / "models" / "model_hardened.pt", map_location="cpu", weights_only=True)
     assert state and not any(k.startswith("module.") for k in state), "the checkpoint must hold the unwrapped model"
-    events = list((root / "outputs").glob("events.out.tfevents.*"))  # events.out.tfevents.<time>.<host>.<pid>.<n>
+    events = list((root / "outputs" / "tensorboard").rglob("events.out.tfevents.*"))  # ...<time>.<host>.<pid>.<n>
     assert events and len({e.name.split(".")[-2] for e in events}) == 1, f"TensorBoard written by 2 ranks: {events}"
     multi = json.loads((root / "outputs" / "report" / "robustness.json").read_text())
     assert (root / "outputs" / "report" / "index.html").is_file()

@@ -37,3 +37,21 @@ def cr_in_window(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     path = tmp_path_factory.mktemp("cr_in_window") / "RG1_J2KI_windowed.dcm"
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def xray_predictor(trained_xray_bundle: tuple[Path, Path, dict[str, Any]]) -> Any:
+    """The tiny trained X-ray bundle as a ``BundlePredictor`` on CPU (network and guard), for expected numbers."""
+    from monai_robust.bundle.predictor import BundlePredictor
+
+    bundle_dir, _, overrides = trained_xray_bundle
+    return BundlePredictor(bundle_dir, device="cpu", **overrides)
+
+
+@pytest.fixture(scope="session")
+def xray_phantom(trained_xray_bundle: tuple[Path, Path, dict[str, Any]]) -> Path:
+    """The first test-split phantom radiograph (DICOM CR) of the tiny trained X-ray bundle."""
+    from monai_robust.data.datalist import load_datalist
+
+    _, root, _ = trained_xray_bundle
+    return Path(load_datalist(root / "data" / "dataset.json", "test")[0]["image"])

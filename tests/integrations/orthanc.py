@@ -1,11 +1,12 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
 """A throwaway Orthanc PACS for tests: started on loopback from a test configuration in a temporary folder (random
-free DICOM and HTTP ports, its own storage and index, no plugins, no remote access), talked to through its REST API
-with ``urllib`` only, and killed on :meth:`OrthancServer.stop`.
+free DICOM and HTTP ports, its own storage and index, no remote access; optionally the DICOMweb plugin), talked to
+through its REST API with ``urllib`` only, and killed on :meth:`OrthancServer.stop`.
 
-Debian's ``orthanc`` package provides the ``Orthanc`` binary (``.ci/orthanc.sh`` installs it); where it is absent,
-:func:`require_orthanc` skips the calling test with a message that says how to get it.
+Debian's ``orthanc`` package provides the ``Orthanc`` binary and ``orthanc-dicomweb`` the DICOMweb plugin
+(``.ci/orthanc.sh`` installs both); where one is absent, :func:`require_orthanc` / :func:`require_dicomweb_plugin`
+skip the calling test with a message that says how to get it, and fail it on CI (``CI`` set), where it must run.
 """
 
 from __future__ import annotations
@@ -23,9 +24,30 @@ from typing import Any
 
 import pytest
 
-__all__ = ["OrthancServer", "find_orthanc", "free_port", "require_orthanc"]
+__all__ = [
+    "OrthancServer",
+    "find_dicomweb_plugin",
+    "find_orthanc",
+    "free_port",
+    "missing_prerequisite",
+    "require_dicomweb_plugin",
+    "require_orthanc",
+]
 
 _CANDIDATES = ("/usr/sbin/Orthanc", "/usr/bin/Orthanc", "/usr/local/bin/Orthanc", "/usr/local/sbin/Orthanc")
+_DICOMWEB_CANDIDATES = (
+    "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+    "/usr/lib/orthanc/libOrthancDicomWeb.so",
+    "/usr/local/share/orthanc/plugins/libOrthancDicomWeb.so",
+)
+
+
+def missing_prerequisite(reason: str) -> None:
+    """Skips the calling test with ``reason``, or fails it when ``CI`` is set (CI installs every prerequisite, so a
+    missing one there is a broken install, not a reason to skip)."""
+    if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+        pytest.fail(f"CI: a prerequisite of this test is missing: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 class _ExitedAtStart(RuntimeError):
@@ -47,15 +69,35 @@ def require_orthanc() -> str:
     """The ``Orthanc`` binary, or skips the calling test with a message saying why and how to install it."""
     binary = find_orthanc()
     if binary is None and os.environ.get("ORTHANC_BINARY"):
-        pytest.skip(
+        missing_prerequisite(
             f"ORTHANC_BINARY={os.environ['ORTHANC_BINARY']!r} is not an executable: the real-PACS tests are skipped."
         )
     if binary is None:
-        pytest.skip(
+        missing_prerequisite(
             "Orthanc is not installed (no 'Orthanc' binary on PATH or in /usr/sbin): run .ci/orthanc.sh "
             "(apt-get install -y orthanc) to run the real-PACS tests; apt is unavailable or failed here."
         )
     return binary
+
+
+def find_dicomweb_plugin() -> str | None:
+    """Orthanc's DICOMweb plugin (``$ORTHANC_DICOMWEB_PLUGIN``, then Debian's ``orthanc-dicomweb`` paths), or ``None``."""
+    env = os.environ.get("ORTHANC_DICOMWEB_PLUGIN")
+    if env:
+        return env if os.path.isfile(env) else None
+    return next((c for c in _DICOMWEB_CANDIDATES if os.path.isfile(c)), None)
+
+
+def require_dicomweb_plugin() -> str:
+    """Orthanc's DICOMweb plugin, or skips (fails on CI) the calling test with a message saying how to install it."""
+    require_orthanc()
+    plugin = find_dicomweb_plugin()
+    if plugin is None:
+        missing_prerequisite(
+            "Orthanc's DICOMweb plugin is not installed (no libOrthancDicomWeb.so in /usr/share/orthanc/plugins or "
+            "$ORTHANC_DICOMWEB_PLUGIN): run .ci/orthanc.sh (apt-get install -y orthanc-dicomweb)."
+        )
+    return plugin
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -74,6 +116,8 @@ class OrthancServer:
         modalities: DICOM peers Orthanc knows, ``{name: (ae_title, host, port)}`` (they may store to it, and it can
             send to them with ``POST /modalities/<name>/store``).
         binary: the ``Orthanc`` executable (default: :func:`find_orthanc`).
+        dicomweb_plugin: the DICOMweb plugin's ``.so`` to load (:func:`find_dicomweb_plugin`); its root is
+            :attr:`dicomweb_url` (``<url>/dicom-web``). ``None``: no plugins.
 
     Example::
 
@@ -87,6 +131,7 @@ class OrthancServer:
         aet: str = "ORTHANC",
         modalities: dict[str, tuple[str, str, int]] | None = None,
         binary: str | None = None,
+        dicomweb_plugin: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.aet = aet
@@ -98,9 +143,19 @@ class OrthancServer:
         self.dicom_port = free_port()
         while self.dicom_port == self.http_port:
             self.dicom_port = free_port()
-        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.dicomweb_plugin = dicomweb_plugin
         self.log_path = self.workdir / "orthanc.log"
         self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """Orthanc's REST root, ``http://127.0.0.1:<http_port>``."""
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb root (QIDO-RS / WADO-RS / STOW-RS), ``<url>/dicom-web``."""
+        return f"{self.url}/dicom-web"
 
     def config(self) -> dict[str, Any]:
         """The Orthanc configuration used (a plain dict, written as ``orthanc.json``)."""
@@ -109,7 +164,8 @@ class OrthancServer:
             "StorageDirectory": str(self.workdir / "storage"),
             "IndexDirectory": str(self.workdir / "index"),
             "StorageCompression": False,
-            "Plugins": [],
+            "Plugins": [self.dicomweb_plugin] if self.dicomweb_plugin else [],
+            "DicomWeb": {"Enable": bool(self.dicomweb_plugin), "Root": "/dicom-web/", "EnableWado": False},
             "ConcurrentJobs": 1,
             "HttpServerEnabled": True,
             "HttpPort": self.http_port,
@@ -160,7 +216,6 @@ class OrthancServer:
                 if attempt == attempts:
                     raise
                 self.http_port, self.dicom_port = free_port(), free_port()
-                self.url = f"http://127.0.0.1:{self.http_port}"
         raise AssertionError("unreachable")
 
     def _start_once(self, timeout: float) -> OrthancServer:

@@ -21,11 +21,19 @@ import torch
 import monai_robust.integrations.monailabel as ml
 from monai_robust.attacks import PGD
 from monai_robust.data.datalist import load_datalist, load_image
+from tests.integrations.orthanc import missing_prerequisite
 
-needs_monailabel = pytest.mark.skipif(
-    not ml.has_monailabel,
-    reason="monailabel is not importable: `pip install --no-deps -r requirements-monailabel.txt` to run these tests",
-)
+INSTALL = "monailabel is not importable: `pip install --no-deps -r requirements-monailabel.txt` to run these tests"
+
+
+@pytest.fixture
+def requires_monailabel() -> None:
+    """Skips without monailabel, with the reason; fails on CI, which installs it."""
+    if not ml.has_monailabel:
+        missing_prerequisite(INSTALL)
+
+
+needs_monailabel = pytest.mark.usefixtures("requires_monailabel")
 FAST = {"robustness_steps": 5, "robustness_rel_tol": 0.1}  # robustness search settings that keep a call ~3 s
 
 
@@ -40,7 +48,7 @@ def predictor(trained_xray_bundle: tuple[Path, Path, dict[str, Any]]) -> Any:
 @pytest.fixture(scope="module")
 def task(predictor: Any) -> Any:
     if not ml.has_monailabel:
-        pytest.skip("monailabel is not importable: `pip install --no-deps -r requirements-monailabel.txt`")
+        missing_prerequisite(INSTALL)
     return ml.RobustClassificationInferTask(predictor)
 
 

@@ -28,6 +28,7 @@ from monai_robust.integrations.dicom.workflow import (
     screen,
     serve,
 )
+from monai_robust.integrations.dicomweb import DicomWebClient, screen_from_dicomweb, store_summary_srs
 
 __all__ = ["main"]
 
@@ -75,9 +76,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Screen DICOM series with a trained bundle; write one DICOM SR and one JSON per series.",
     )
     _add_bundle_arguments(s)
-    s.add_argument(
-        "--input", required=True, nargs="+", help="DICOM files or folders (read recursively, never modified)"
+    source = s.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", help="DICOM files or folders (read recursively, never modified)")
+    source.add_argument(
+        "--dicomweb", metavar="URL", help="screen a PACS's series instead: QIDO-RS/WADO-RS from this DICOMweb root"
     )
+    s.add_argument("--study", nargs="+", default=None, metavar="UID", help="with --dicomweb: these studies only")
+    stow = s.add_mutually_exclusive_group()
+    stow.add_argument("--stow", action="store_true", help="with --dicomweb: store each SR back by STOW-RS")
+    stow.add_argument("--stow-url", default=None, metavar="URL", help="store each SR by STOW-RS to this DICOMweb root")
     s.add_argument("--output", required=True, help="folder for the SR, JSON and screening_summary.json files")
     s.add_argument("--quiet", action="store_true", help="log warnings and errors only")
     v = sub.add_parser(
@@ -202,9 +209,19 @@ def main(argv: Sequence[str] | None = None, stop_event: threading.Event | None =
             return _serve(args, stop_event)
         _log(logging.WARNING if args.quiet else logging.INFO)
         rules = rules_from(args.modality, args.image_type, args.body_part)
-        return int(
-            screen(args.bundle, args.input, args.output, rules=rules, echo=True, **_load_kwargs(args))["exit_code"]
-        )
+        if args.dicomweb is None and (args.study or args.stow):
+            raise DicomUsageError("--study and --stow need --dicomweb.")
+        if args.dicomweb is not None:
+            stow_url = args.dicomweb if args.stow else args.stow_url
+            summary = screen_from_dicomweb(
+                args.bundle, args.dicomweb, args.output, study_uids=args.study, modalities=rules.modalities,
+                stow_url=stow_url, rules=rules, echo=True, **_load_kwargs(args),
+            )
+            return int(summary["exit_code"])
+        summary = screen(args.bundle, args.input, args.output, rules=rules, echo=True, **_load_kwargs(args))
+        if args.stow_url:
+            store_summary_srs(summary, DicomWebClient(args.stow_url), echo=True)
+        return int(summary["exit_code"])
     except DicomUsageError as e:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
