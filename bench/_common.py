@@ -108,12 +108,3 @@ def replace_readme_section(readme: Path, heading: str, body: str, title: str = "
         text = text.rstrip("\n") + "\n\n" + section
     readme.write_text(text.rstrip("\n") + "\n")
 
-
-def load_tutorial(name: str) -> Any:
-    """Imports ``tutorials/<name>.py`` as a module, so a benchmark reuses the tutorial's model and data code."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"tutorial_{name}", BENCH_DIR.parent / "tutorials" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod

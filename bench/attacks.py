@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
@@ -153,6 +154,35 @@ def _attacks() -> list[AttackSpec]:
     ]
 
 
+@dataclass(frozen=True)
+class Setup:
+    """Where and how the attacks run: device, autocast precision (``fp32``: off), channels-last memory format."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[self.precision]
+
+    def autocast(self) -> Any:
+        """Autocast at this precision around every library's call and the floor (ours: ``attack.amp`` with the
+        device's autocast dtype set to it, so the attack's own autocast region uses it)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        device_type = torch.device(self.device).type
+        torch.set_autocast_dtype(device_type, self.dtype)
+        return torch.autocast(device_type, dtype=self.dtype)
+
+    def place(self, net: torch.nn.Module, x: torch.Tensor) -> tuple[torch.nn.Module, torch.Tensor]:
+        net, x = net.to(self.device), x.to(self.device)
+        if self.channels_last:
+            fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+            net, x = net.to(memory_format=fmt), x.contiguous(memory_format=fmt)
+        return net, x
+
+
 def _floor_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """One forward + backward with respect to the input only: the unit every gradient attack pays per step."""
     xx = x.detach().requires_grad_(True)
@@ -162,6 +192,7 @@ def _floor_step(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch
 
 
 def _success_and_l2(net: torch.nn.Module, x: torch.Tensor, adv: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    adv = adv.to(x.device)
     with torch.no_grad():
         fooled = net(adv).argmax(1) != y
     l2 = (adv - x).flatten(1).norm(dim=1)[fooled]
@@ -169,27 +200,28 @@ def _success_and_l2(net: torch.nn.Module, x: torch.Tensor, adv: torch.Tensor, y:
 
 
 def run_model(
-    name: str, spec: ModelSpec, attacks: list[AttackSpec], repeats: int, batch_div: int, libs: tuple[str, ...] = LIBS
+    name: str, spec: ModelSpec, attacks: list[AttackSpec], repeats: int, batch_div: int, libs: tuple[str, ...] = LIBS,
+    setup: Setup = Setup(),
 ) -> list[dict]:
     from art.estimators.classification import PyTorchClassifier
 
     torch.manual_seed(0)
-    net = spec.build().eval()
     shape = (max(1, spec.shape[0] // batch_div),) + spec.shape[1:]
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(shape, generator=g)
+    net, x = setup.place(spec.build().eval(), torch.rand(shape, generator=g))
     with torch.no_grad():
-        y = net(x).argmax(1)  # the model's own predictions: every attack has to flip them
-    x_np, y_np = x.numpy(), y.numpy()
+        y = net(x).argmax(1)  # the model's own predictions (fp32): every attack has to flip them
+    x_np, y_np = x.float().cpu().numpy(), y.cpu().numpy()
     classifier = PyTorchClassifier(
         net, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(shape[1:]), nb_classes=2, clip_values=BOUNDS,
-        device_type="cpu",
+        device_type="gpu" if x.is_cuda else "cpu",
     )
     timer = MinTimer()
     frozen = [(p, p.requires_grad) for p in net.parameters()]
     for p, _ in frozen:
         p.requires_grad_(False)
-    _floor_step(net, x, y)  # warm-up
+    with setup.autocast():
+        _floor_step(net, x, y)  # warm-up
     for p, flag in frozen:
         p.requires_grad_(flag)
 
@@ -202,7 +234,8 @@ def run_model(
             # and the same number of samples (repeats) as the attack's time, so the minima compare fairly
             for p, _ in frozen:
                 p.requires_grad_(False)
-            timer.time(f"floor/{a.name}", lambda: _floor_step(net, x, y), per_call=a.k or 1)
+            with setup.autocast():
+                timer.time(f"floor/{a.name}", lambda: _floor_step(net, x, y), per_call=a.k or 1)
             for p, flag in frozen:
                 p.requires_grad_(flag)
             for lib in libs + (("art_b1",) if a.minimal and "art" in libs else ()):
@@ -215,16 +248,19 @@ def run_model(
                         built[key] = factory(net) if factory else a.art(classifier, 1 if lib == "art_b1" else shape[0])
                         if lib == "ours":
                             built[key].set_random_state(r)
+                            built[key].amp = setup.dtype is not None
                     attack = built[key]
                     if lib == "art_b1":
                         xb, yb = x_np[:ART_B1_IMAGES], y_np[:ART_B1_IMAGES]
-                        timer.time(f"{a.name}/{lib}", lambda attack=attack, xb=xb, yb=yb: attack.generate(xb, yb))
+                        with setup.autocast():
+                            timer.time(f"{a.name}/{lib}", lambda attack=attack, xb=xb, yb=yb: attack.generate(xb, yb))
                         continue
-                    if lib == "art":
-                        out = timer.time(f"{a.name}/{lib}", lambda attack=attack: attack.generate(x_np, y_np))
-                        adv = torch.from_numpy(out)
-                    else:
-                        adv = timer.time(f"{a.name}/{lib}", lambda attack=attack: attack(x, y))
+                    with setup.autocast():
+                        if lib == "art":
+                            out = timer.time(f"{a.name}/{lib}", lambda attack=attack: attack.generate(x_np, y_np))
+                            adv = torch.from_numpy(out)
+                        else:
+                            adv = timer.time(f"{a.name}/{lib}", lambda attack=attack: attack(x, y))
                     for p, flag in frozen:  # ART / torchattacks may leave state behind; every library starts equal
                         p.requires_grad_(flag)
                         p.grad = None
@@ -368,6 +404,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--readme", type=Path, default=BENCH_DIR / "README.md")
     p.add_argument("--no-readme", action="store_true", help="write only the JSON")
     p.add_argument("--render", type=Path, help="only rewrite the README section from this results JSON")
+    p.add_argument("--device", default="cpu", help="torch device of the models and images (e.g. cuda)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                   help="autocast precision of every library's attack and of the floor (fp32: no autocast)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (model and images)")
+    p.add_argument("--batch-div", type=int, default=None, help="divide the spec batch sizes (--quick: 4)")
     args = p.parse_args(argv)
     if args.render is not None:
         payload = json.loads(args.render.read_text())
@@ -380,12 +421,14 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     repeats, batch_div = (1, 4) if args.quick else (args.repeats, 1)
+    batch_div = args.batch_div or batch_div
+    setup = Setup(args.device, args.precision, args.channels_last)
     chosen = [a for a in attacks if a.name in args.attacks]
     start = time.perf_counter()
     machine = machine_info()
     results = []
     for name in args.models:
-        results += run_model(name, models[name], chosen, repeats, batch_div, tuple(args.libs))
+        results += run_model(name, models[name], chosen, repeats, batch_div, tuple(args.libs), setup)
         write_json(args.out, {"machine": machine, "partial": True, "results": results})  # survives a later crash
     payload = {
         "machine": machine,
@@ -395,6 +438,10 @@ def main(argv: list[str] | None = None) -> dict:
             "quick": args.quick,
             "threads": args.threads,
             "libs": list(args.libs),
+            "device": args.device,
+            "precision": args.precision,
+            "channels_last": args.channels_last,
+            "batch_div": batch_div,
             "wall_s": time.perf_counter() - start,
         },
         "results": results,

@@ -47,19 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH_DIR, MinTimer, machine_info, replace_readme_section, write_json  # noqa: E402
 
 from monai_robust.attacks.autoattack import AutoAttack  # noqa: E402
+from monai_robust.data import medmnist_tensors  # noqa: E402
+from monai_robust.networks import SmallCNN  # noqa: E402
 
 
 def load(path: Path) -> dict[str, torch.Tensor]:
-    with np.load(path) as f:
-        return {
-            f"{s}_{k}": (
-                torch.from_numpy(f[f"{s}_images"]).float().div(255).unsqueeze(1)
-                if k == "x"
-                else torch.from_numpy(f[f"{s}_labels"]).long().reshape(-1)
-            )
-            for s in ("train", "test")
-            for k in ("x", "y")
-        }
+    """The train and test splits as float images in [0, 1] ``(N, 1, 28, 28)`` and labels ``(N,)``."""
+    (train_x, train_y), (test_x, test_y) = medmnist_tensors(path, "train"), medmnist_tensors(path, "test")
+    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
 
 def rotate(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,19 +63,9 @@ def rotate(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([torch.rot90(xi, int(ki), dims=(1, 2)) for xi, ki in zip(x, k)]), k
 
 
-def make_cnn(classes: int, width: int = 16) -> nn.Module:
-    def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
-
-    return nn.Sequential(
-        *block(1, width), nn.MaxPool2d(2), *block(width, 2 * width), nn.MaxPool2d(2), *block(2 * width, 2 * width),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, classes),
-    )
-
-
 def train(x: torch.Tensor, y: torch.Tensor, classes: int, epochs: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    net, bs = make_cnn(classes), 64
+    net, bs = SmallCNN(num_classes=classes, channels=(16, 32, 32), norm="batch"), 64  # conv-BN-ReLU, pool x2
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(epochs):
         net.train()

@@ -31,7 +31,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchattacks
@@ -42,7 +41,9 @@ from _common import BENCH_DIR, MinTimer, machine_info, replace_readme_section, w
 
 from monai_robust.attacks.fgsm import FGSM  # noqa: E402
 from monai_robust.attacks.pgd import PGD  # noqa: E402
+from monai_robust.data import medmnist_tensors  # noqa: E402
 from monai_robust.engines.evaluator import EvaluationOptions, RobustnessEvaluator  # noqa: E402
+from monai_robust.networks import SmallCNN  # noqa: E402
 
 LINF_EPS_SETS = ((1 / 255, 2 / 255, 4 / 255), (2 / 255, 4 / 255, 8 / 255))
 L2_EPS = (0.1, 0.25, 0.5)
@@ -50,31 +51,14 @@ CW_STEPS, CW_C, CW_LR = 50, 1.0, 0.01
 
 
 def load(path: Path) -> dict[str, torch.Tensor]:
-    with np.load(path) as f:
-        return {
-            f"{s}_{k}": (
-                torch.from_numpy(f[f"{s}_images"]).float().div(255).unsqueeze(1)
-                if k == "x"
-                else torch.from_numpy(f[f"{s}_labels"]).long().reshape(-1)
-            )
-            for s in ("train", "test")
-            for k in ("x", "y")
-        }
-
-
-def make_cnn(width: int = 16) -> nn.Module:
-    """conv-relu-pool x2, conv-relu, global average pool, linear (the size of the tests' SmallCNN)."""
-    return nn.Sequential(
-        nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 2),
-    )
+    """The train and test splits as float images in [0, 1] ``(N, 1, 28, 28)`` and labels ``(N,)``."""
+    (train_x, train_y), (test_x, test_y) = medmnist_tensors(path, "train"), medmnist_tensors(path, "test")
+    return {"train_x": train_x, "train_y": train_y, "test_x": test_x, "test_y": test_y}
 
 
 def train(x: torch.Tensor, y: torch.Tensor, epochs: int, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    net = make_cnn()
+    net = SmallCNN(channels=(16, 32, 32), norm=None).to(x.device)  # conv-relu-pool x2, conv-relu, GAP, linear
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     for _ in range(epochs):
         perm = torch.randperm(x.shape[0])
@@ -161,7 +145,8 @@ def evaluator_run(
         eps["cw"] = [*L2_EPS, None]
     data = [{"image": x, "label": y} for x, y in batches]
     ev = RobustnessEvaluator(
-        "cpu", data, net, attacks, eps, seed=seed, progress=False, options=EvaluationOptions(**options)
+        next(net.parameters()).device, data, net, attacks, eps, seed=seed, progress=False,
+        options=EvaluationOptions(**options)
     )
     ev.run()
     acc = {CLEAN: ev.results["clean"]["accuracy"]}
@@ -274,6 +259,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "evaluation.json")
     parser.add_argument("--no-readme", action="store_true")
     parser.add_argument("--from-json", type=Path, help="only rewrite the README section from a saved JSON")
+    parser.add_argument("--device", default="cpu", help="torch device of the model, the images and the attacks (cuda)")
     args = parser.parse_args()
     if args.from_json:
         replace_readme_section(BENCH_DIR / "README.md", "Evaluation", readme_section(json.loads(args.from_json.read_text())))
@@ -288,8 +274,8 @@ def main() -> None:
         cw_note = ""
 
     data = load(args.data)
-    net = train(data["train_x"], data["train_y"], args.epochs, args.seed)
-    x, y = data["test_x"][: args.n_test], data["test_y"][: args.n_test]
+    net = train(data["train_x"].to(args.device), data["train_y"].to(args.device), args.epochs, args.seed)
+    x, y = data["test_x"][: args.n_test].to(args.device), data["test_y"][: args.n_test].to(args.device)
     batches = [(x[i : i + args.batch_size], y[i : i + args.batch_size]) for i in range(0, x.shape[0], args.batch_size)]
     comparisons = [compare(net, batches, args.seed, eps, CW, args.repeats, args.ablation) for eps in LINF_EPS_SETS]
     cw_diag = cw_check(net, batches, args.seed, CW) if CW is not None else {}
@@ -301,6 +287,7 @@ def main() -> None:
             "linf_eps_sets": LINF_EPS_SETS, "l2_eps_cw": L2_EPS, "pgd": "10 steps, step 2.5*eps/10, random start",
             "cw": f"c={CW_C}, {CW_STEPS} Adam steps, lr={CW_LR}, 1 binary-search round (torchattacks defaults)",
             "repeats": args.repeats, "timing": "minimum over interleaved repeats; process CPU time is the robust measure",
+            "device": args.device,
         },
         "note": cw_note,
         "target_speedup": 1.7,

@@ -23,34 +23,22 @@ import platform
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from monai_robust.attacks.pgd import BIM, PGD
 from monai_robust.attacks.smia import SMIA
+from monai_robust.data import MEDMNIST_SPLITS, medmnist_tensors
+from monai_robust.networks import SmallCNN
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load(path: Path) -> dict[str, torch.Tensor]:
-    with np.load(path) as f:
-        out = {}
-        for split in ("train", "val", "test"):
-            out[f"{split}_x"] = torch.from_numpy(f[f"{split}_images"]).float().div(255).unsqueeze(1)
-            out[f"{split}_y"] = torch.from_numpy(f[f"{split}_labels"]).long().reshape(-1)
-    return out
-
-
-def make_cnn(width: int = 16) -> nn.Module:
-    def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
-
-    return nn.Sequential(
-        *block(1, width), nn.MaxPool2d(2), *block(width, 2 * width), nn.MaxPool2d(2), *block(2 * width, 2 * width),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.3), nn.Linear(2 * width, 2),
-    )
+    """The three splits as float images in [0, 1] ``(N, 1, 28, 28)`` and labels ``(N,)``."""
+    tensors = {split: medmnist_tensors(path, split) for split in MEDMNIST_SPLITS}
+    return {f"{split}_{k}": t[i] for split, t in tensors.items() for i, k in enumerate("xy")}
 
 
 def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -63,7 +51,7 @@ def train(data: dict[str, torch.Tensor], epochs: int, width: int, seed: int) -> 
     kept (the test split is shifted from train/val, so picking the best val epoch does not help it)."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    net = make_cnn(width)
+    net = SmallCNN(channels=(width, 2 * width, 2 * width), norm="batch", dropout=0.3)
     x, y, bs = data["train_x"], data["train_y"], 64
     weight = len(y) / (2 * torch.bincount(y, minlength=2).float())
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)

@@ -22,25 +22,23 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from monai.engines import SupervisedTrainer
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 try:  # python bench/training.py, or python -m bench.training
-    from _common import BENCH_DIR, load_tutorial, machine_info, replace_readme_section, write_json
+    from _common import BENCH_DIR, machine_info, replace_readme_section, write_json
 except ImportError:  # pragma: no cover
-    from bench._common import BENCH_DIR, load_tutorial, machine_info, replace_readme_section, write_json
+    from bench._common import BENCH_DIR, machine_info, replace_readme_section, write_json
 
 from monai_robust.attacks.pgd import PGD
+from monai_robust.data import medmnist_tensors
 from monai_robust.engines.training import FastATIteration, PGDATIteration, TRADESIteration
+from monai_robust.networks import SmallCNN
 
 BOUNDS = (0.0, 1.0)
 EPS = 2 / 255
-
-
-SmallCNN = load_tutorial("harden_pneumoniamnist").SmallCNN  # the model of the hardening tutorial
 
 
 def _iteration(method: str, net: nn.Module, k: int) -> Any:
@@ -59,7 +57,7 @@ def _iteration(method: str, net: nn.Module, k: int) -> Any:
 
 def _epoch(method: str, x: torch.Tensor, y: torch.Tensor, k: int, batch_size: int) -> SupervisedTrainer:
     torch.manual_seed(0)
-    net = SmallCNN()
+    net = SmallCNN()  # the model of the hardening tutorial: conv-BN-ReLU, channels 16, 32, 64
     loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
     iteration = _iteration(method, net, k)
     with warnings.catch_warnings():
@@ -79,9 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)
-    with np.load(args.data) as f:
-        x = torch.from_numpy(f["train_images"][: args.n]).float().div(255).unsqueeze(1)
-        y = torch.from_numpy(f["train_labels"][: args.n]).long().reshape(-1)
+    x, y = medmnist_tensors(args.data, "train", limit=args.n)
     k = args.k
     methods = ["standard", f"PGD-{k} AT", f"TRADES-{k}", "fast AT", "fast AT (clean_metrics=False)"]
     runs: dict[str, list[tuple[float, float]]] = {m: [] for m in methods}  # (wall, CPU) seconds per epoch
@@ -100,7 +96,7 @@ def main() -> None:
     payload = {
         "machine": machine_info(("torch", "monai", "pytorch-ignite")),
         "config": {"data": args.data.name, "n_images": int(x.shape[0]), "batch_size": args.batch_size, "k": k,
-                   "eps": "2/255 L-inf", "model": "SmallCNN(width=16) with BatchNorm, 28x28", "repeats": args.repeats,
+                   "eps": "2/255 L-inf", "model": "SmallCNN() (conv-BN-ReLU, channels 16, 32, 64), 28x28", "repeats": args.repeats,
                    "threads": args.threads,
                    "engine": "monai SupervisedTrainer, 1 epoch; min over repeats of trainer.run(), CPU and wall"},
         "cpu_seconds_per_epoch": {m: round(cpu[m], 4) for m in methods},

@@ -3,8 +3,9 @@
 """Universal adversarial perturbations: monai_robust vs ART's ``UniversalPerturbation`` and
 ``TargetedUniversalPerturbation``, same model, same fitting images, same budget, in one run.
 
-The model is the PneumoniaMNIST CNN of ``tutorials/uap_pneumoniamnist.py`` (trained here, or loaded with
-``--model-cache``). The UAPs are fitted on ``--num-fit`` training images at ζ = 4 % (L2:
+The model is the PneumoniaMNIST CNN of ``tutorials/uap_pneumoniamnist.py``: the package's ``SmallCNN`` (channels
+32, 64, 64, no norm, dropout 0.2) trained 6 epochs by ``fit_classifier`` with the same seed (trained here, or loaded
+with ``--model-cache``). The UAPs are fitted on ``--num-fit`` training images at ζ = 4 % (L2:
 ``eps = 0.04 * mean ||x||_2`` of those images) and every tool stops at the same rule: a rate >= 0.8 on the fitting
 images (ART's ``delta=0.2``) or ``--passes`` passes. ART runs with the FGSM inner attack of Hirano et al. (L2,
 step eps / 10 as ours; ``targeted=True`` for the targeted attack) on a ``PyTorchClassifier`` with
@@ -35,9 +36,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BENCH_DIR, MinTimer, load_tutorial, machine_info, replace_readme_section, write_json  # noqa: E402
+from _common import BENCH_DIR, MinTimer, machine_info, replace_readme_section, write_json  # noqa: E402
 
 from monai_robust.attacks.universal import SGDUAP, IterativeUAP, evaluate_uap  # noqa: E402
+from monai_robust.data import medmnist_tensors  # noqa: E402
+from monai_robust.engines.fit import classification_accuracy, fit_classifier  # noqa: E402
+from monai_robust.networks import SmallCNN  # noqa: E402
 
 ROOT = BENCH_DIR.parent
 BOUNDS = (0.0, 1.0)
@@ -159,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "universal.json")
     p.add_argument("--readme", type=Path, default=BENCH_DIR / "README.md")
-    p.add_argument("--model-cache", type=Path, default=None, help="load/save the tutorial's trained CNN here")
+    p.add_argument("--model-cache", type=Path, default=None, help="load/save the trained CNN's state_dict here")
     p.add_argument("--num-fit", type=int, default=1000)
     p.add_argument("--passes", type=int, default=5)
     p.add_argument("--deepfool-passes", type=int, default=2,
@@ -171,11 +175,19 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     logging.getLogger("art").setLevel(logging.ERROR)
-    tut = load_tutorial("uap_pneumoniamnist")
-    data = tut.load_medmnist(args.data_dir / "pneumoniamnist.npz")
-    net, info = tut.get_model(data, 2, 6, args.seed, args.model_cache)
-    net = net.to(args.device)  # ART and ours run where the model is; the images stay on the CPU and are moved
-    fit_x, test_x = data["train_images"][: args.num_fit], data["test_images"]
+    npz = args.data_dir / "pneumoniamnist.npz"
+    train, val, test = ([t.to(args.device) for t in medmnist_tensors(npz, split)] for split in ("train", "val", "test"))
+    torch.manual_seed(args.seed)  # as the tutorial: the initial weights and the shuffling
+    net = SmallCNN(channels=(32, 64, 64), norm=None, dropout=0.2).to(args.device)  # trained where it runs
+    if args.model_cache is not None and args.model_cache.is_file():
+        net.load_state_dict(torch.load(args.model_cache, map_location=args.device, weights_only=True))
+    else:
+        fit_classifier(net, train, val, epochs=6)
+        if args.model_cache is not None:
+            torch.save(net.state_dict(), args.model_cache)
+    info = {"test_acc": classification_accuracy(net.eval(), *test)}
+    # ART and ours run where the model is; the images stay on the CPU and are moved
+    fit_x, test_x = train[0][: args.num_fit].cpu(), test[0].cpu()
     eps = 0.04 * float(fit_x.flatten(1).norm(dim=1).mean())
     payload = {
         "machine": machine_info(),

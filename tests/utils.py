@@ -11,31 +11,20 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.networks.layers.factories import Conv, Pool
 from torch import nn
+
+from monai_robust.networks import nets
 
 __all__ = ["TEST_NDARRAYS", "SmallCNN", "train_classifier"]
 
 TEST_NDARRAYS = (np.array, torch.as_tensor, MetaTensor)
 
 
-class SmallCNN(nn.Module):
-    """conv-relu-pool x2, global average pool, linear: fast on CPU, 2D or 3D, with named feature layers."""
-
-    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, num_classes: int = 2, width: int = 16) -> None:
-        super().__init__()
-        conv, pool = Conv[Conv.CONV, spatial_dims], Pool[Pool.MAX, spatial_dims]
-        self.features = nn.Sequential(
-            conv(in_channels, width, 3, padding=1), nn.ReLU(), pool(2),
-            conv(width, 2 * width, 3, padding=1), nn.ReLU(), pool(2),
-            conv(2 * width, 2 * width, 3, padding=1), nn.ReLU(),
-        )
-        self.pool = Pool[Pool.ADAPTIVEAVG, spatial_dims](1)
-        self.dropout = nn.Dropout(0.2)
-        self.fc = nn.Linear(2 * width, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(self.pool(self.features(x)).flatten(1)))
+def SmallCNN(spatial_dims: int = 2, in_channels: int = 1, num_classes: int = 2, width: int = 16) -> nn.Module:
+    """The package's :class:`~monai_robust.networks.nets.SmallCNN` in the tests' size: conv-relu-pool x2, conv-relu
+    with ``(width, 2 * width, 2 * width)`` channels, no norm, dropout 0.2 (fast on CPU, 2D or 3D, named layers)."""
+    return nets.SmallCNN(spatial_dims, in_channels, num_classes, channels=(width, 2 * width, 2 * width), norm=None,
+                         dropout=0.2)
 
 
 def train_classifier(

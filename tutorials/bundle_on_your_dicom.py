@@ -48,23 +48,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from monai.bundle import ConfigWorkflow
 
 from monai_robust.data import datalist_from_csv, datalist_from_folders, is_dicom_input, read_dicom, read_medmnist
 from monai_robust.data.folders import ImageDatalist
 from monai_robust.utils.intensity import LinearIntensityMap
+from monai_robust.utils.threads import add_num_threads_argument, set_num_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "bundles" / "robust_xray_classification"
 CLASSES = ("normal", "pneumonia")  # PneumoniaMNIST's labels 0 and 1
 # full settings and the --tiny smoke-test settings; explicit flags override either
-# (guard_eps / guard_fpr None: the bundle's own, 2/255 and 5 %)
+# (guard_eps / guard_fpr / aa_steps / aa_queries None: the bundle's own, 2/255, 5 %, 100 steps, 5000 queries)
 FULL = {"num_per_class": 500, "num_epochs": 4, "harden_epochs": 2, "batch_size": 32, "guard_eps": None,
-        "guard_fpr": None}
+        "guard_fpr": None, "aa_steps": None, "aa_queries": None}
 # tiny: the guard is fitted on the adversarial images that fool the model (a 2/255 PGD may fool none of a few
-# images) and its threshold is calibrated on at least 1 / guard_fpr validation images (6 here)
-TINY = {"num_per_class": 20, "num_epochs": 1, "harden_epochs": 1, "batch_size": 8, "guard_eps": 16.0, "guard_fpr": 0.2}
+# images) and its threshold is calibrated on at least 1 / guard_fpr validation images (6 here); the evaluation's
+# AutoAttack runs 2 steps and 5 Square queries
+TINY = {"num_per_class": 20, "num_epochs": 1, "harden_epochs": 1, "batch_size": 8, "guard_eps": 16.0, "guard_fpr": 0.2,
+        "aa_steps": 2, "aa_queries": 5}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -182,6 +184,7 @@ def cli_command(configs: list[str], overrides: dict[str, Any]) -> str:
 def main() -> None:
     # ---- settings: full by default, --tiny for seconds; explicit flags override both
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_num_threads_argument(parser, default=1)  # 1: the setting of the recorded runs
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--dicom-dir", type=Path, help="your folder of class sub-folders of DICOM files")
     source.add_argument("--manifest", type=Path, help="your CSV manifest (columns image,label; paths relative to it)")
@@ -196,6 +199,8 @@ def main() -> None:
     parser.add_argument("--guard-eps", type=float,
                         help="L-inf budget (in 1/255 of the window) of the PGD whose images the guard is fitted on")
     parser.add_argument("--guard-fpr", type=float, help="the guard's false-positive rate on clean validation images")
+    parser.add_argument("--aa-steps", type=int, help="iterations of the evaluation's AutoAttack (default: the bundle's)")
+    parser.add_argument("--aa-queries", type=int, help="Square queries of the evaluation's AutoAttack (default: the bundle's)")
     parser.add_argument("--image-size", type=int, default=32, help="images are resized to this square size")
     parser.add_argument("--window", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="values mapped to [0, 1] (default: the range the DICOM files can store, e.g. 0 255 for "
@@ -206,7 +211,7 @@ def main() -> None:
     for key, value in (TINY if args.tiny else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    torch.set_num_threads(1)
+    set_num_threads(args.num_threads)
     t0 = time.perf_counter()
     out = args.output_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -263,8 +268,12 @@ def main() -> None:
         overrides["guard_eps"] = f"${args.guard_eps:g} / 255 * (@bounds[1] - @bounds[0])"
     if args.guard_fpr is not None:
         overrides["guard_fpr"] = args.guard_fpr
+    for key in ("aa_steps", "aa_queries"):
+        if getattr(args, key) is not None:
+            overrides[key] = getattr(args, key)
     if args.device is not None:
         overrides["device"] = f"$torch.device('{args.device}')"
+    overrides["num_threads"] = args.num_threads  # the bundle's own thread setting (its default 0: the free cores)
     main_configs = ["train.json", "harden.json", "guard.json", "evaluate.json"]
     print("bundle run, equivalent command:\n  " + cli_command(main_configs, overrides))
     workflow = bundle_workflow(main_configs, overrides)
@@ -272,9 +281,9 @@ def main() -> None:
     workflow.run()
     workflow.finalize()
 
-    # ---- 4. inference with the hardened checkpoint and the fitted guard (train.json + harden.json define the
-    # network, the checkpoint file and the guard file; inference.json only adds the prediction workflow)
-    infer_configs = ["train.json", "harden.json", "inference.json"]
+    # ---- 4. inference with the hardened checkpoint and the fitted guard: inference.json runs on its own (the plain
+    # model, models/model.pt); harden.json after it swaps in the network with blocks and models/model_hardened.pt
+    infer_configs = ["inference.json", "harden.json"]
     print("inference, equivalent command:\n  " + cli_command(infer_configs, overrides))
     workflow = bundle_workflow(infer_configs, overrides)
     workflow.initialize()

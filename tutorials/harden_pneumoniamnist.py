@@ -18,11 +18,16 @@ run took 65 minutes of wall time on a 2-core machine shared with other jobs (loa
 ``--tiny`` shrinks everything (256 training, 48 validation and 48 test images, 1 epoch, 2-step attacks) to seconds:
 a smoke test of the API, not a measurement (the tiny models barely train).
 
-API shown: :class:`~monai_robust.attacks.pgd.PGD` and :class:`~monai_robust.attacks.apgd.APGD` (``attack(x, y)`` ->
-adversarial ``x``), :func:`~monai_robust.networks.utils.insert_blocks` (denoising blocks into an existing network by
-module name), :func:`~monai_robust.networks.utils.straight_through_mode` (BPDA), and adversarial training on MONAI's
+API shown: :func:`~monai_robust.data.medmnist_tensors` (the ``.npz`` splits), the package's
+:class:`~monai_robust.networks.nets.SmallCNN`, :class:`~monai_robust.attacks.pgd.PGD` and
+:class:`~monai_robust.attacks.apgd.APGD` (``attack(x, y)`` -> adversarial ``x``),
+:func:`~monai_robust.networks.utils.insert_blocks` (denoising blocks into an existing network by module name),
+:func:`~monai_robust.networks.utils.straight_through_mode` (BPDA), adversarial training on MONAI's
 ``SupervisedTrainer`` through :class:`~monai_robust.engines.training.PGDATIteration` and
-:class:`~monai_robust.handlers.eps_schedule.EpsSchedule`.
+:class:`~monai_robust.handlers.eps_schedule.EpsSchedule`, and the robustness tables from
+:class:`~monai_robust.engines.evaluator.RobustnessEvaluator` (every eps attacked on every image, as configured:
+``reuse_smaller_eps=False, early_stop=False``), with a small handler that keeps the per-image verdicts for the
+worst case over attacks and gradients.
 
 Usage::
 
@@ -43,24 +48,22 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from ignite.engine import Engine, Events
 from monai.engines import SupervisedTrainer
-from monai.metrics import compute_roc_auc
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from monai_robust.attacks.apgd import APGD
 from monai_robust.attacks.pgd import PGD
+from monai_robust.data import medmnist_tensors
+from monai_robust.engines import EvaluationOptions, RobustnessEvaluator
 from monai_robust.engines.training import PGDATIteration, adversarial_metrics
 from monai_robust.handlers.eps_schedule import EpsSchedule
+from monai_robust.networks import SmallCNN, insert_blocks, straight_through_mode
 from monai_robust.networks.blocks.nonlocal_denoise import NonLocalDenoise
 from monai_robust.networks.blocks.sparse_denoise import MeanCentredSparsify, SoftThreshold, TopKSparsify
-from monai_robust.networks.utils import insert_blocks, straight_through_mode
-
-try:
-    from monai_robust.attacks.apgd import APGD
-except ImportError:  # another part of the project; PGD only without it
-    APGD = None
+from monai_robust.utils.threads import add_num_threads_argument, set_num_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUNDS = (0.0, 1.0)  # the threat model lives in model-input units: images scaled to [0, 1]
@@ -80,41 +83,20 @@ TINY = {"epochs": 1, "at_steps": 2, "warmup_epochs": 1, "pgd_steps": 2, "apgd_st
         "max_eval": 48}
 
 
-class SmallCNN(nn.Module):
-    """conv-BN-ReLU-pool x2, conv-BN-ReLU, global average pooling, linear (about 25k parameters)."""
-
-    def __init__(self, width: int = 16) -> None:
-        super().__init__()
-        w = width
-        self.features = nn.Sequential(
-            nn.Conv2d(1, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(),
-        )
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(4 * w, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(self.features(x)).flatten(1))
-
-
 def load(path: Path, max_train: int | None = None, max_eval: int | None = None) -> dict[str, torch.Tensor]:
     """The three splits of a MedMNIST ``.npz`` as float images in [0, 1] ``(N, 1, 28, 28)`` and labels ``(N,)``;
     the first ``max_train`` training and ``max_eval`` validation and test images when given."""
-    if not Path(path).is_file():
-        raise ValueError(f"{path}: PneumoniaMNIST .npz not found (pass --npz).")
-    with np.load(path) as f:
-        out = {}
-        for split, n in (("train", max_train), ("val", max_eval), ("test", max_eval)):
-            out[f"{split}_x"] = torch.from_numpy(f[f"{split}_images"][:n]).float().div(255).unsqueeze(1)
-            out[f"{split}_y"] = torch.from_numpy(f[f"{split}_labels"][:n]).long().reshape(-1)
+    out = {}
+    for split, n in (("train", max_train), ("val", max_eval), ("test", max_eval)):
+        out[f"{split}_x"], out[f"{split}_y"] = medmnist_tensors(path, split, limit=n)
     return out
 
 
 def build(block: str | None) -> nn.Module:
-    """A fresh SmallCNN (same initial weights every time), with ``block`` inserted after ``INSERT_AFTER``."""
+    """A fresh SmallCNN (conv-BN-ReLU, channels 16, 32, 64: same initial weights every time), with ``block``
+    inserted after ``INSERT_AFTER``."""
     torch.manual_seed(0)
-    net = SmallCNN()
+    net = SmallCNN(spatial_dims=2, in_channels=1, num_classes=2, channels=(16, 32, 64), norm="batch")
     if block is not None:
         # insert_blocks finds the modules by name and reads the channel count at each point from example_input
         insert_blocks(net, INSERT_AFTER, BLOCKS[block], example_input=torch.zeros(1, 1, 28, 28))
@@ -151,57 +133,81 @@ def train(net: nn.Module, data: dict[str, torch.Tensor], epochs: int, adversaria
     return time.perf_counter() - start
 
 
-def correct_under(net: nn.Module, attack_fn: Any, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """Per-sample correctness ``(N,)`` on the attacked inputs (attack_fn None: clean)."""
-    out = []
-    for i in range(0, x.shape[0], batch):
-        xb, yb = x[i : i + batch], y[i : i + batch]
-        adv = xb if attack_fn is None else attack_fn(xb, yb)
-        with torch.no_grad():
-            out.append(net.eval()(adv).argmax(1) == yb)
-    return torch.cat(out)
+class CorrectPerImage:
+    """Evaluator handler: per image, whether the prediction is right, clean and under each ``(attack, eps)``
+    (read after every batch from ``engine.state.output``, where the evaluator puts the logits it predicted)."""
+
+    def __init__(self) -> None:
+        self.correct: dict[Any, list[torch.Tensor]] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        out = engine.state.output
+        logits = {"clean": out["pred"], **{(a["attack"], a["eps"]): a["pred"] for a in out["adversarial"].values()}}
+        for key, value in logits.items():
+            self.correct.setdefault(key, []).append((value.argmax(1) == out["label"]).cpu())
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        return torch.cat(self.correct[key])
 
 
-def make_attack(kind: str, net: nn.Module, eps: float, steps: int) -> Any:
-    """A seeded PGD or APGD (L-inf, random start) on ``net``: ``attack(x, y)`` returns adversarial ``x``."""
-    if kind == "PGD":
-        attack = PGD(net, eps, num_steps=steps, bounds=BOUNDS)
-    else:
-        attack = APGD(net, eps, num_steps=steps, bounds=BOUNDS)
-    attack.set_random_state(0)
-    return attack
+def robust_table(net: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict[str, Any], eps_list: list[float],
+                 has_blocks: bool) -> tuple[dict[str, Any], dict[float, dict[str, float]]]:
+    """``RobustnessEvaluator`` on ``(x, y)``: every attack (``{name: attack}``) at every eps, with the
+    network's own gradient and, for a network with blocks, again with the straight-through (BPDA) gradient.
+
+    Returns the evaluator's results of the normal-gradient run (clean metrics, validity checks) and, per eps, robust
+    accuracy per ``"attack/gradient"`` and ``worst_case``: correct clean and under every attack and gradient."""
+    data = [{"image": x[i : i + 256], "label": y[i : i + 256]} for i in range(0, x.shape[0], 256)]
+    correct, results = {}, {}
+    # a defense must not be credited for masking gradients: every network with blocks is attacked twice, through
+    # its own gradient and through the identity (straight-through / BPDA) gradient of the blocks
+    for grad in ("normal", "straight_through") if has_blocks else ("normal",):
+        per_image = CorrectPerImage()
+        # every eps on every image with the attacks as configured (no retiring of broken images, no early stop)
+        options = EvaluationOptions(reuse_smaller_eps=False, early_stop=False, noise_control=False)
+        evaluator = RobustnessEvaluator("cpu", data, net, attacks, eps_list, options=options, seed=0, progress=False,
+                                        val_handlers=[per_image])
+        with straight_through_mode(net, grad == "straight_through"):
+            evaluator.run()
+        results.setdefault(grad, evaluator.results)
+        correct[grad] = per_image
+    table: dict[float, dict[str, float]] = {}
+    for eps in eps_list:
+        worst = correct["normal"]["clean"].clone()
+        entry = table[eps] = {}
+        for name in attacks:
+            for grad in ("normal", "straight_through"):
+                ok = correct.get(grad, correct["normal"])[(name, eps)]  # no block: the same gradient
+                worst &= ok
+                entry[f"{name}/{grad}"] = float(ok.float().mean())
+        entry["worst_case"] = float(worst.float().mean())
+    return results["normal"], table
+
+
+def make_attacks(net: nn.Module, pgd_steps: int, apgd_steps: int | None = None) -> dict[str, Any]:
+    """A PGD and an APGD (L-inf, random start) on ``net``, named by their steps; the evaluator passes each eps."""
+    attacks = {f"PGD-{pgd_steps}": PGD(net, num_steps=pgd_steps, bounds=BOUNDS)}
+    if apgd_steps is not None:
+        attacks[f"APGD-{apgd_steps}"] = APGD(net, num_steps=apgd_steps, bounds=BOUNDS)
+    return attacks
 
 
 def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, has_blocks: bool, pgd_steps: int,
              apgd_steps: int) -> dict[str, Any]:
-    """Clean accuracy and AUC, then robust accuracy per eps, attack and gradient, and the per-sample worst case."""
-    net.eval()
-    with torch.no_grad():
-        probs = torch.cat([torch.softmax(net(x[i : i + 256]), 1) for i in range(0, x.shape[0], 256)])
-    clean = probs.argmax(1) == y
+    """Clean accuracy and AUC, then robust accuracy per eps, attack and gradient, and the per-image worst case."""
+    results, table = robust_table(net.eval(), x, y, make_attacks(net, pgd_steps, apgd_steps),
+                                  [e / 255 for e in EPS_LIST], has_blocks)
     res: dict[str, Any] = {
-        "clean_accuracy": float(clean.float().mean()),
-        "clean_auc": float(compute_roc_auc(probs[:, 1], y)),
+        "clean_accuracy": results["clean"]["accuracy"],
+        "clean_auc": results["clean"]["auc"],
         "robust": {},
+        "validity": {c["name"]: c["status"] for c in results["validity"]},
     }
-    kinds = [("PGD", pgd_steps)] + ([("APGD", apgd_steps)] if APGD is not None else [])
     for eps255 in EPS_LIST:
-        eps = eps255 / 255
-        worst = clean.clone()
-        entry: dict[str, Any] = {}
-        for kind, steps in kinds:
-            # a defense must not be credited for masking gradients: every network with blocks is attacked twice,
-            # through its own gradient and through the identity (straight-through / BPDA) gradient of the blocks
-            for grad in ("normal", "straight_through"):
-                if grad == "straight_through" and not has_blocks:
-                    entry[f"{kind}-{steps}/{grad}"] = entry[f"{kind}-{steps}/normal"]  # no block: same gradient
-                    continue
-                with straight_through_mode(net, grad == "straight_through"):
-                    ok = correct_under(net, make_attack(kind, net, eps, steps), x, y)
-                worst &= ok
-                entry[f"{kind}-{steps}/{grad}"] = float(ok.float().mean())
-        entry["worst_case"] = float(worst.float().mean())
-        res["robust"][f"{eps255:g}/255"] = entry
+        entry = res["robust"][f"{eps255:g}/255"] = table[eps255 / 255]
         print(f"    eps {eps255:g}/255: " + ", ".join(f"{k} {v:.3f}" for k, v in entry.items()))
     return res
 
@@ -212,14 +218,9 @@ def select_block(data: dict[str, torch.Tensor], epochs: int) -> tuple[str, dict[
     for name in BLOCKS:
         net = build(name)
         seconds = train(net, data, epochs, None)
-        x, y = data["val_x"], data["val_y"]
-        clean = correct_under(net, None, x, y)
-        worst = clean.clone()
-        for grad in (False, True):
-            with straight_through_mode(net, grad):
-                worst &= correct_under(net, make_attack("PGD", net, 1 / 255, 10), x, y)
-        scores[name] = {"val_clean_accuracy": float(clean.float().mean()),
-                        "val_worst_robust_accuracy_1/255_pgd10": float(worst.float().mean()),
+        results, table = robust_table(net.eval(), data["val_x"], data["val_y"], make_attacks(net, 10), [1 / 255], True)
+        scores[name] = {"val_clean_accuracy": results["clean"]["accuracy"],
+                        "val_worst_robust_accuracy_1/255_pgd10": table[1 / 255]["worst_case"],
                         "train_seconds": round(seconds, 1)}
         print(f"  block {name}: {scores[name]}")
     best = max(scores, key=lambda k: scores[k]["val_worst_robust_accuracy_1/255_pgd10"])
@@ -247,6 +248,7 @@ def markdown(results: dict[str, Any], standard_clean: float) -> str:
 def main() -> None:
     # ---- settings: full by default, --tiny for a few seconds; explicit flags override both
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_num_threads_argument(parser, default=1)  # 1: the setting of the recorded runs
     parser.add_argument("--npz", "--data", dest="npz", type=Path,
                         default=ROOT.parent / "shared" / "data" / "pneumoniamnist.npz", help="PneumoniaMNIST .npz")
     parser.add_argument("--output-dir", "--out", dest="output_dir", type=Path, default=ROOT / "bench" / "results",
@@ -264,7 +266,7 @@ def main() -> None:
     for key, value in (TINY if args.tiny else FULL).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    torch.set_num_threads(1)
+    set_num_threads(args.num_threads)
     logging.disable(logging.WARNING)
     t0 = time.perf_counter()
 
@@ -294,13 +296,13 @@ def main() -> None:
         "config": {
             "data": str(args.npz.name), "n_train": int(data["train_x"].shape[0]),
             "n_test": int(data["test_x"].shape[0]),
-            "model": "SmallCNN(width=16), conv-BN-ReLU, Adam 3e-3, batch 64", "epochs": args.epochs,
+            "model": "SmallCNN(channels=(16, 32, 64), norm=\"batch\"), Adam 3e-3, batch 64", "epochs": args.epochs,
             "blocks_after": INSERT_AFTER,
             "block_candidates": {k: repr(v.func(2, 1, **v.keywords)) for k, v in BLOCKS.items()},
             "adversarial_training": f"PGD-{args.at_steps} AT (Madry), eps {args.at_eps:g}/255 L-inf, step 2.5 eps/"
                                     f"{args.at_steps}, linear eps warm-up over {args.warmup_epochs} epochs",
-            "eval_attacks": f"PGD-{args.pgd_steps} (random start, step 2.5 eps/{args.pgd_steps})"
-                            + (f", APGD-CE {args.apgd_steps} steps" if APGD is not None else ", APGD unavailable"),
+            "eval_attacks": f"PGD-{args.pgd_steps} (random start, step 2.5 eps/{args.pgd_steps}), APGD-CE "
+                            f"{args.apgd_steps} steps; RobustnessEvaluator, every eps on every image",
             "eps_units": "model input, images scaled to [0, 1]",
             "tiny": args.tiny, "max_train": args.max_train, "max_eval": args.max_eval,
             "threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
@@ -320,7 +322,8 @@ def main() -> None:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     (args.output_dir / "harden.json").write_text(json.dumps(results, indent=2) + "\n")
     md = ["# Hardening on PneumoniaMNIST", "",
-          f"Generated by `tutorials/harden_pneumoniamnist.py` ({results['config']['date']}, CPU, 1 thread, "
+          f"Generated by `tutorials/harden_pneumoniamnist.py` ({results['config']['date']}, CPU, "
+          f"{results['config']['threads']} thread(s), "
           f"{results['total_seconds']:.0f} s). {results['config']['model']}, {args.epochs} epochs; "
           f"{results['config']['adversarial_training']}. Blocks after {INSERT_AFTER}, chosen on the validation split "
           f"among {list(BLOCKS)}: **{block}**. Evaluation: {results['config']['eval_attacks']}; `normal` = the "

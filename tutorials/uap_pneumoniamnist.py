@@ -4,8 +4,9 @@
 
 What it does (CPU, one thread, a few minutes):
 
-1. trains a small CNN (MONAI layer factories) on the PneumoniaMNIST train split, keeping the epoch with the best
-   validation accuracy, and reports its test accuracy;
+1. trains the package's :class:`~monai_robust.networks.nets.SmallCNN` on the PneumoniaMNIST train split (read with
+   :func:`~monai_robust.data.medmnist_tensors`) with :func:`~monai_robust.engines.fit.fit_classifier`, keeping the
+   epoch with the best validation accuracy, and reports its test accuracy;
 2. fits non-targeted UAPs at ζ = 4 % (L2) on training images with ``SGDUAP`` and ``IterativeUAP`` (FGSM and
    DeepFool inner attacks) and measures their fooling rate on the *test* split against uniform and Gaussian
    noise of the same L2 norm; also a ζ sweep;
@@ -43,13 +44,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from monai.networks.layers.factories import Conv, Pool
 from torch import nn
 
 from monai_robust.attacks.uap_sources import noise_control, photo_crops
 from monai_robust.attacks.universal import SGDUAP, IterativeUAP, evaluate_uap, uap_adversarial_retraining
+from monai_robust.data import medmnist_tensors
+from monai_robust.engines.fit import classification_accuracy, fit_classifier
+from monai_robust.networks import SmallCNN
+from monai_robust.utils.threads import add_num_threads_argument, set_num_threads
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUNDS = (0.0, 1.0)  # model-input range: images scaled to [0, 1]
@@ -60,79 +63,19 @@ TINY = {"epochs": 1, "epochs_3d": 1, "num_fit": 48, "passes": 1, "retrain_passes
         "max_train_3d": 64, "max_eval_3d": 32}
 
 
-def make_cnn(spatial_dims: int, width: int = 32, num_classes: int = 2) -> nn.Module:
-    """2D: conv-relu-pool x2, conv-relu, global average pool, linear. 3D: the same with stride-2 convolutions
-    instead of pooling (3D convolutions are slow on CPU)."""
-    conv = Conv[Conv.CONV, spatial_dims]
-    if spatial_dims == 2:
-        pool = Pool[Pool.MAX, spatial_dims]
-        features = [conv(1, width, 3, padding=1), nn.ReLU(), pool(2), conv(width, 2 * width, 3, padding=1), nn.ReLU(),
-                    pool(2), conv(2 * width, 2 * width, 3, padding=1), nn.ReLU()]
-    else:
-        features = [conv(1, width, 3, stride=2, padding=1), nn.ReLU(), conv(width, 2 * width, 3, stride=2, padding=1),
-                    nn.ReLU(), conv(2 * width, 2 * width, 3, padding=1), nn.ReLU()]
-    return nn.Sequential(*features, Pool[Pool.ADAPTIVEAVG, spatial_dims](1), nn.Flatten(), nn.Dropout(0.2),
-                         nn.Linear(2 * width, num_classes))
+def make_cnn(spatial_dims: int, width: int = 32) -> nn.Module:
+    """The package's SmallCNN without norm, dropout 0.2: conv-relu-pool x2, conv-relu in 2D; stride-2 convolutions
+    instead of pooling in 3D (3D convolutions are slow on CPU)."""
+    return SmallCNN(spatial_dims, channels=(width, 2 * width, 2 * width), norm=None, dropout=0.2,
+                    downsample="pool" if spatial_dims == 2 else "stride")
 
 
 def load_medmnist(path: Path, max_train: int | None = None, max_eval: int | None = None) -> dict[str, torch.Tensor]:
-    """A MedMNIST ``.npz`` as float images in [0, 1] with a channel axis, and long labels ``(N,)``; the first
+    """A MedMNIST ``.npz`` as float images in [0, 1] with a channel axis, and labels ``(N,)``; the first
     ``max_train`` training and ``max_eval`` validation and test images when given."""
-    if not Path(path).is_file():
-        raise ValueError(f"{path}: MedMNIST .npz not found.")
-    with np.load(path) as f:
-        out = {}
-        for split, n in (("train", max_train), ("val", max_eval), ("test", max_eval)):
-            out[f"{split}_images"] = torch.from_numpy(f[f"{split}_images"][:n]).float().div(255).unsqueeze(1)
-            out[f"{split}_labels"] = torch.from_numpy(f[f"{split}_labels"][:n]).long().reshape(-1)
-    return out
-
-
-def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor, balanced: bool = False, batch: int = 256) -> float:
-    """Accuracy, or balanced accuracy (mean of the per-class recalls)."""
-    net.eval()
-    with torch.no_grad():
-        pred = torch.cat([net(x[i : i + batch]).argmax(1) for i in range(0, len(x), batch)])
-    if not balanced:
-        return float((pred == y).float().mean())
-    return float(torch.stack([(pred[y == c] == c).float().mean() for c in torch.unique(y)]).mean())
-
-
-def train_cnn(data: dict[str, torch.Tensor], spatial_dims: int, epochs: int, seed: int, width: int = 32,
-              lr: float = 3e-3, batch_size: int = 64, balanced: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """AdamW + one-cycle schedule; the state with the best validation accuracy is kept (test never used). With
-    ``balanced`` (imbalanced AdrenalMNIST3D, where predicting the majority class scores 77 %), the loss is weighted
-    by inverse class frequency and the epoch is chosen by balanced validation accuracy."""
-    torch.manual_seed(seed)
-    net = make_cnn(spatial_dims, width)
-    x, y = data["train_images"], data["train_labels"]
-    counts = torch.bincount(y).float()
-    weight = (counts.sum() / (len(counts) * counts)) if balanced else None
-    steps = epochs * ((len(x) + batch_size - 1) // batch_size)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps)
-    best, best_state, hist, t0 = -1.0, None, [], time.perf_counter()
-    for _ in range(epochs):
-        net.train()
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), batch_size):
-            idx = perm[i : i + batch_size]
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(x[idx]), y[idx], weight=weight).backward()
-            opt.step()
-            sched.step()
-        val = accuracy(net, data["val_images"], data["val_labels"], balanced)
-        hist.append(val)
-        if val > best:
-            best, best_state = val, {k: v.clone() for k, v in net.state_dict().items()}
-    net.load_state_dict(best_state)
-    net.eval()
-    info = {"spatial_dims": spatial_dims, "width": width, "epochs": epochs, "balanced": balanced,
-            "val_selection_metric": "balanced_accuracy" if balanced else "accuracy", "val_per_epoch": hist,
-            "val_best": best, "test_acc": accuracy(net, data["test_images"], data["test_labels"]),
-            "test_balanced_acc": accuracy(net, data["test_images"], data["test_labels"], balanced=True),
-            "train_time_s": time.perf_counter() - t0}
-    return net, info
+    limits = {"train": max_train, "val": max_eval, "test": max_eval}
+    tensors = {split: medmnist_tensors(path, split, limit=n) for split, n in limits.items()}
+    return {f"{split}_{kind}": t[i] for split, t in tensors.items() for i, kind in enumerate(("images", "labels"))}
 
 
 def get_model(data: dict[str, torch.Tensor], spatial_dims: int, epochs: int, seed: int, cache: Path | None,
@@ -143,7 +86,15 @@ def get_model(data: dict[str, torch.Tensor], spatial_dims: int, epochs: int, see
         net = make_cnn(spatial_dims, saved["info"]["width"])
         net.load_state_dict(saved["state"])
         return net.eval(), {**saved["info"], "loaded_from": str(cache)}
-    net, info = train_cnn(data, spatial_dims, epochs, seed, width, balanced=balanced)
+    torch.manual_seed(seed)  # the initial weights and the shuffling
+    net = make_cnn(spatial_dims, width)
+    # AdamW + one-cycle; the epoch with the best validation accuracy is kept (balanced: class-weighted loss and
+    # balanced validation accuracy, for the imbalanced AdrenalMNIST3D where the majority class alone scores 77 %)
+    fit = fit_classifier(net, (data["train_images"], data["train_labels"]), (data["val_images"], data["val_labels"]),
+                         epochs, balanced=balanced)
+    test = (data["test_images"], data["test_labels"])
+    info = {"spatial_dims": spatial_dims, "width": width, **fit, "test_acc": classification_accuracy(net, *test),
+            "test_balanced_acc": classification_accuracy(net, *test, balanced=True)}
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"state": net.state_dict(), "info": info}, cache)
@@ -231,6 +182,7 @@ def study(net: nn.Module, data: dict[str, torch.Tensor], num_fit: int, seed: int
 def main() -> None:
     # ---- settings: full by default, --tiny for seconds; explicit flags override both
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_num_threads_argument(parser, default=1)  # 1: the setting of the recorded runs
     data_dir = ROOT.parent / "shared" / "data"
     parser.add_argument("--npz", type=Path, default=data_dir / "pneumoniamnist.npz", help="PneumoniaMNIST .npz")
     parser.add_argument("--npz3d", type=Path, default=data_dir / "adrenalmnist3d.npz", help="AdrenalMNIST3D .npz")
@@ -259,10 +211,10 @@ def main() -> None:
     if args.data_dir is not None:
         args.npz, args.npz3d = args.data_dir / "pneumoniamnist.npz", args.data_dir / "adrenalmnist3d.npz"
     out = args.out if args.out is not None else args.output_dir / "universal_evidence.json"
-    torch.set_num_threads(1)
+    set_num_threads(args.num_threads)
     t_start = time.perf_counter()
     report: dict[str, Any] = {
-        "script": "tutorials/uap_pneumoniamnist.py", "torch": torch.__version__, "threads": 1,
+        "script": "tutorials/uap_pneumoniamnist.py", "torch": torch.__version__, "threads": torch.get_num_threads(),
         "machine": platform.machine(), "seed": args.seed, "bounds": list(BOUNDS),
     }
     limits = {k: getattr(args, k) for k in ("max_train", "max_eval", "max_train_3d", "max_eval_3d")}

@@ -22,6 +22,7 @@ from .medmnist import (
     download_medmnist,
     medmnist_datalist,
     medmnist_dataset,
+    medmnist_tensors,
     read_medmnist,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "loading_transforms",
     "medmnist_datalist",
     "medmnist_dataset",
+    "medmnist_tensors",
     "phantom_intensity_map",
     "read_dicom",
     "read_dicom_series",

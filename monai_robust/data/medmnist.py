@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from monai.data import Dataset
 from monai.transforms import Compose
 from monai.utils import optional_import
@@ -31,6 +32,7 @@ __all__ = [
     "download_medmnist",
     "medmnist_datalist",
     "medmnist_dataset",
+    "medmnist_tensors",
     "read_medmnist",
 ]
 
@@ -86,6 +88,33 @@ def read_medmnist(path: str | Path, split: str = "train") -> tuple[np.ndarray, n
         raise ValueError(f"{path}: {split}_images has shape {images.shape}; expected (N,H,W), (N,H,W,3) or (N,D,H,W).")
     labels = labels.astype(np.int64).reshape(len(labels), -1)
     return images, (labels[:, 0] if labels.shape[1] == 1 else labels)
+
+
+def medmnist_tensors(path: str | Path, split: str = "train", limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split as tensors, for code that batches in memory (the tutorials and benchmarks).
+
+    Args:
+        path: the ``.npz`` file.
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        limit: keep the first ``limit`` images (``None``: all).
+
+    Returns:
+        ``images``: float32 ``(N, C, *spatial)`` in ``[0, 1]`` (grey level / 255, as :data:`MEDMNIST_INTENSITY`);
+        ``labels``: int64 as :func:`read_medmnist` returns them.
+
+    Raises:
+        ValueError: As :func:`read_medmnist`; when ``limit`` is negative.
+
+    Example::
+
+        >>> x, y = medmnist_tensors("../shared/data/pneumoniamnist.npz", "val", limit=100)
+        >>> x.shape, y.shape, float(x.max()) <= 1.0
+        (torch.Size([100, 1, 28, 28]), torch.Size([100]), True)
+    """
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        raise ValueError(f"limit must be None or an integer >= 0, got limit={limit!r}.")
+    images, labels = read_medmnist(path, split)
+    return torch.from_numpy(images[:limit]).float().div(255), torch.from_numpy(labels[:limit])
 
 
 def _items(images: np.ndarray, labels: np.ndarray) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from .evaluator import RobustnessEvaluator
 from .events import RobustEvents, register_robust_events
+from .fit import classification_accuracy, fit_classifier
 from .plans import AttackPlan, EvaluationOptions
 from .prepare_batch import AttackBatch, call_attack, check_attack_device
 from .probes import ProbeOptions, gradient_probe, randomness_probe
@@ -38,6 +39,8 @@ __all__ = [
     "adversarial_output_transform",
     "call_attack",
     "check_attack_device",
+    "classification_accuracy",
+    "fit_classifier",
     "gradient_probe",
     "randomness_probe",
     "register_robust_events",

@@ -97,7 +97,11 @@ class RobustnessEvaluator(SupervisedEvaluator):
         eps: the ε list (model-input units) of every attack, or ``{name: [eps, ...]}``; default each bounded
             attack's own ``eps``; ``None``/``inf`` is the unbounded budget of a minimisation attack (its default).
         uaps: ``{name: δ}``: a ``(C, *spatial)`` tensor or a :class:`~monai_robust.attacks.universal.UAPResult`.
-        detector: ``detector(images) -> (N,)`` scores, higher = more likely adversarial (AUC per attack and ε).
+        detector: ``detector(images) -> (N,)`` scores, higher = more likely adversarial (AUC per attack and ε, with
+            its ``n`` and interval, beside the 1 - max softmax baseline); or a calibrated guard (an object with
+            ``detector``, ``threshold`` and ``calibration_report()``, e.g. a ``DetectorGuard``): its detector gives the
+            scores, and its false-positive rate on the clean test images (which must not be those it was calibrated
+            on) is reported with its exact interval in ``results["detector"]["guard"]``.
         reference_attacks: names in ``attacks`` that are gradient-free or transfer attacks (black-box attacks are).
         bounds: ``(low, high)`` of valid inputs for UAPs and noise; ``"auto"``: the attacks' (or a UAP's); ``None``.
         intensity_map: the data's model<->physical intensity map, for sizes in physical units.
@@ -185,7 +189,8 @@ class RobustnessEvaluator(SupervisedEvaluator):
         self.probe_options = probe_options or ProbeOptions()
         self.seed = seed
         self.progress = bool(progress)
-        self.detector = detector
+        self.guard = detector if _is_guard(detector) else None
+        self.detector = detector.detector if self.guard is not None else detector
         self.intensity_map = intensity_map
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.positive_class = int(positive_class)
@@ -540,7 +545,8 @@ class RobustnessEvaluator(SupervisedEvaluator):
         if self._run.clean.n_local == 0:
             raise ValueError("no batch was evaluated: the data loader yielded nothing.")
         ctx = ResultContext(
-            self._run.clean_values(), self.class_names, self.positive_class, self.intensity_map, self.detector is not None
+            self._run.clean_values(), self.class_names, self.positive_class, self.intensity_map,
+            self.detector is not None, self.guard,
         )
         results: dict[str, Any] = {"meta": self._meta(ctx)}
         results.update(build_results(ctx, self.plans, self._run.values, self._run.tallies, self._run.noise, self.uaps))
@@ -553,6 +559,7 @@ class RobustnessEvaluator(SupervisedEvaluator):
                 "detector": type(self.detector).__name__ if isinstance(self.detector, nn.Module) else repr(self.detector),
                 "clean_scores": summarize(finite),
                 "error": self._run.detector_error,
+                "guard": ctx.guard_report() if finite.numel() else None,
             }
         checks = run_validity_checks(results, self._probes, max_accuracy=self.probe_options.unbounded_accuracy)
         results["validity"] = [c.to_dict() for c in checks]
@@ -588,3 +595,7 @@ class RobustnessEvaluator(SupervisedEvaluator):
             ),
         }
 
+
+def _is_guard(detector: Any) -> bool:
+    """Whether ``detector`` is a calibrated guard (a ``DetectorGuard``-like object) rather than a score function."""
+    return all(hasattr(detector, a) for a in ("detector", "threshold", "calibration_report"))

@@ -1,8 +1,11 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
 """The results schema of :class:`~monai_robust.engines.evaluator.RobustnessEvaluator`: per-sample values in, the
-JSON-ready dict out (clinical metrics clean and per (attack, ε), attack success, performance retained,
-perceptibility, UAP fooling rates, detector AUC), and its flat ``engine.state.metrics`` view.
+JSON-ready dict out (clinical metrics clean and per (attack, ε) with balanced accuracy, macro AUC and its ``n``, 95 %
+intervals, prediction histogram and collapse flag; attack success with its interval; performance retained on
+balanced accuracy and AUC above chance; perceptibility; UAP fooling rates; detector AUC with ``n`` beside the
+1 - max softmax baseline; a guard's false-positive rate on the clean test images), and its flat
+``engine.state.metrics`` view.
 
 Keys are ``(name, eps)`` tuples with ``eps`` a float in model-input units (``inf``: a minimisation attack without
 budget); strings are made from them for display only (:func:`~monai_robust.report.table.key_label`), never parsed.
@@ -27,11 +30,13 @@ from monai.metrics import compute_roc_auc
 
 from monai_robust.engines.accumulate import AttackTally
 from monai_robust.metrics.clinical import clinical_metrics
+from monai_robust.metrics.detection import detection_summary
+from monai_robust.metrics.intervals import binomial_interval
 from monai_robust.metrics.perceptibility import summarize
 from monai_robust.metrics.robustness import (
     attack_success_rate,
     fooling_rate,
-    performance_retained,
+    retained,
     targeted_success_rate,
     to_class_predictions,
 )
@@ -39,22 +44,41 @@ from monai_robust.metrics.universal import per_class_fooling_rate
 from monai_robust.report.table import key_label
 from monai_robust.utils.intensity import LinearIntensityMap
 
-__all__ = ["CLEAN_FIELDS", "SAMPLE_FIELDS", "ResultContext", "build_results", "detector_stats", "flatten_metrics"]
+__all__ = [
+    "CLEAN_FIELDS",
+    "SAMPLE_FIELDS",
+    "ResultContext",
+    "build_results",
+    "detector_stats",
+    "flatten_metrics",
+    "guard_stats",
+]
 
 SAMPLE_FIELDS = ("logits", "norm", "linf", "l2", "psnr", "ssim", "score", "out_of_bounds")
 """Per-sample values kept for each (attack, ε), UAP and control."""
 CLEAN_FIELDS = ("logits", "labels", "score")
 """Per-sample values of the clean pass."""
 
-_HEADLINE = ("accuracy", "auc", "sensitivity", "specificity", "attack_success_rate")
+_HEADLINE = ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity", "attack_success_rate")
 
 
-def _positive(v: Any) -> bool:
-    return isinstance(v, float) and math.isfinite(v) and v > 0
+def _rate_interval(hits: torch.Tensor, trials: torch.Tensor) -> list[float]:
+    """Exact 95 % interval of ``hits.sum() / trials.sum()`` (``nan`` without trials)."""
+    n = int(trials.sum())
+    return list(binomial_interval(int((hits & trials).sum()), n)) if n else [math.nan, math.nan]
 
 
-def detector_stats(clean: torch.Tensor, adversarial: torch.Tensor, bins: int = 20) -> dict[str, Any]:
-    """ROC AUC of clean (0) vs adversarial (1) detector scores, with ``n`` of each, and shared-bin histograms.
+def detector_stats(
+    clean: torch.Tensor,
+    adversarial: torch.Tensor,
+    clean_logits: torch.Tensor | None = None,
+    adversarial_logits: torch.Tensor | None = None,
+    bins: int = 20,
+) -> dict[str, Any]:
+    """ROC AUC of clean (0) vs adversarial (1) detector scores, with ``n`` of each, shared-bin histograms and, given
+    the classifier's logits on the same images, the AUC's 95 % interval beside the 1 - max softmax baseline's
+    (:func:`~monai_robust.metrics.detection.detection_summary`: ``interval``, ``baseline``, ``difference_interval``,
+    ``verdict``).
 
     Example::
 
@@ -73,7 +97,33 @@ def detector_stats(clean: torch.Tensor, adversarial: torch.Tensor, bins: int = 2
             "clean": torch.histc(clean, bins, lo, hi).long().tolist(),
             "adversarial": torch.histc(adversarial, bins, lo, hi).long().tolist(),
         }
+    if clean_logits is not None and adversarial_logits is not None:
+        summary = detection_summary(clean.cpu(), adversarial.cpu(), clean_logits.cpu(), adversarial_logits.cpu())
+        out.update({k: summary[k] for k in ("interval", "baseline", "difference_interval", "verdict", "note")})
     return out
+
+
+def guard_stats(guard: Any, clean_scores: torch.Tensor) -> dict[str, Any]:
+    """A calibrated guard's false-positive rate measured on the clean test images, with its exact 95 % interval,
+    beside the calibration evidence (:meth:`~monai_robust.detectors.guard.DetectorGuard.calibration_report`).
+
+    Args:
+        guard: anything with ``threshold`` and ``calibration_report()`` (a ``DetectorGuard``).
+        clean_scores: ``(N,)`` its detector's finite scores on the clean test images (not used to calibrate it).
+
+    Returns:
+        The calibration report plus ``"held_out": {"fpr", "n", "false_positives", "interval", "within_range"}``;
+        ``within_range``: whether the interval meets the range promised for this calibration size.
+    """
+    report = dict(guard.calibration_report())
+    flagged = clean_scores > float(guard.threshold)
+    n, k = int(flagged.numel()), int(flagged.sum())
+    held: dict[str, Any] = {"fpr": k / n if n else math.nan, "n": n, "false_positives": k,
+                            "interval": list(binomial_interval(k, n)) if n else [math.nan, math.nan]}
+    lo, hi = report.get("fpr_range", [math.nan, math.nan])
+    held["within_range"] = bool(n and held["interval"][0] <= hi and lo <= held["interval"][1])
+    report["held_out"] = held
+    return report
 
 
 @dataclass
@@ -86,6 +136,7 @@ class ResultContext:
         positive_class: the class whose sensitivity is reported for a binary task.
         intensity_map: for perturbation sizes in physical units, or ``None``.
         with_detector: whether detector scores were computed.
+        guard: the calibrated guard whose detector gave the scores, or ``None``.
     """
 
     clean: dict[str, torch.Tensor]
@@ -93,6 +144,7 @@ class ResultContext:
     positive_class: int
     intensity_map: LinearIntensityMap | None
     with_detector: bool
+    guard: Any = None
 
     def __post_init__(self) -> None:
         self.metrics = clinical_metrics(self.clean["logits"], self.clean["labels"], self.class_names, self.positive_class)
@@ -103,11 +155,21 @@ class ResultContext:
         return c["labels"][:n], c["logits"][:n], c["score"][:n], self.correct[:n]
 
     def _retained(self, m: dict[str, Any]) -> dict[str, float]:
-        clean = self.metrics
-        return {
-            k: performance_retained(m[k], clean[k]) if _positive(clean[k]) and math.isfinite(m[k]) else math.nan
-            for k in ("accuracy", "auc")
-        }
+        """Balanced accuracy and AUC retained above chance, and the plain accuracy ratio
+        (:func:`~monai_robust.metrics.robustness.retained`)."""
+        return retained(m, self.metrics, max(1, int(self.metrics.get("classes_present", 2))))
+
+    def guard_report(self) -> dict[str, Any] | None:
+        """:func:`guard_stats` on the clean test scores, or ``None`` without a guard."""
+        if self.guard is None:
+            return None
+        s = self.clean["score"]
+        return guard_stats(self.guard, s[torch.isfinite(s)].cpu())
+
+    def _detector(self, v: dict[str, torch.Tensor], chosen: torch.Tensor) -> dict[str, Any]:
+        cs, cl = self.clean["score"][: v["logits"].shape[0]], self.clean["logits"][: v["logits"].shape[0]]
+        keep_c, keep_a = torch.isfinite(cs), chosen & torch.isfinite(v["score"])
+        return detector_stats(cs[keep_c], v["score"][keep_a], cl[keep_c], v["logits"][keep_a])
 
     def perceptibility(self, v: dict[str, torch.Tensor], mask: torch.Tensor) -> dict[str, Any]:
         """Perturbation sizes (model and physical units), PSNR and SSIM over the samples in ``mask``."""
@@ -124,13 +186,14 @@ class ResultContext:
     def attack_row(self, v: dict[str, torch.Tensor], tally: AttackTally, eps: float, light: bool = False) -> dict[str, Any]:
         """The row of one attack (or noise control, ``light``) at one ε."""
         n = v["logits"].shape[0]
-        y, cl, cs, ok = self._clean_part(n)
+        y, cl, _, ok = self._clean_part(n)
         m = clinical_metrics(v["logits"], y, self.class_names, self.positive_class)
         success = ok & (to_class_predictions(v["logits"]) != y)
         row: dict[str, Any] = {"eps": eps, "status": "ok", **m}
         if math.isfinite(eps) and self.intensity_map is not None:
             row["eps_physical"] = self.intensity_map.eps_to_physical(eps)
         row["attack_success_rate"] = attack_success_rate(cl, v["logits"], y)
+        row["intervals"]["attack_success_rate"] = _rate_interval(success, ok)
         row["performance_retained"] = self._retained(m)
         row.update(n_attacked=tally.n_attacked, time_s=tally.time_s, cpu_time_s=tally.cpu_time_s)
         if light:
@@ -140,17 +203,18 @@ class ResultContext:
         row["max_norm"] = float(finite_norm.max()) if finite_norm.numel() else math.nan
         row["out_of_bounds"] = int(v["out_of_bounds"].sum())
         if self.with_detector:
-            row["detector"] = detector_stats(cs[torch.isfinite(cs)], v["score"][success & torch.isfinite(v["score"])])
+            row["detector"] = self._detector(v, success)
         return row
 
     def uap_row(self, v: dict[str, torch.Tensor], target: int | None) -> dict[str, Any]:
         """The row of a universal perturbation (or its random control)."""
         n = v["logits"].shape[0]
-        y, cl, cs, _ = self._clean_part(n)
+        y, cl, _, _ = self._clean_part(n)
         m = clinical_metrics(v["logits"], y, self.class_names, self.positive_class)
         changed = to_class_predictions(v["logits"]) != to_class_predictions(cl)
         row: dict[str, Any] = {"status": "ok", **m}
         row["fooling_rate"] = fooling_rate(cl, v["logits"])
+        row["intervals"]["fooling_rate"] = _rate_interval(changed, torch.ones_like(changed))
         row["per_class_fooling_rate"] = {
             (self.class_names[k] if self.class_names else str(k)): r
             for k, r in per_class_fooling_rate(cl, v["logits"], y).items()
@@ -158,10 +222,11 @@ class ResultContext:
         if target is not None:
             row["targeted_success_rate"] = targeted_success_rate(v["logits"], int(target))
         row["attack_success_rate"] = attack_success_rate(cl, v["logits"], y)
+        row["intervals"]["attack_success_rate"] = _rate_interval(changed & (to_class_predictions(cl) == y), self.correct[:n])
         row["performance_retained"] = self._retained(m)
         row["perceptibility"] = self.perceptibility(v, changed)
         if self.with_detector:
-            row["detector"] = detector_stats(cs[torch.isfinite(cs)], v["score"][changed & torch.isfinite(v["score"])])
+            row["detector"] = self._detector(v, changed)
         return row
 
 

@@ -2,12 +2,17 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 from __future__ import annotations
 
+from .balanced import auc_rows, balanced_accuracy, balanced_accuracy_rows, bootstrap_intervals, macro_auc
 from .clinical import class_probabilities, clinical_metrics, roc_auc, sensitivity_specificity
+from .collapse import collapse_check, prediction_histogram
+from .detection import BASELINE, compare_detectors, confidence_scores, detection_summary
+from .intervals import beta_quantile, betainc, binomial_interval, percentile_interval, stratified_bootstrap_indices
 from .perceptibility import perceptibility, perturbation_norms, psnr, ssim, summarize
 from .robustness import (
     attack_success_rate,
     fooling_rate,
     performance_retained,
+    retained,
     robust_accuracy,
     targeted_success_rate,
     to_class_predictions,
@@ -27,6 +32,23 @@ from .validity import (
 )
 
 __all__ = [
+    "BASELINE",
+    "compare_detectors",
+    "confidence_scores",
+    "detection_summary",
+    "auc_rows",
+    "balanced_accuracy",
+    "balanced_accuracy_rows",
+    "beta_quantile",
+    "betainc",
+    "binomial_interval",
+    "bootstrap_intervals",
+    "collapse_check",
+    "macro_auc",
+    "percentile_interval",
+    "prediction_histogram",
+    "retained",
+    "stratified_bootstrap_indices",
     "per_class_fooling_rate",
     "per_class_targeted_success_rate",
     "ValidityCheck",

@@ -1,7 +1,8 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
-"""Clinical classification metrics on logits: accuracy, ROC AUC (binary and one-vs-rest), sensitivity and
-specificity, overall and per class, computed with MONAI's ``compute_roc_auc`` and confusion-matrix functions.
+"""Clinical classification metrics on logits: accuracy, balanced accuracy, ROC AUC (binary and one-vs-rest, with
+its ``n``), sensitivity and specificity, overall and per class, computed with MONAI's ``compute_roc_auc`` and
+confusion-matrix functions, with 95 % intervals, the prediction histogram and the collapse flag.
 
 The same functions score clean and adversarial predictions, so a robust metric is the clinical metric of the
 predictions on attacked inputs (Shi et al. 2022 report AUC and accuracy this way).
@@ -19,6 +20,9 @@ import torch.nn.functional as F
 from monai.metrics import compute_roc_auc
 from monai.metrics.confusion_matrix import compute_confusion_matrix_metric, get_confusion_matrix
 
+from monai_robust.metrics.balanced import balanced_accuracy, bootstrap_intervals, macro_auc
+from monai_robust.metrics.collapse import collapse_check, prediction_histogram
+from monai_robust.metrics.intervals import binomial_interval
 from monai_robust.metrics.robustness import to_class_predictions
 
 __all__ = ["class_probabilities", "clinical_metrics", "roc_auc", "sensitivity_specificity"]
@@ -144,22 +148,43 @@ def sensitivity_specificity(logits: Any, labels: Any) -> dict[str, list[float]]:
 
 
 def clinical_metrics(
-    logits: Any, labels: Any, class_names: Sequence[str] | None = None, positive_class: int = 1
+    logits: Any,
+    labels: Any,
+    class_names: Sequence[str] | None = None,
+    positive_class: int = 1,
+    *,
+    num_bootstrap: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    collapse_threshold: float = 0.9,
 ) -> dict[str, Any]:
-    """Accuracy, ROC AUC, sensitivity and specificity, overall and per class, of one set of predictions.
+    """Accuracy, balanced accuracy, ROC AUC (with its ``n``), sensitivity and specificity, overall and per class,
+    with 95 % intervals, the prediction histogram and the collapse flag, of one set of predictions.
 
     For two classes, ``sensitivity`` and ``specificity`` are those of ``positive_class`` (the disease, by MONAI
     and MedMNIST convention class 1); for more classes they are macro averages of the one-vs-rest values.
+
+    Intervals: exact (Clopper-Pearson) binomial intervals for accuracy and, for two classes, sensitivity and
+    specificity; a seeded stratified percentile bootstrap (:mod:`monai_robust.metrics.balanced`) for balanced
+    accuracy, macro AUC and, for more classes, the macro sensitivity (= balanced accuracy) and specificity.
 
     Args:
         logits: ``(N, classes)`` logits (``classes = 1``: binary head thresholded at 0).
         labels: ``(N,)`` or ``(N, 1)`` class indices.
         class_names: a name per class for ``per_class`` keys; default ``"0"``, ``"1"``, ...
         positive_class: the class whose sensitivity is reported for a binary task.
+        num_bootstrap: bootstrap resamples for the intervals (0: no bootstrap intervals, reported as ``nan``).
+        confidence: the intervals' coverage, in (0, 1); default 0.95.
+        seed: the bootstrap's seed.
+        collapse_threshold: the fraction of one predicted class that flags a collapse
+            (:func:`~monai_robust.metrics.collapse.collapse_check`).
 
     Returns:
-        ``{"n", "accuracy", "auc", "sensitivity", "specificity", "per_class": {name: {"n", "auc", "sensitivity",
-        "specificity"}}}``; undefined values are ``nan``.
+        ``{"n", "accuracy", "balanced_accuracy", "auc", "auc_n", "auc_note", "sensitivity", "specificity",
+        "classes_present", "prediction_histogram": {name: count}, "collapse": {...}, "intervals": {"confidence",
+        "accuracy": [lo, hi], "balanced_accuracy", "auc", "sensitivity", "specificity", "method"}, "per_class":
+        {name: {"n", "auc", "sensitivity", "specificity"}}}``; undefined values are ``nan`` (``auc_note`` says why
+        for the AUC).
 
     Raises:
         ValueError: On shape or range mismatches, or ``class_names`` of the wrong length.
@@ -200,11 +225,44 @@ def clinical_metrics(
         sens, spec = ss["sensitivity"][positive_class], ss["specificity"][positive_class]
     else:
         sens, spec = _mean(ss["sensitivity"]), _mean(ss["specificity"])
+    n = int(y.shape[0])
+    correct = int((pred == y).sum())
+    macro = macro_auc(z, y)
+    present = sum(int(v) > 0 for v in counts)
+    intervals: dict[str, Any] = {"confidence": confidence, "accuracy": list(binomial_interval(correct, n, confidence))}
+    boot = (
+        bootstrap_intervals(z, y, num_bootstrap, confidence, seed)
+        if num_bootstrap
+        else {"balanced_accuracy": (math.nan, math.nan), "auc": (math.nan, math.nan), "specificity": (math.nan, math.nan),
+              "method": "no bootstrap"}
+    )
+    intervals["balanced_accuracy"], intervals["auc"] = list(boot["balanced_accuracy"]), list(boot["auc"])
+    if c == 2:
+        intervals["sensitivity"] = _count_interval(pred, y, positive_class, confidence, positive=True)
+        intervals["specificity"] = _count_interval(pred, y, positive_class, confidence, positive=False)
+    else:
+        intervals["sensitivity"], intervals["specificity"] = list(boot["balanced_accuracy"]), list(boot["specificity"])
+    intervals["method"] = f"rates: exact Clopper-Pearson; balanced accuracy and AUC: {boot['method']}"
     return {
-        "n": int(y.shape[0]),
-        "accuracy": float((pred == y).float().mean()),
+        "n": n,
+        "accuracy": correct / n,
+        "balanced_accuracy": balanced_accuracy(pred, y, c),
         "auc": auc["auc"],
+        "auc_n": macro["n"],
+        "auc_note": macro["note"],
         "sensitivity": sens,
         "specificity": spec,
+        "classes_present": present,
+        "prediction_histogram": dict(zip(names, prediction_histogram(pred, c))),
+        "collapse": collapse_check(pred, y, c, collapse_threshold, names),
+        "intervals": intervals,
         "per_class": per_class,
     }
+
+
+def _count_interval(pred: torch.Tensor, y: torch.Tensor, k: int, confidence: float, positive: bool) -> list[float]:
+    """Exact interval of class ``k``'s sensitivity (``positive``) or specificity; ``nan`` when undefined."""
+    member = (y == k) if positive else (y != k)
+    hit = member & ((pred == k) if positive else (pred != k))
+    m = int(member.sum())
+    return list(binomial_interval(int(hit.sum()), m, confidence)) if m else [math.nan, math.nan]

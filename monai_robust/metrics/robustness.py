@@ -1,9 +1,14 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
 """Functional robustness metrics on predictions: robust accuracy, attack success, fooling and targeted
-success rates (Hirano et al. 2021), performance retained (Shi et al. 2022)."""
+success rates (Hirano et al. 2021), performance retained (Shi et al. 2022; here also above chance, on balanced
+accuracy and AUC)."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -11,6 +16,7 @@ __all__ = [
     "attack_success_rate",
     "fooling_rate",
     "performance_retained",
+    "retained",
     "robust_accuracy",
     "targeted_success_rate",
     "to_class_predictions",
@@ -111,17 +117,69 @@ def targeted_success_rate(adv_pred: torch.Tensor, target: int | torch.Tensor) ->
     return float((a == t).float().mean())
 
 
-def performance_retained(robust: float, clean: float) -> float:
-    """Robust performance as a fraction of clean performance (Shi et al. 2022 report this ratio).
+def performance_retained(robust: float, clean: float, chance: float = 0.0) -> float:
+    """The part of the clean performance above chance that survives the attack: ``(robust - chance) / (clean -
+    chance)``.
+
+    With ``chance = 0`` this is the plain ratio Shi et al. (2022) report for accuracy; it rewards a model that
+    collapses to the majority class (its accuracy is the majority fraction, and no attack changes a prediction that
+    ignores the input). Use it on balanced accuracy with ``chance = 1 / classes`` and on ROC AUC with ``chance =
+    0.5`` (:func:`retained`): a constant predictor then retains 0, a model unchanged by the attack 1, and a value
+    below 0 means the attacked model is worse than chance.
+
+    Args:
+        robust: the metric on adversarial inputs.
+        clean: the same metric on clean inputs (of the reference model).
+        chance: the metric's value for a model that ignores its input; default 0.
+
+    Returns:
+        The fraction retained (1 = nothing lost).
 
     Raises:
-        ValueError: When ``clean`` is not > 0.
+        ValueError: When ``clean`` is not above ``chance`` (nothing to retain).
 
     Example::
 
         >>> performance_retained(0.81, 0.9)
         0.9
+        >>> performance_retained(0.5, 0.9, chance=0.5)  # a collapsed binary model's balanced accuracy
+        0.0
     """
-    if not clean > 0:
-        raise ValueError(f"clean performance must be > 0, got clean={clean!r}.")
-    return round(float(robust) / float(clean), 12)
+    if not clean > chance:
+        raise ValueError(f"clean performance must be above chance={chance!r}, got clean={clean!r}.")
+    return round((float(robust) - chance) / (float(clean) - chance), 12)
+
+
+def retained(robust: Mapping[str, Any], clean: Mapping[str, Any], classes_present: int) -> dict[str, float]:
+    """Performance retained on balanced accuracy and ROC AUC, above chance (see :func:`performance_retained`), and
+    the plain accuracy ratio of Shi et al. (2022) for comparison with the literature.
+
+    Args:
+        robust: metrics on adversarial inputs, with ``"balanced_accuracy"``, ``"auc"`` and ``"accuracy"`` (as
+            :func:`~monai_robust.metrics.clinical.clinical_metrics` returns them).
+        clean: the same metrics on clean inputs.
+        classes_present: the number of classes present in the test labels (chance balanced accuracy is its
+            inverse).
+
+    Returns:
+        ``{"balanced_accuracy": float, "auc": float, "accuracy": float}``; ``nan`` where a metric is missing or not
+        finite, or the clean value is not above chance.
+
+    Raises:
+        ValueError: When ``classes_present`` is not a positive integer.
+
+    Example::
+
+        >>> retained({"balanced_accuracy": 0.5, "auc": 0.6, "accuracy": 0.9},
+        ...          {"balanced_accuracy": 0.9, "auc": 0.95, "accuracy": 0.92}, classes_present=2)["balanced_accuracy"]
+        0.0
+    """
+    if isinstance(classes_present, bool) or not isinstance(classes_present, int) or classes_present < 1:
+        raise ValueError(f"classes_present must be a positive integer, got classes_present={classes_present!r}.")
+    chance = {"balanced_accuracy": 1.0 / classes_present, "auc": 0.5, "accuracy": 0.0}
+    out = {}
+    for key, floor in chance.items():
+        r, c = robust.get(key), clean.get(key)
+        ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (r, c)) and c > floor
+        out[key] = performance_retained(r, c, floor) if ok else math.nan
+    return out

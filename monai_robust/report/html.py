@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_robust.report.table import _fmt, summary_rows
+from monai_robust.report.table import COLUMNS, RETAINED_NOTE, _fmt, guard_summary, summary_rows
 
 __all__ = ["render_html"]
 
@@ -33,7 +33,8 @@ def _esc(v: Any) -> str:
 
 def _cards(results: dict[str, Any]) -> str:
     clean = results.get("clean", {})
-    cards = [("clean accuracy", clean.get("accuracy")), ("clean ROC AUC", clean.get("auc"))]
+    cards = [("clean accuracy", clean.get("accuracy")), ("clean balanced accuracy", clean.get("balanced_accuracy")),
+             (f"clean ROC AUC (n={_fmt(clean.get('auc_n', clean.get('n')))})", clean.get("auc"))]
     worst: dict[str, tuple[float, str]] = {}
     for name, a in results.get("attacks", {}).items():
         for r in a.get("results", []):
@@ -47,6 +48,9 @@ def _cards(results: dict[str, Any]) -> str:
     checks = results.get("validity", [])
     fails = sum(c["status"] == "fail" for c in checks)
     parts = [f'<div class="card">{_esc(t)}<b>{_fmt(v)}</b></div>' for t, v in cards]
+    collapsed = [r["what"] + " " + str(r["eps"]) for r in summary_rows(results) if "COLLAPSED" in str(r.get("note", ""))]
+    if collapsed:
+        parts.append(f'<div class="card fail">collapsed to one class<b>{len(collapsed)}</b>{_esc(", ".join(collapsed[:4]))}</div>')
     parts.append(
         f'<div class="card {"fail" if fails else "pass"}">validity checks<b>{len(checks) - fails}/{len(checks)} ok</b>'
         "</div>"
@@ -55,17 +59,19 @@ def _cards(results: dict[str, Any]) -> str:
 
 
 def _summary_table(results: dict[str, Any]) -> str:
-    cols = [
-        ("what", "attack"), ("eps", "ε (physical)"), ("n", "n"), ("accuracy", "accuracy"), ("auc", "ROC AUC"),
-        ("sensitivity", "sensitivity"), ("specificity", "specificity"), ("attack_success_rate", "success rate"),
-        ("retained", "retained"), ("linf", "mean L∞"), ("l2", "mean L2"), ("psnr", "PSNR dB"), ("ssim", "SSIM"),
-        ("detector_auc", "detector AUC"), ("note", "note"),
-    ]
+    titles = {"eps": "ε (physical)", "accuracy": "accuracy", "accuracy_ci": "accuracy 95 % CI",
+              "balanced_accuracy": "balanced accuracy", "balanced_accuracy_ci": "bal. acc. 95 % CI", "auc": "ROC AUC",
+              "auc_ci": "AUC 95 % CI", "auc_n": "AUC n", "sensitivity": "sensitivity", "specificity": "specificity",
+              "attack_success_rate": "success rate", "predicted": "predicted (per class)", "linf": "mean L∞",
+              "l2": "mean L2", "psnr": "PSNR dB", "ssim": "SSIM", "detector_auc": "detector AUC",
+              "detector_n": "detector n clean/adv", "baseline_auc": "1 − max softmax AUC"}
+    cols = [(k, titles.get(k, t)) for k, t in COLUMNS]
     head = "".join(f'<th class="{"l" if k in ("what", "note") else ""}">{_esc(t)}</th>' for k, t in cols)
     body = []
     for r in summary_rows(results):
         cells = "".join(f'<td class="{"l" if k in ("what", "note") else ""}">{_esc(_fmt(r.get(k)))}</td>' for k, _ in cols)
-        body.append(f"<tr>{cells}</tr>")
+        flag = ' class="fail"' if "COLLAPSED" in str(r.get("note", "")) else ""
+        body.append(f"<tr{flag}>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
@@ -132,13 +138,13 @@ def render_html(
     examples: Sequence[tuple[str, Path]] = (),
     title: str = "Robustness report",
 ) -> Path:
-    """Writes the HTML report: headline cards, robust accuracy/AUC plots, the summary table, per-class numbers,
+    """Writes the HTML report: headline cards, robust (balanced) accuracy and AUC plots, the summary table, per-class numbers,
     validity verdicts, example panels, detector histograms, UAPs, errors and the run's settings.
 
     Args:
         results: the evaluator's results.
         path: the HTML file to write; figure paths are written relative to its folder.
-        figures: ``{"accuracy": png, "auc": png, "detector": png}`` (any may be missing).
+        figures: ``{"accuracy": png, "balanced_accuracy": png, "auc": png, "detector": png}`` (any may be missing).
         examples: ``(caption, png)`` example panels.
         title: the page title.
 
@@ -168,20 +174,26 @@ def render_html(
     )
     parts.append(_cards(results))
     parts.append("<h2>Robustness vs budget</h2>")
-    parts.append(img(figures.get("accuracy"), "robust accuracy vs eps") + img(figures.get("auc"), "robust AUC vs eps"))
+    parts.append(img(figures.get("accuracy"), "robust accuracy vs eps")
+                 + img(figures.get("balanced_accuracy"), "robust balanced accuracy vs eps")
+                 + img(figures.get("auc"), "robust AUC vs eps"))
     parts.append("<h2>Validity checks</h2>" + _validity_table(results))
     parts.append("<h2>All numbers</h2>" + _summary_table(results))
     parts.append(
         "<p class='note'>Perturbation sizes, PSNR and SSIM are means over successful adversarial examples. "
-        "'retained' is robust / clean accuracy. " + _esc(meta.get("auc_note", "")) + "</p>"
+        + _esc(RETAINED_NOTE) + " " + _esc(meta.get("auc_note", "")) + "</p>"
     )
     parts.append("<h2>Per class</h2>" + _per_class_table(results))
     if examples:
         parts.append("<h2>Examples</h2>")
         for caption, p in examples:
             parts.append(f"<h3>{_esc(caption)}</h3>" + img(p, caption))
-    if figures.get("detector"):
-        parts.append("<h2>Detector</h2>" + img(figures["detector"], "detector score histograms"))
+    if figures.get("detector") or guard_summary(results):
+        parts.append("<h2>Detector</h2>" + img(figures.get("detector"), "detector score histograms"))
+        parts.append(f"<p>{_esc(guard_summary(results))}</p>" if guard_summary(results) else "")
+        parts.append("<p class='note'>Detector AUCs separate the successful adversarial images from the clean ones "
+                     "(n clean / adversarial in the table), beside the 1 − max softmax baseline; the note column says "
+                     "where a detector does not beat it.</p>")
     parts.append(_uap_table(results))
     errors = results.get("errors", [])
     if errors:

@@ -49,7 +49,8 @@ def plot_metric_vs_eps(results: dict[str, Any], path: str | os.PathLike, metric:
     Args:
         results: the evaluator's results.
         path: the PNG to write.
-        metric: ``"accuracy"``, ``"auc"``, ``"sensitivity"``, ``"specificity"`` or ``"attack_success_rate"``.
+        metric: ``"accuracy"``, ``"balanced_accuracy"``, ``"auc"``, ``"sensitivity"``, ``"specificity"`` or
+            ``"attack_success_rate"``.
 
     Returns:
         The path written, or ``None`` when no attack has a finite ε.
@@ -83,7 +84,8 @@ def plot_metric_vs_eps(results: dict[str, Any], path: str | os.PathLike, metric:
     fig = _figure(5.2 * len(lps), 4.0)
     clean = results.get("clean", {}).get(metric)
     physical = results.get("meta", {}).get("intensity_map")
-    label = {"accuracy": "robust accuracy", "auc": "robust ROC AUC", "attack_success_rate": "attack success rate"}
+    label = {"accuracy": "robust accuracy", "balanced_accuracy": "robust balanced accuracy", "auc": "robust ROC AUC",
+             "attack_success_rate": "attack success rate"}
     for i, lp in enumerate(lps):
         ax = fig.add_subplot(1, len(lps), i + 1)
         for name, pts in series[lp].items():
@@ -227,6 +229,9 @@ def plot_detector_histograms(results: dict[str, Any], path: str | os.PathLike) -
         auc = r["detector"].get("auc")
         eps_text = "" if eps is None else f", ε={eps:.4g}"
         auc_text = f"{auc:.3f}" if _finite(auc) else "n/a"
+        base = (r["detector"].get("baseline") or {}).get("auc")
+        if _finite(base):
+            auc_text += f" (1 − max softmax {base:.3f})"
         ax.set_title(f"{name}{eps_text}: detection AUC {auc_text}", fontsize=9)
         ax.set_xlabel("detector score (higher = adversarial)")
         ax.set_ylabel("fraction")

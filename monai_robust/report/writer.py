@@ -100,7 +100,7 @@ def write_report(
         title: the page title.
 
     Returns:
-        ``{"json", "html", "accuracy", "auc", "detector", "examples/<name@eps or uap:name>"}`` -> paths of the files written.
+        ``{"json", "html", "accuracy", "balanced_accuracy", "auc", "detector", "examples/<name@eps or uap:name>"}`` -> paths of the files written.
 
     Raises:
         RuntimeError: Without matplotlib (the JSON is written first).
@@ -116,6 +116,7 @@ def write_report(
     paths: dict[str, Path] = {"json": write_json(results, out / "robustness.json")}
     figures: dict[str, Any] = {
         "accuracy": plot_metric_vs_eps(results, out / "accuracy_vs_eps.png", "accuracy"),
+        "balanced_accuracy": plot_metric_vs_eps(results, out / "balanced_accuracy_vs_eps.png", "balanced_accuracy"),
         "auc": plot_metric_vs_eps(results, out / "auc_vs_eps.png", "auc"),
         "detector": plot_detector_histograms(results, out / "detector_scores.png"),
     }

@@ -51,6 +51,9 @@ def test_train_harden_evaluate(name: str, tmp_path: Path) -> None:
     report = json.loads((tmp_path / "outputs" / "report" / "robustness.json").read_text())
     assert 0.0 <= report["clean"]["accuracy"] <= 1.0
     assert report["detector"]["detector"] == "DeepFeatureDetector" and report["detector"]["error"] is None
+    guard = report["detector"]["guard"]  # the guard's FPR measured on the clean test images, with its interval
+    assert guard["calibration_size"] > 0 and guard["held_out"]["n"] == report["clean"]["n"]
+    assert guard["held_out"]["interval"][0] <= guard["held_out"]["fpr"] <= guard["held_out"]["interval"][1]
     assert (tmp_path / "outputs" / "report" / "index.html").is_file()
     # one TensorBoard run folder per stage
     tb = tmp_path / "outputs" / "tensorboard"
@@ -71,7 +74,7 @@ def test_train_harden_evaluate(name: str, tmp_path: Path) -> None:
 
     # inference on the test split with the hardened checkpoint and the fitted guard: one row per image with the
     # class probabilities and the guard's verdict
-    wf = _workflow(name, ["train.json", "harden.json", "inference.json"], tmp_path)
+    wf = _workflow(name, ["inference.json", "harden.json"], tmp_path)
     wf.initialize()
     wf.run()
     wf.finalize()

@@ -14,6 +14,7 @@ from monai_robust.data.medmnist import (
     download_medmnist,
     medmnist_datalist,
     medmnist_dataset,
+    medmnist_tensors,
     read_medmnist,
 )
 
@@ -55,6 +56,18 @@ def test_dataset_3d_loader(shared_data):
     raw = np.load(shared_data / "adrenalmnist3d.npz")
     np.testing.assert_allclose(batch["image"][2, 0].numpy(), raw["val_images"][2] / 255.0, atol=1e-6)
     assert batch["label"].tolist() == raw["val_labels"][:4, 0].tolist()
+
+
+def test_tensors(shared_data):
+    path = shared_data / "pneumoniamnist.npz"
+    x, y = medmnist_tensors(path, "val", limit=10)
+    raw = np.load(path)
+    assert x.shape == (10, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+    np.testing.assert_allclose(x[:, 0].numpy(), raw["val_images"][:10] / 255.0, atol=1e-7)
+    assert y.tolist() == raw["val_labels"][:10, 0].tolist()
+    assert medmnist_tensors(path, "test")[0].shape[0] == 624
+    with pytest.raises(ValueError, match="limit"):
+        medmnist_tensors(path, "test", limit=-1)
 
 
 def _write(path, **arrays):
