@@ -9,6 +9,9 @@ interleaved within each repeat so that they see the same load. Writes ``bench/re
 ``## Attacks`` section of ``bench/README.md``.
 
 Targets (issue 3): FGSM / BIM / PGD / APGD within 1.05x the floor; CW and DeepFool >= 5x faster than ART's.
+``ours`` runs in fp32 (``amp=False``); ``ours_mixed`` runs the same attack with the same seed in mixed precision
+(bf16 iterations, fp32 check and refinement, issue 19), with its robust accuracy next to the fp32 one and the CPU's
+native-bf16 flags in the table.
 
 Usage::
 
@@ -42,11 +45,14 @@ try:  # python bench/attacks.py, or python -m bench.attacks
 except ImportError:  # pragma: no cover
     from bench._common import BENCH_DIR, MinTimer, machine_info, replace_readme_section, write_json
 
+from monai_robust.attacks.precision import cpu_bf16_flags, low_precision_dtype
+
 BOUNDS = (0.0, 1.0)
 EPS_INF, EPS_L2 = 8 / 255, 1.0
 CW_STEPS, CW_CONST, CW_LR = 10, 100.0, 0.01
 DF_STEPS, DF_OVERSHOOT = 50, 0.02
-LIBS = ("ours", "torchattacks", "art")
+LIBS = ("ours", "ours_mixed", "torchattacks", "art")
+MIXED_TARGET = 0.005  # |robust accuracy mixed - fp32| (issue 19)
 ART_B1_IMAGES = 8  # ART's CW and DeepFool default to batch_size=1: timed on this many images, reported per image
 
 
@@ -78,6 +84,7 @@ class AttackSpec:
     torchattacks: Callable[[torch.nn.Module], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
     art: Callable[[Any, int], Any]  # (ART classifier, batch size) -> ART attack
     minimal: bool = False  # minimal-perturbation attack: report success rate and median L2
+    mixed: bool = False  # checked in fp32 after mixed-precision iterations: timed as ``ours_mixed`` too
 
 
 def _ours(module: str, cls: str, **kw: Any) -> Callable[[torch.nn.Module], Any]:
@@ -100,12 +107,14 @@ def _attacks() -> list[AttackSpec]:
             _ours("fgsm", "FGSM", eps=EPS_INF),
             lambda m: ta.FGSM(m, eps=EPS_INF),
             lambda c, b: art.FastGradientMethod(c, norm=inf, eps=EPS_INF, batch_size=b),
+            mixed=True,
         ),
         AttackSpec(
             "BIM-10", 10,
             _ours("pgd", "BIM", eps=EPS_INF, step_size=s_inf, num_steps=10),
             lambda m: ta.BIM(m, eps=EPS_INF, alpha=s_inf, steps=10),
             lambda c, b: art.BasicIterativeMethod(c, eps=EPS_INF, eps_step=s_inf, max_iter=10, batch_size=b, **quiet),
+            mixed=True,
         ),
         AttackSpec(
             "PGD-10-Linf", 10,
@@ -114,6 +123,7 @@ def _attacks() -> list[AttackSpec]:
             lambda c, b: art.ProjectedGradientDescent(
                 c, norm=inf, eps=EPS_INF, eps_step=s_inf, max_iter=10, num_random_init=1, batch_size=b, **quiet
             ),
+            mixed=True,
         ),
         AttackSpec(
             "PGD-10-L2", 10,
@@ -122,6 +132,7 @@ def _attacks() -> list[AttackSpec]:
             lambda c, b: art.ProjectedGradientDescent(
                 c, norm=2, eps=EPS_L2, eps_step=s_l2, max_iter=10, num_random_init=1, batch_size=b, **quiet
             ),
+            mixed=True,
         ),
         AttackSpec(
             "APGD-10-Linf", 10,
@@ -130,6 +141,7 @@ def _attacks() -> list[AttackSpec]:
             lambda c, b: art.AutoProjectedGradientDescent(
                 c, norm=inf, eps=EPS_INF, eps_step=2 * EPS_INF, max_iter=10, nb_random_init=1, batch_size=b, **quiet
             ),
+            mixed=True,
         ),
         AttackSpec(
             f"CW-{CW_STEPS}", CW_STEPS,
@@ -199,6 +211,11 @@ def _success_and_l2(net: torch.nn.Module, x: torch.Tensor, adv: torch.Tensor, y:
     return float(fooled.float().mean()), float(l2.median()) if l2.numel() else math.nan
 
 
+def _robust_acc(net: torch.nn.Module, adv: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
+        return float((net(adv.float()).argmax(1) == y).float().mean())
+
+
 def run_model(
     name: str, spec: ModelSpec, attacks: list[AttackSpec], repeats: int, batch_div: int, libs: tuple[str, ...] = LIBS,
     setup: Setup = Setup(),
@@ -228,6 +245,7 @@ def run_model(
     built: dict[tuple[str, str], Any] = {}
     notes: dict[str, str] = {}
     quality: dict[tuple[str, str], tuple[float, float]] = {}
+    robust: dict[tuple[str, str], float] = {}
     for r in range(repeats):
         for a in attacks:
             # the floor of each attack is its own k forward+backward passes, timed right before it: the same load
@@ -240,15 +258,18 @@ def run_model(
                 p.requires_grad_(flag)
             for lib in libs + (("art_b1",) if a.minimal and "art" in libs else ()):
                 key = (a.name, lib)
+                if lib == "ours_mixed" and not a.mixed:
+                    continue
                 if key in notes or (a.name, "*") in notes or (lib.startswith("art") and a.minimal and r > 0):
                     continue  # ART's CW and DeepFool take minutes: timed once
                 try:
                     if key not in built:
-                        factory = {"ours": a.ours, "torchattacks": a.torchattacks}.get(lib)
+                        factory = {"ours": a.ours, "ours_mixed": a.ours, "torchattacks": a.torchattacks}.get(lib)
                         built[key] = factory(net) if factory else a.art(classifier, 1 if lib == "art_b1" else shape[0])
-                        if lib == "ours":
-                            built[key].set_random_state(r)
-                            built[key].amp = setup.dtype is not None
+                    if lib.startswith("ours"):
+                        built[key].set_random_state(r)  # fp32 and mixed: the same seed
+                        # ours: the setup's precision (fp32: amp=False); ours_mixed: exact mixed precision (issue 19)
+                        built[key].amp = lib == "ours_mixed" or setup.dtype is not None
                     attack = built[key]
                     if lib == "art_b1":
                         xb, yb = x_np[:ART_B1_IMAGES], y_np[:ART_B1_IMAGES]
@@ -267,6 +288,8 @@ def run_model(
                     net.eval()
                     if a.minimal and r == 0:
                         quality[key] = _success_and_l2(net, x, adv.float(), y)
+                    if a.mixed and lib.startswith("ours") and r == 0:
+                        robust[key] = _robust_acc(net, adv, y)
                 except Exception as e:  # noqa: BLE001 - an attack of another helper may be missing or broken
                     where = "*" if lib == "ours" and isinstance(e, (ImportError, AttributeError)) else lib
                     notes[key if where == lib else (a.name, "*")] = f"{name} {a.name} / {lib}: {type(e).__name__}: {e}"
@@ -295,12 +318,18 @@ def run_model(
             row[f"{lib}_runs_wall_cpu_s"] = timer.runs.get(key, [])
             if (a.name, lib) in quality:
                 row[f"{lib}_success"], row[f"{lib}_median_l2"] = quality[(a.name, lib)]
+            if (a.name, lib) in robust:
+                row[f"{lib}_robust_acc"] = robust[(a.name, lib)]
         ours, art = row["ours_cpu_s"], row["art_cpu_s"]
         row["speedup_vs_art"] = art / ours if ours and art else None
         ours, art = row["ours_wall_s"], row["art_wall_s"]
         row["speedup_vs_art_wall"] = art / ours if ours and art else None
         ours, art = row["ours_img_per_cpu_s"], row["art_b1_img_per_cpu_s"]
         row["speedup_vs_art_b1"] = ours / art if ours and art else None
+        fp32, mixed = row.get("ours_robust_acc"), row.get("ours_mixed_robust_acc")
+        row["mixed_acc_diff"] = mixed - fp32 if fp32 is not None and mixed is not None else None
+        ours, mixed_cpu = row["ours_cpu_s"], row["ours_mixed_cpu_s"]
+        row["mixed_speedup"] = ours / mixed_cpu if ours and mixed_cpu else None
         row["notes"] = [v for (n, _), v in notes.items() if n == a.name]
         rows.append(row)
     return rows
@@ -366,6 +395,28 @@ def markdown(payload: dict) -> str:
                 for lib in ("ours", "torchattacks", "art")
             ]
             lines.append(f"| {r['model']} | {r['attack']} | " + " | ".join(cells) + " |")
+    mixed = [r for r in payload["results"] if r.get("mixed_acc_diff") is not None]
+    if mixed:
+        flags = ", ".join(m.get("cpu_bf16_flags") or []) or "none (bf16 emulated: expect no speed-up)"
+        lines += [
+            "",
+            f"Mixed precision (issue 19), same runs and seeds: the iterations under {m.get('amp_dtype', 'bf16')} "
+            f"autocast, success and the returned examples checked in fp32 and the samples not broken in fp32 given "
+            f"fp32 steps. Native-bf16 CPU flags: {flags}. Robust accuracy on the n images of the batch (labels = "
+            "the model's own predictions), decided by the fp32 model; the accuracy on trained networks with n >= "
+            "512 is in `## Mixed precision`.",
+            "",
+            "| model | attack | n | fp32 x floor | mixed x floor | mixed speed-up | robust acc fp32 / mixed | "
+            f"within ±{MIXED_TARGET} |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in mixed:
+            ok = abs(r["mixed_acc_diff"]) <= MIXED_TARGET
+            lines.append(
+                f"| {r['model']} | {r['attack']} | {r['input'][0]} | {_fmt(r['ours_x_floor'], '.3f')} | "
+                f"{_fmt(r['ours_mixed_x_floor'], '.3f')} | {_times(r['mixed_speedup'])} | "
+                f"{r['ours_robust_acc']:.3f} / {r['ours_mixed_robust_acc']:.3f} | {'yes' if ok else 'NO'} |"
+            )
     notes = sorted({n for r in payload["results"] for n in r["notes"]})
     if notes:
         lines += ["", "Skipped:", ""] + [f"- {n}" for n in notes]
@@ -426,6 +477,8 @@ def main(argv: list[str] | None = None) -> dict:
     chosen = [a for a in attacks if a.name in args.attacks]
     start = time.perf_counter()
     machine = machine_info()
+    machine["cpu_bf16_flags"] = list(cpu_bf16_flags())
+    machine["amp_dtype"] = str(low_precision_dtype(True, "cpu")).replace("torch.", "")
     results = []
     for name in args.models:
         results += run_model(name, models[name], chosen, repeats, batch_div, tuple(args.libs), setup)

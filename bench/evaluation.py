@@ -38,7 +38,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH_DIR, MinTimer, machine_info, replace_readme_section, write_json  # noqa: E402
+from _real_networks import NETWORKS, build_task, torchattacks_autoattack  # noqa: E402
 
+from monai_robust.attacks.autoattack import AutoAttack  # noqa: E402
 from monai_robust.attacks.fgsm import FGSM  # noqa: E402
 from monai_robust.attacks.pgd import PGD  # noqa: E402
 from monai_robust.data import medmnist_tensors  # noqa: E402
@@ -48,6 +50,10 @@ from monai_robust.networks import SmallCNN  # noqa: E402
 LINF_EPS_SETS = ((1 / 255, 2 / 255, 4 / 255), (2 / 255, 4 / 255, 8 / 255))
 L2_EPS = (0.1, 0.25, 0.5)
 CW_STEPS, CW_C, CW_LR = 50, 1.0, 0.01
+AA: dict[str, Any] = {"steps": None, "queries": None, "seed": 0}
+"""The AutoAttack rows: ``steps`` iterations and ``queries`` Square queries (``steps=None``: no AutoAttack rows)."""
+TOLERANCE = 0.005
+"""The accuracy check: ours <= torchattacks + TOLERANCE for every attack and eps."""
 
 
 def load(path: Path) -> dict[str, torch.Tensor]:
@@ -79,6 +85,9 @@ def torchattacks_attacks(net: nn.Module, linf_eps: tuple[float, ...], cw_cls: An
     """torchattacks' FGSM and PGD at every eps, and its CW."""
     attacks: AttackList = [("fgsm", e, torchattacks.FGSM(net, eps=e)) for e in linf_eps]
     attacks += [("pgd", e, torchattacks.PGD(net, eps=e, alpha=2.5 * e / 10, steps=10, random_start=True)) for e in linf_eps]
+    if AA["steps"]:
+        attacks += [("autoattack", e, torchattacks_autoattack(net, e, AA["steps"], AA["queries"], AA["seed"]))
+                    for e in linf_eps]
     return attacks, torchattacks.CW(net, c=CW_C, kappa=0, steps=CW_STEPS, lr=CW_LR)
 
 
@@ -86,8 +95,15 @@ def our_attacks(net: nn.Module, linf_eps: tuple[float, ...], cw_cls: Any) -> tup
     """The same attacks from monai_robust, as the evaluator gets them (before its early stop)."""
     attacks: AttackList = [("fgsm", e, FGSM(net, e, bounds=(0.0, 1.0))) for e in linf_eps]
     attacks += [("pgd", e, PGD(net, e, num_steps=10, bounds=(0.0, 1.0))) for e in linf_eps]
+    if AA["steps"]:
+        attacks += [("autoattack", e, _our_autoattack(net, e)) for e in linf_eps]
     cw = None if cw_cls is None else cw_cls(net, **_cw_kwargs())
     return attacks, cw
+
+
+def _our_autoattack(net: nn.Module, eps: float | None = None) -> AutoAttack:
+    aa = AutoAttack(net, eps, bounds=(0.0, 1.0), num_steps=AA["steps"], num_queries=AA["queries"])
+    return aa.set_random_state(AA["seed"])
 
 
 def _cw_kwargs() -> dict[str, Any]:
@@ -140,6 +156,8 @@ def evaluator_run(
 ) -> tuple[dict[str, float], dict]:
     attacks = {"fgsm": FGSM(net, bounds=(0.0, 1.0)), "pgd": PGD(net, num_steps=10, bounds=(0.0, 1.0))}
     eps: dict[str, list] = {"fgsm": list(linf_eps), "pgd": list(linf_eps)}
+    if AA["steps"]:
+        attacks["autoattack"], eps["autoattack"] = _our_autoattack(net), list(linf_eps)
     if cw_cls is not None:
         attacks["cw"] = cw_cls(net, **_cw_kwargs())
         eps["cw"] = [*L2_EPS, None]
@@ -216,6 +234,7 @@ def compare(
             "plain_monai_robust": accs["plain loop, monai_robust attacks"].get(k, math.nan),
             "difference": mine[k] - base[k],
             "within_1pt_or_lower": mine[k] <= base[k] + 0.01 + 1e-9,
+            f"ours_le_torchattacks_plus_{TOLERANCE:g}": mine[k] <= base[k] + TOLERANCE + 1e-9,
         }
         for k in base
         if k in mine
@@ -231,6 +250,7 @@ def compare(
         "cpu_per_attack_family": family_cpu,
         "robust_accuracy": rows,
         "all_within_1pt_or_lower": all(r["within_1pt_or_lower"] for r in rows),
+        f"all_ours_le_torchattacks_plus_{TOLERANCE:g}": all(r[f"ours_le_torchattacks_plus_{TOLERANCE:g}"] for r in rows),
         "all_within_1pt_or_lower_without_cw_thresholds": all(
             r["within_1pt_or_lower"] for r in rows if not (r["attack"] == "cw" and math.isfinite(r["eps"]))
         ),
@@ -250,6 +270,13 @@ def _eps_text(eps: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "pneumoniamnist.npz")
+    parser.add_argument("--network", choices=["cnn", *NETWORKS], default="cnn",
+                        help="cnn: the small CNN on PneumoniaMNIST 28x28 (binary); densenet2d / densenet3d: MONAI "
+                        "DenseNet121 on the 4-class rotation task (64x64 / 32^3), with AutoAttack rows")
+    parser.add_argument("--n-train", type=int, default=2048, help="training images of the DenseNets")
+    parser.add_argument("--aa-steps", type=int, default=100, help="AutoAttack iterations (DenseNets; 0: no AutoAttack)")
+    parser.add_argument("--aa-queries", type=int, default=5000, help="Square queries of AutoAttack (DenseNets)")
+    parser.add_argument("--eps-sets", type=int, default=len(LINF_EPS_SETS), help="how many of the eps sets to run")
     parser.add_argument("--n-test", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=6)
@@ -273,16 +300,30 @@ def main() -> None:
     else:
         cw_note = ""
 
-    data = load(args.data)
-    net = train(data["train_x"].to(args.device), data["train_y"].to(args.device), args.epochs, args.seed)
-    x, y = data["test_x"][: args.n_test].to(args.device), data["test_y"][: args.n_test].to(args.device)
+    if args.network == "cnn":
+        data = load(args.data)
+        net = train(data["train_x"].to(args.device), data["train_y"].to(args.device), args.epochs, args.seed)
+        x, y = data["test_x"][: args.n_test].to(args.device), data["test_y"][: args.n_test].to(args.device)
+        description = f"a small CNN on PneumoniaMNIST 28x28, trained {args.epochs} epochs"
+    else:
+        task = build_task(args.network, args.n_train, args.n_test, args.epochs, args.seed, args.data.parent)
+        net, x, y = task["net"].to(args.device), task["test_x"].to(args.device), task["test_y"].to(args.device)
+        description = task["description"]
+        AA.update(steps=args.aa_steps or None, queries=args.aa_queries, seed=args.seed)
+        if x.ndim == 5 and AA["steps"]:  # checked with torchattacks 3.5.1 on DenseNet121-3D
+            AA["steps"] = None
+            description += (". No AutoAttack rows: torchattacks' APGD, APGD-T and Square fail on 5-D (volume) inputs "
+                            "(conv3d gets a 6-D tensor; Square unpacks 3 spatial sizes), so there is nothing to compare with")
     batches = [(x[i : i + args.batch_size], y[i : i + args.batch_size]) for i in range(0, x.shape[0], args.batch_size)]
-    comparisons = [compare(net, batches, args.seed, eps, CW, args.repeats, args.ablation) for eps in LINF_EPS_SETS]
+    comparisons = [
+        compare(net, batches, args.seed, eps, CW, args.repeats, args.ablation) for eps in LINF_EPS_SETS[: args.eps_sets]
+    ]
     cw_diag = cw_check(net, batches, args.seed, CW) if CW is not None else {}
     info = machine_info()
     payload = {
         "machine": info,
         "settings": {
+            "network": args.network, "description": description, "autoattack": dict(AA), "tolerance": TOLERANCE,
             "n_test": int(x.shape[0]), "batch_size": args.batch_size, "train_epochs": args.epochs, "seed": args.seed,
             "linf_eps_sets": LINF_EPS_SETS, "l2_eps_cw": L2_EPS, "pgd": "10 steps, step 2.5*eps/10, random start",
             "cw": f"c={CW_C}, {CW_STEPS} Adam steps, lr={CW_LR}, 1 binary-search round (torchattacks defaults)",
@@ -297,7 +338,8 @@ def main() -> None:
     write_json(args.out, payload)
     text = readme_section(payload)
     if not args.no_readme:
-        replace_readme_section(BENCH_DIR / "README.md", "Evaluation", text)
+        section = "Evaluation" if args.network == "cnn" else f"Evaluation on {description.split(',')[0]}"
+        replace_readme_section(BENCH_DIR / "README.md", section, text)
     print(text)
 
 
@@ -308,8 +350,8 @@ def readme_section(payload: dict[str, Any]) -> str:
     n_test, batch_size, epochs, repeats = st["n_test"], st["batch_size"], st["train_epochs"], st["repeats"]
     ta, own = "plain loop, torchattacks", "plain loop, monai_robust attacks"
     lines = [
-        f"`bench/evaluation.py`: {n_test} PneumoniaMNIST test images (batches of {batch_size}), a small CNN "
-        f"trained {epochs} epochs (clean accuracy {comparisons[0]['clean_accuracy']:.3f}); FGSM and PGD-10 "
+        f"`bench/evaluation.py`: {n_test} test images (batches of {batch_size}), "
+        f"{st.get('description', f'a small CNN on PneumoniaMNIST 28x28, trained {epochs} epochs')} (clean accuracy {comparisons[0]['clean_accuracy']:.3f}); FGSM and PGD-10 "
         f"(random start, step 2.5·eps/10) at three L-inf eps; CW-L2 (c={CW_C:g}, {CW_STEPS} Adam steps, lr {CW_LR:g}: "
         f"torchattacks' defaults) unbounded and thresholded at L2 {', '.join(f'{e:g}' for e in L2_EPS)}. "
         "`RobustnessEvaluator` with its defaults (retiring broken samples, early stop; its noise controls and "
@@ -334,12 +376,14 @@ def readme_section(payload: dict[str, Any]) -> str:
     for c in comparisons:
         lines += ["", f"Robust accuracy, L-inf eps {_eps_text(c['linf_eps'])}:", ""]
         lines += [
-            "| attack @ eps | evaluator | torchattacks loop | monai_robust loop | evaluator - torchattacks |",
-            "|---|---:|---:|---:|---:|",
+            f"| attack @ eps | evaluator | torchattacks loop | monai_robust loop | evaluator - torchattacks | n | "
+            f"evaluator <= torchattacks + {TOLERANCE:g} |",
+            "|---|---:|---:|---:|---:|---:|---|",
         ]
         lines += [
             f"| {r['attack']} @ {_eps_label(r['attack'], r['eps'])} | {r['evaluator']:.3f} | {r['plain_torchattacks']:.3f} | "
-            f"{r['plain_monai_robust']:.3f} | {r['difference']:+.3f} |"
+            f"{r['plain_monai_robust']:.3f} | {r['difference']:+.3f} | {n_test} | "
+            f"{'yes' if r.get(f'ours_le_torchattacks_plus_{TOLERANCE:g}') else 'no'} |"
             for r in c["robust_accuracy"]
         ]
     if cw_diag:

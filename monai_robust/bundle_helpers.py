@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from monai_robust.detectors.adversarial_set import collect_adversarials
 
 __all__ = ["fit_guard", "load_guard", "resolve_datalist"]
 
@@ -98,12 +100,19 @@ def fit_guard(
     calibration_data: Iterable[Any],
     path: str | Path | None = None,
     device: str | torch.device | None = None,
+    *,
+    eps_ladder: Sequence[float] | None = None,
+    min_adversarial: int = 1,
+    batch_size: int | None = None,
 ) -> torch.nn.Module:
     """Fits a detector guard for a trained network: the detector learns clean vs adversarial images made by
     ``attack`` from ``fit_data``, then the threshold is calibrated on the clean images of ``calibration_data``.
 
     Only adversarial images that the attack made successful (prediction changed) are used to fit, as in Ma et al.
-    2021 and Feinman et al. 2017; when none is successful the attack is too weak for the network and this raises.
+    2021 and Feinman et al. 2017; only correctly classified images are attacked, with early stop, and with
+    ``eps_ladder`` the budget is raised until ``min_adversarial`` are found (the rule:
+    :func:`~monai_robust.detectors.adversarial_set.collect_adversarials`). When none is successful the attack is too
+    weak for the network and this raises; fewer than ``min_adversarial`` is logged as a warning.
 
     Args:
         guard: an unfitted :class:`~monai_robust.detectors.DetectorGuard`.
@@ -112,37 +121,40 @@ def fit_guard(
         calibration_data: clean batches in the same forms, not in ``fit_data`` (at least ``1 / fpr`` images).
         path: where to save the fitted guard's ``state_dict`` (folders created); ``None`` does not save.
         device: where to run; default the device of the network the guard watches.
+        eps_ladder: increasing budgets (model-input units) tried in turn on the images not yet broken; ``None``:
+            the attack's own budget only.
+        min_adversarial: the number of successful adversarials after which the budget stops rising.
+        batch_size: images per attack call and per detector batch; default the first batch's size.
 
     Returns:
         ``guard``, fitted and calibrated.
 
     Raises:
-        ValueError: When ``fit_data`` is empty or no adversarial image is successful.
+        ValueError: When ``fit_data`` is empty or no adversarial image is successful, or ``eps_ladder`` is given for
+            an attack that takes no ``eps`` at the call.
 
     Example::
 
         >>> fit_guard(guard, PGD(net, eps=2 / 255), train_loader, val_loader, "models/guard.pt")
+        >>> fit_guard(guard, PGD(net), train_loader, val_loader, eps_ladder=[2 / 255, 4 / 255], min_adversarial=16)
     """
-    from monai.networks import eval_mode
-
     net = guard.detector.network
     device = torch.device(device) if device is not None else next(iter(net.parameters()), torch.empty(0)).device
-    clean, adversarial = [], []
-    for batch in fit_data:
-        x, y = _image_label(batch, device)
-        adv = attack(x, y)
-        with eval_mode(net):
-            fooled = net(adv).argmax(1) != net(x).argmax(1)
-        clean.append(x.detach())
-        adversarial.append(adv[fooled].detach())
-    n_clean, n_adv = sum(len(c) for c in clean), sum(len(a) for a in adversarial)
+    found = collect_adversarials(
+        net, attack, fit_data, device, eps_ladder=eps_ladder, min_adversarial=min_adversarial, batch_size=batch_size
+    )
+    n_clean, n_adv = found.clean.shape[0], found.adversarial.shape[0]
     if n_clean == 0:
         raise ValueError("fit_data yielded no images: the guard needs a non-empty fitting split.")
     if n_adv == 0:
         raise ValueError(
-            f"the attack {attack!r} changed no prediction on the {n_clean} fitting images, so there is nothing to "
-            "learn adversarial inputs from: use a stronger attack (in the bundles: a larger `--guard_eps`)."
+            f"the attack {attack!r} changed no prediction on the {found.n_correct} correctly classified of the "
+            f"{n_clean} fitting images, so there is nothing to learn adversarial inputs from: use a stronger attack "
+            "(in the bundles: a larger `--guard_eps` or `--guard_eps_ladder`)."
         )
+    if n_adv < min_adversarial:
+        logger.warning("the guard is fitted on only %d adversarial images (wanted %d; budgets tried %s).",
+                       n_adv, min_adversarial, list(found.attacked))
     calibration = [_image_label(b, device)[0] for b in calibration_data]
     n_cal, need = sum(len(c) for c in calibration), math.ceil(1 / guard.fpr - 1e-9)
     if n_cal < need:
@@ -150,7 +162,7 @@ def fit_guard(
             f"calibrating the guard at fpr={guard.fpr} needs at least {need} clean images, the calibration data has "
             f"{n_cal}: give more validation images or a larger fpr (in the bundles: `--guard_fpr`)."
         )
-    guard.detector.fit(clean, [a for a in adversarial if len(a)])
+    guard.detector.fit(found.batches("clean"), found.batches("adversarial"))
     guard.calibrate(calibration)
     logger.info(
         "detector guard fitted on %d clean / %d adversarial images; threshold %.4g at fpr %.3g (calibration fpr %.3g)",

@@ -13,6 +13,9 @@ import torch
 from tests.utils import SmallCNN, run_bundle, train_classifier
 
 torch.set_num_threads(int(os.environ.get("MONAI_ROBUST_TEST_THREADS", 1)))
+# attacks run in bf16 by default where the CPU has native bf16: the suite pins fp32 so that its numbers do not depend
+# on the machine (MONAI_ROBUST_FP32=0 runs it with the default); tests/attacks/test_precision.py covers mixed precision
+os.environ.setdefault("MONAI_ROBUST_FP32", "1")
 
 SHARED_DATA = Path(os.environ.get("MONAI_ROBUST_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 SHARED_BUNDLES = SHARED_DATA.parent / "bundles"

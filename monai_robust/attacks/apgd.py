@@ -157,7 +157,8 @@ class APGD(BoundedAttack):
         rho: fraction of rising iterations in a window below which (or at which) the step size halves, in (0, 1].
         momentum: the momentum weight ``α`` in (0, 1].
         kwargs: ``lp`` (``"inf"`` or ``2``), ``bounds``, ``loss``, ``targeted``, ``early_stop``, ``amp`` as in
-            :class:`~monai_robust.attacks.base.Attack`.
+            :class:`~monai_robust.attacks.base.Attack` (mixed precision by default where the hardware has native
+            bf16; the samples not adversarial in fp32 get ``ceil(num_steps / 5)`` fp32 steps of ``eps / 4``).
 
     Raises:
         ValueError: When ``eps < 0``, ``lp`` is not L-inf or L2, ``num_steps < 1``, ``num_restarts < 1``, or
@@ -171,6 +172,7 @@ class APGD(BoundedAttack):
     """
 
     _repr_keys = ("num_steps", "num_restarts", "rho", "momentum")
+    exact_amp = amp_by_default = True
 
     def __init__(
         self,
@@ -207,6 +209,11 @@ class APGD(BoundedAttack):
             best[todo] = torch.where(take, best_r, best[todo])
             success[todo] = success_r
         return adv
+
+    def refine(self, x: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
+        """``ceil(num_steps / 5)`` fp32 projected steps of ``eps / 4`` from the mixed-precision result, for the
+        samples not adversarial in fp32 (each leaves as soon as it is)."""
+        return self._ascend_active(x, adv, labels, eps, eps / 4, math.ceil(self.num_steps / 5))
 
     def _project(self, point: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
         return clip_to_bounds(x + lp_project(point - x, eps, self.lp), self.bounds)

@@ -102,6 +102,7 @@ class APGDT(APGD):
     """
 
     _repr_keys = APGD._repr_keys + ("num_target_classes",)
+    exact_amp = amp_by_default = False  # (true class, target) labels inside: no fp32 refinement yet, fp32 unless amp=True
 
     def __init__(
         self, network: torch.nn.Module, eps: Any = None, *, num_target_classes: int = 9, num_steps: int = 100, **kwargs: Any

@@ -17,6 +17,7 @@ from monai_robust.attacks.apgdt import APGDT
 from monai_robust.attacks.base import BoundedAttack, is_adversarial
 from monai_robust.attacks.fab import FAB
 from monai_robust.attacks.functional import lp_norm
+from monai_robust.attacks.precision import exact_fp32
 from monai_robust.attacks.square import Square
 from monai_robust.attacks.threat import _check_positive_int
 from monai_robust.utils.enums import LpNorm
@@ -88,7 +89,9 @@ class AutoAttack(BoundedAttack):
         num_steps: iterations of APGD-CE, APGD-T and FAB-T (>= 1).
         num_queries: Square's queries per sample (>= 1).
         num_target_classes: targets of APGD-T and FAB-T (>= 1; at most ``classes - 1`` are used).
-        kwargs: ``lp`` (``"inf"`` or ``2``), ``bounds``, ``amp`` as in :class:`~monai_robust.attacks.base.Attack`.
+        kwargs: ``lp`` (``"inf"`` or ``2``), ``bounds``, ``amp`` as in :class:`~monai_robust.attacks.base.Attack`
+            (mixed precision by default where the hardware has native bf16: the attacks iterate in bf16, the
+            clean pass and every attack's success are decided in fp32).
 
     Raises:
         ValueError: On an unknown or repeated attack name, ``lp`` = 1, ``targeted`` or ``loss``, or an argument out
@@ -104,6 +107,7 @@ class AutoAttack(BoundedAttack):
     """
 
     _repr_keys = ("attack_names", "num_steps", "num_queries", "num_target_classes")
+    exact_amp = amp_by_default = True  # every success below is decided in fp32 (see refine)
 
     def __init__(
         self,
@@ -141,6 +145,11 @@ class AutoAttack(BoundedAttack):
         self.attacks: dict[str, BoundedAttack] = {name: build[name]() for name in names}
         self.last_result: AutoAttackResult | None = None
 
+    @property
+    def uses_black_box(self) -> bool:
+        """True when Square is among the ensemble's attacks (see :attr:`Attack.uses_black_box`)."""
+        return any(a.uses_black_box for a in self.attacks.values())
+
     def run(self, images: Any, labels: Any, eps: float | None = None) -> tuple[Any, AutoAttackResult]:
         """The adversarial images (as :meth:`__call__` returns them) and what broke each sample.
 
@@ -156,7 +165,8 @@ class AutoAttack(BoundedAttack):
         return adv, self.last_result
 
     def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
-        with torch.no_grad():  # class_logits refuses multi-label heads before any attack runs
+        fp32 = torch.autocast(images.device.type, enabled=False)  # in mixed precision only the attacks run in bf16
+        with torch.no_grad(), fp32:  # class_logits refuses multi-label heads before any attack runs
             robust = ~is_adversarial(*self.class_logits(images, labels))
         broken_by: list[str | None] = [None if r else CLEAN for r in robust.tolist()]
         adv = images.clone()
@@ -166,14 +176,24 @@ class AutoAttack(BoundedAttack):
                 break
             attack._generator, attack._checked = self._generator, False  # seeded through this ensemble
             out = attack.perturb(images[idx], labels[idx], eps)
+            if self._precision is not None and attack.exact_amp:  # APGD-CE: its fp32 check and refinement
+                out, report = exact_fp32(attack, images[idx], out, labels[idx], eps, self._precision)
+                fooled = report.success
+            else:
+                with torch.no_grad(), fp32:
+                    fooled = is_adversarial(self.logits(out, labels[idx]), labels[idx])
             self._check_budget(name, out, images[idx], eps)
-            with torch.no_grad():
-                fooled = is_adversarial(self.logits(out, labels[idx]), labels[idx])
             adv[idx[fooled]] = out[fooled]
             robust[idx[fooled]] = False
             for i in idx[fooled].tolist():
                 broken_by[i] = name
         self.last_result = AutoAttackResult(tuple(broken_by))
+        return adv
+
+    def refine(self, x: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
+        """Nothing to refine: in mixed precision the ensemble already decides every sample in fp32 (the attacks
+        iterate in bf16; a sample not broken in fp32 goes on to the next attack), so the samples its fp32 check
+        finds not adversarial are the robust ones, each already attacked by every attack."""
         return adv
 
     def _check_budget(self, name: str, out: torch.Tensor, x: torch.Tensor, eps: float) -> None:

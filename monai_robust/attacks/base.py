@@ -16,6 +16,8 @@ advertorch's injectable loss, ART's argument checks):
   ``requires_grad`` switched off so no parameter gradient is computed, and every module's mode, flag and
   ``.grad`` restored in a ``finally`` (also when the attack raises);
 * seeding through MONAI's ``Randomizable`` protocol (``set_random_state``);
+* mixed precision that stays exact (:mod:`~monai_robust.attacks.precision`): FGSM, BIM, PGD and APGD iterate under
+  bf16/fp16 autocast where the hardware has it, and success and the returned example are decided in fp32;
 * the caller's type back: ndarray in, ndarray out; MetaTensor in, MetaTensor out.
 """
 
@@ -32,6 +34,7 @@ from monai.utils import convert_to_dst_type, convert_to_tensor
 from torch import nn
 
 from monai_robust.attacks.functional import batch_view, clip_to_bounds, lp_normalize, lp_project, random_start
+from monai_robust.attacks.precision import MixedPrecisionReport, exact_fp32, low_precision_dtype
 from monai_robust.attacks.threat import ThreatModel, _check_bounds, _check_eps, _unpack_threat
 from monai_robust.attacks.threat import _check_positive as _check_positive  # re-exported for universal.py
 from monai_robust.attacks.threat import _check_positive_int as _check_positive_int  # re-exported for universal.py
@@ -123,13 +126,14 @@ def is_adversarial(logits: torch.Tensor, labels: torch.Tensor, targeted: bool = 
 
 
 @contextlib.contextmanager
-def attack_mode(network: nn.Module, amp: bool = False) -> Iterator[nn.Module]:
+def attack_mode(network: nn.Module, amp: bool | torch.dtype | None = False) -> Iterator[nn.Module]:
     """Eval mode with gradients enabled for crafting, then everything exactly as before.
 
     Unlike MONAI's ``eval_mode`` (which also disables gradients), this enables them, switches the
     parameters' ``requires_grad`` off (only the input gradient is needed) and restores every module's
     ``training`` flag, each parameter's ``requires_grad`` and ``.grad`` afterwards, also on error.
-    Autocast is disabled unless ``amp`` is True, so crafting runs in fp32 inside an AMP training step.
+    Autocast is disabled unless ``amp`` is True (the device's default autocast dtype) or a dtype (autocast to it),
+    so crafting runs in fp32 inside an AMP training step.
 
     Raises:
         RuntimeError: When called inside ``torch.inference_mode()``, where no gradient can be taken.
@@ -152,7 +156,8 @@ def attack_mode(network: nn.Module, amp: bool = False) -> Iterator[nn.Module]:
         network.eval()
         for p, _, _ in params:
             p.requires_grad_(False)
-        with torch.enable_grad(), torch.autocast(device_type=device_type, enabled=amp):
+        dtype = amp if isinstance(amp, torch.dtype) else None
+        with torch.enable_grad(), torch.autocast(device_type=device_type, dtype=dtype, enabled=bool(amp)):
             yield network
     finally:
         for m, training in modes:
@@ -179,15 +184,32 @@ class Attack(Randomizable):
         targeted: move towards ``labels`` instead of away from them.
         early_stop: stop updating samples already adversarial (evaluation speed); they stay adversarial. A call
             may override it (``attack(x, y, early_stop=True)``).
-        amp: run the model's forward under autocast while crafting (default fp32); a call may override it.
+        amp: run the iterations under autocast: ``None`` (default) where the hardware has native bf16 for the
+            attacks that check their result in fp32 and gain from it (BIM, PGD, APGD, AutoAttack; fp32 for the
+            others, FGSM included: its fp32 check costs what bf16 saves), ``True`` always,
+            ``False`` never; a call may override it and ``MONAI_ROBUST_FP32=1`` forces fp32
+            (:func:`~monai_robust.attacks.precision.low_precision_dtype`).
 
     Raises:
         ValueError: When an argument is out of range (the message quotes it).
     """
 
+    exact_amp: bool = False
+    """True for attacks whose mixed-precision calls end with the fp32 check and refinement
+    (:func:`~monai_robust.attacks.precision.exact_fp32`)."""
+    amp_by_default: bool = False
+    """True where ``amp=None`` means mixed precision on native-bf16 hardware (exact attacks that it speeds up)."""
+
     black_box: bool = False
     """True for attacks that only query the model's outputs (no gradients): the gradient-masking check compares
     them with the white-box attacks of the same norm and budget."""
+
+    @property
+    def uses_black_box(self) -> bool:
+        """True when any part of the attack only queries the model's outputs: a black-box attack, or an ensemble
+        holding one (AutoAttack's Square). The gradient-masking check does not count such an attack as white box:
+        an ensemble's worst case includes the black-box part, so it could never lose to it."""
+        return self.black_box
 
     def __init__(
         self,
@@ -198,7 +220,7 @@ class Attack(Randomizable):
         loss: LossFn | None = None,
         targeted: bool = False,
         early_stop: bool = False,
-        amp: bool = False,
+        amp: bool | None = None,
     ) -> None:
         if not isinstance(network, nn.Module):
             raise ValueError(f"network must be a torch.nn.Module, got {type(network).__name__}.")
@@ -212,8 +234,11 @@ class Attack(Randomizable):
         self.loss = loss or default_loss
         self.targeted = bool(targeted)
         self.early_stop = bool(early_stop)
-        self.amp = bool(amp)
+        self.amp = None if amp is None else bool(amp)
         self.last_seed: int | None = None
+        self.last_precision: MixedPrecisionReport | None = None
+        """The fp32 check of the last call when it ran in mixed precision (None when it ran in fp32)."""
+        self._precision: torch.dtype | None = None
         self._checked = False
         self._stop = self.early_stop
 
@@ -243,7 +268,10 @@ class Attack(Randomizable):
         self._generator = torch.Generator(device=device).manual_seed(self.last_seed)
         self._checked = False
         self._stop = self.early_stop if early_stop is None else bool(early_stop)
-        with attack_mode(self.network, self.amp if amp is None else bool(amp)):
+        want = self.amp if amp is None else bool(amp)
+        self._precision = low_precision_dtype(False if want is None and not self.amp_by_default else want, device)
+        self.last_precision = None
+        with attack_mode(self.network, self._precision or False):
             adv = craft(x.to(device, dtype), y.to(device)).detach()
         adv = adv.to(x.device)
         out, *_ = convert_to_dst_type(adv, images, dtype=getattr(images, "dtype", None))
@@ -426,7 +454,14 @@ class BoundedAttack(Attack):
         if eps is None and self.eps is None:
             raise ValueError(f"{type(self).__name__} was built without eps: give it at the call, attack(x, y, eps=...).")
         budget = self.eps if eps is None else self.check_eps(eps)
-        return self._run(images, labels, lambda x, y: self.perturb(x, y, budget), early_stop, amp)
+
+        def craft(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            adv = self.perturb(x, y, budget)
+            if self._precision is not None and self.exact_amp:
+                adv, self.last_precision = exact_fp32(self, x, adv, y, budget, self._precision)
+            return adv
+
+        return self._run(images, labels, craft, early_stop, amp)
 
     def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
         """The attack itself at budget ``eps``, on checked float tensors on the model's device; implemented by
@@ -437,6 +472,16 @@ class BoundedAttack(Attack):
     def single_step(self) -> bool:
         """True for one-gradient-step attacks (FGSM), which the validity checks compare with iterative ones."""
         return False
+
+    def refine(self, x: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
+        """fp32 steps for the samples a mixed-precision call left non-adversarial in fp32 (called by
+        :func:`~monai_robust.attacks.precision.exact_fp32`, autocast off): by default 2 projected steps of
+        ``eps / 4`` from ``adv``, each sample leaving as soon as it is adversarial. Attacks override the schedule.
+
+        Returns:
+            The refined examples ``(n, C, *spatial)`` within ``eps`` and ``bounds``.
+        """
+        return self._ascend_active(x, adv, labels, eps, eps / 4, 2)
 
     def iterate(
         self,

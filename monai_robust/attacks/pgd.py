@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -33,7 +34,9 @@ class PGD(BoundedAttack):
         num_restarts: independent runs (>= 1), each from a new random start.
         random_start: start from a uniform random point of the ball (``False`` gives BIM).
         kwargs: ``lp``, ``bounds``, ``loss``, ``targeted``, ``early_stop``, ``amp`` as in
-            :class:`~monai_robust.attacks.base.Attack`.
+            :class:`~monai_robust.attacks.base.Attack` (mixed precision by default where the hardware has native
+            bf16: the first ``num_steps - ceil(num_steps / 5)`` steps in bf16, the rest in fp32 for the samples
+            not adversarial in fp32 after them).
 
     Raises:
         ValueError: When ``eps < 0``, ``step_size <= 0`` or ``rel_step_size <= 0`` (or both given),
@@ -48,6 +51,7 @@ class PGD(BoundedAttack):
 
     _repr_keys = ("step_size", "rel_step_size", "num_steps", "num_restarts", "random_start")
     _default_rel_step = 2.5
+    exact_amp = amp_by_default = True
 
     def __init__(
         self,
@@ -91,16 +95,28 @@ class PGD(BoundedAttack):
             return self._default_rel_step * eps / self.num_steps
         return self.step_size if self.rel_step_size is None else self.rel_step_size * eps
 
+    @property
+    def refine_steps(self) -> int:
+        """The steps a mixed-precision call runs in fp32, on the samples not adversarial in fp32 after the others:
+        ``ceil(num_steps / 5)``, taken from ``num_steps`` so that the attack keeps its number of steps."""
+        return math.ceil(self.num_steps / 5)
+
     def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
+        mixed = self._precision is not None and self.exact_amp
         return self.iterate(
             images,
             labels,
             eps=eps,
             step_size=self.step_for(eps),
-            num_steps=self.num_steps,
+            num_steps=self.num_steps - (self.refine_steps if mixed else 0),
             random_init=self.random_start,
             num_restarts=self.num_restarts,
         )
+
+    def refine(self, x: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
+        """The last :attr:`refine_steps` steps in fp32, from the low-precision iterate, for the samples not
+        adversarial in fp32 (each leaves as soon as it is)."""
+        return self._ascend_active(x, adv, labels, eps, self.step_for(eps), self.refine_steps)
 
 
 class BIM(PGD):

@@ -127,6 +127,7 @@ class SMIA(PGD):
         >>> adv = attack(images, labels)  # (N, C, H, W) or (N, C, D, H, W)
     """
 
+    exact_amp = amp_by_default = False  # its objective and success are not PGD's: fp32 unless amp=True (then plain autocast)
     _repr_keys = (
         "step_size", "rel_step_size", "num_steps", "num_restarts", "random_start", "beta", "sigma", "kernel_size",
         "smoothing",

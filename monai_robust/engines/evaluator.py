@@ -110,7 +110,9 @@ class RobustnessEvaluator(SupervisedEvaluator):
         probe_options: :class:`~monai_robust.engines.probes.ProbeOptions`.
         seed: seeds every attack and the noise controls at the start of each run (``None``: unseeded).
         progress: a tqdm progress bar when tqdm is installed.
-        amp: autocast the forward passes and the attacks' forwards (CUDA only).
+        amp: autocast the forward passes and the attacks' forwards (CUDA only). On a CPU the attacks keep their
+            own ``amp`` (FGSM, BIM, PGD, APGD, AutoAttack: bf16 iterations checked in fp32 where the CPU has native
+            bf16; ``MONAI_ROBUST_FP32=1`` forces fp32).
         val_handlers: attached after the handler that computes the results.
         engine_kwargs: ``epoch_length``, ``non_blocking``, ``prepare_batch``, ``inferer``, ``to_kwargs``,
             ``amp_kwargs`` as in MONAI's ``SupervisedEvaluator`` (always eval mode, no decollation).

@@ -81,7 +81,8 @@ class AttackBatch(PrepareBatch):
     https://arxiv.org/abs/1706.06083; Goodfellow, Shlens & Szegedy, ICLR 2015, https://arxiv.org/abs/1412.6572.
 
     ``SupervisedTrainer._iteration`` calls ``prepare_batch`` before it sets the network to train mode and before
-    its autocast block, so the attack runs in fp32 (unless the attack's own ``amp``), in eval mode and with
+    its autocast block, so the attack runs at its own precision (``amp``: fp32, or bf16 iterations checked in
+    fp32 by default where the hardware has native bf16), in eval mode and with
     gradients on (the attack's ``attack_mode``, which restores the mode and every parameter's ``requires_grad``
     and ``.grad``); MONAI then trains on the returned inputs in train mode. The first ``round(ratio * N)``
     samples of each batch are replaced (batches are shuffled by the loader).

@@ -12,8 +12,8 @@ budget); strings are made from them for display only (:func:`~monai_robust.repor
 
 ``results`` layout::
 
-    {"meta", "clean", "attacks": {name: {"attack", "kind", "lp", "bounds", "reference", "black_box", "single_run",
-     "status", "results": [row per eps], "success_by_step"?}}, "controls": {"noise": [row]},
+    {"meta", "clean", "attacks": {name: {"attack", "kind", "lp", "bounds", "reference", "black_box", "uses_black_box",
+     "standard_suite", "single_run", "status", "results": [row per eps], "success_by_step"?}}, "controls": {"noise": [row]},
      "uaps": {name: {"eps", "lp", "zeta", "target", "perturbed", "control"}}, "detector", "probes", "validity",
      "errors"}
 """
@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from monai.metrics import compute_roc_auc
 
+from monai_robust.attacks.autoattack import AutoAttack
 from monai_robust.engines.accumulate import AttackTally
 from monai_robust.metrics.clinical import clinical_metrics
 from monai_robust.metrics.detection import detection_summary
@@ -242,6 +243,8 @@ def attack_entry(
         "bounds": plan.bounds,
         "reference": plan.reference,
         "black_box": plan.attack.black_box,
+        "uses_black_box": plan.attack.uses_black_box,
+        "standard_suite": isinstance(plan.attack, AutoAttack),
         "single_run": plan.minimization,
         "status": status,
         "results": list(rows),

@@ -88,6 +88,7 @@ def _points(results: dict[str, Any]) -> list[dict[str, Any]]:
                         "accuracy": r["accuracy"],
                         "reference": bool(a.get("reference")),
                         "black_box": bool(a.get("black_box")),
+                        "uses_black_box": bool(a.get("uses_black_box", a.get("black_box"))),
                         "success": r.get("attack_success_rate"),
                         "n": r.get("n"),
                     }
@@ -257,6 +258,9 @@ def check_gradient_masking(results: dict[str, Any], tol: float = 0.01) -> Validi
     the same Lp at the same ε: gradients that point nowhere (quantisation, thresholds, shattered or saturated
     operations) leave white-box attacks stranded while a query-based attack, blind to them, still succeeds.
 
+    An attack that holds a black-box part (``uses_black_box``: AutoAttack with Square) is not counted as white box:
+    its per-sample worst case includes the black-box attack, so it can never lose to it and would silence the check.
+
     Args:
         results: an evaluation's results (attacks with ``black_box=True``).
         tol: margin (fraction of samples, at least one sample) by which the black-box robust accuracy must be
@@ -274,7 +278,10 @@ def check_gradient_masking(results: dict[str, Any], tol: float = 0.01) -> Validi
     name, ref = "gradient_masking", _ATHALYE
     pts = _points(results)
     black = [p for p in pts if p["black_box"]]
-    white = [p for p in pts if not p["reference"] and p["kind"] in ("iterative", "single-step", "minimal")]
+    white = [
+        p for p in pts
+        if not p["reference"] and not p["uses_black_box"] and p["kind"] in ("iterative", "single-step", "minimal")
+    ]
     pairs, bad = 0, []
     for b in black:
         same = [w for w in white if w["lp"] == b["lp"] and _same_eps(w["eps"], b["eps"])]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_robust.report.table import COLUMNS, RETAINED_NOTE, _fmt, guard_summary, summary_rows
+from monai_robust.report.verdicts import STANDARD_SUITE, key_verdicts, standard_suite_rows, success_by_step_rows
 
 __all__ = ["render_html"]
 
@@ -56,6 +57,37 @@ def _cards(results: dict[str, Any]) -> str:
         "</div>"
     )
     return '<div class="cards">' + "".join(parts) + "</div>"
+
+
+def _headline(results: dict[str, Any]) -> str:
+    """The standard suite's robust accuracy, the key verdicts (gradient masking, convergence) and the per-step
+    success of the minimisation attacks, above every other number."""
+    suite = standard_suite_rows(results)
+    if suite:
+        cells = "".join(
+            f"<tr><td class='l'>{_esc(r['attack'])}</td><td>L{_esc(r['lp'])}</td><td>{_fmt(r['eps'])}</td>"
+            f"<td>{_fmt(r['n'])}</td><td>{_fmt(r['accuracy'])}</td></tr>" for r in suite
+        )
+        parts = [f"<p>Standard suite: <b>{STANDARD_SUITE}</b> (APGD-CE, APGD-T, FAB-T, Square; per-sample worst case). "
+                 "Quote these robust accuracies; FGSM and PGD are kept for the ε curves.</p>"
+                 "<table><tr><th class='l'>attack</th><th>norm</th><th>ε</th><th>n</th><th>robust accuracy</th></tr>"
+                 f"{cells}</table>"]
+    else:
+        parts = [f"<p class='fail'>The standard suite ({STANDARD_SUITE}) was not run: robust accuracies from FGSM/PGD "
+                 "alone may overstate robustness.</p>"]
+    for c in key_verdicts(results):
+        parts.append(f"<p class='{_esc(c['status'])}'><b>{_esc(c['status'].upper())}</b> {_esc(c['name'])}: "
+                     f"{_esc(c['message'])}</p>")
+    steps = success_by_step_rows(results)
+    if steps:
+        width = max(len(s) for _, s in steps)
+        head = "".join(f"<th>{i + 1}</th>" for i in range(width))
+        body = "".join(
+            f"<tr><td class='l'>{_esc(n)}</td>" + "".join(f"<td>{_fmt(v)}</td>" for v in s) + "</tr>" for n, s in steps
+        )
+        parts.append("<p>Success of the minimisation attacks after each search step (fraction of attacked samples "
+                     f"with an adversarial found):</p><table><tr><th class='l'>attack</th>{head}</tr>{body}</table>")
+    return "".join(parts)
 
 
 def _summary_table(results: dict[str, Any]) -> str:
@@ -173,6 +205,7 @@ def render_html(
         f"{_fmt(meta.get('wall_time_s'))} s. {'Incomplete run. ' if meta.get('complete') is False else ''}</p>"
     )
     parts.append(_cards(results))
+    parts.append("<h2>Headline: standard suite and key verdicts</h2>" + _headline(results))
     parts.append("<h2>Robustness vs budget</h2>")
     parts.append(img(figures.get("accuracy"), "robust accuracy vs eps")
                  + img(figures.get("balanced_accuracy"), "robust balanced accuracy vs eps")

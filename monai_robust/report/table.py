@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from monai_robust.report.verdicts import headline_lines
+
 __all__ = ["COLUMNS", "RETAINED_NOTE", "format_table", "guard_summary", "key_label", "summary_rows"]
 
 COLUMNS = (
@@ -208,7 +210,8 @@ def guard_summary(results: dict[str, Any]) -> str:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """A fixed-width text table of :func:`summary_rows`, followed by the validity verdicts.
+    """A fixed-width text table of :func:`summary_rows`, headed by the standard suite's robust accuracy and the key
+    verdicts (:func:`~monai_robust.report.verdicts.headline_lines`), followed by the validity verdicts.
 
     Args:
         results: the evaluator's results.
@@ -222,10 +225,12 @@ def format_table(results: dict[str, Any]) -> str:
         attack  eps  n  acc  AUC ...
     """
     rows = summary_rows(results)
+    head = headline_lines(results)
     cells = [[title for _, title in COLUMNS]] + [[_fmt(r.get(k)) for k, _ in COLUMNS] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines = [*head, "", *lines]
     lines.append(RETAINED_NOTE)
     if guard_summary(results):
         lines.append(guard_summary(results))

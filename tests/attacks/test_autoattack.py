@@ -137,3 +137,11 @@ def test_eps_at_the_call(tiny_net):
         adv, result = attack.run(x, y, eps=eps)
         assert bool((lp_norm(adv - x, 2) <= eps * (1 + 1e-5)).all()) and torch.equal(result.robust, _robust(net, adv, y))
     assert not bool(result.robust.all())
+
+
+def test_uses_black_box(tiny_net):
+    """The gradient-masking check must not count an ensemble holding Square as white box."""
+    net = tiny_net(2, 2)
+    assert AutoAttack(net, bounds=(0.0, 1.0)).uses_black_box
+    assert not AutoAttack(net, attacks=("apgd-ce", "apgd-t", "fab-t"), bounds=(0.0, 1.0)).uses_black_box
+    assert Square(net, bounds=(0.0, 1.0)).uses_black_box

@@ -50,6 +50,10 @@ def test_train_harden_evaluate(name: str, tmp_path: Path) -> None:
     assert (tmp_path / "models" / "guard.pt").is_file()
     report = json.loads((tmp_path / "outputs" / "report" / "robustness.json").read_text())
     assert 0.0 <= report["clean"]["accuracy"] <= 1.0
+    # Square beside AutoAttack: the masking check compares it with the white-box attacks (never skipped)
+    assert report["attacks"]["Square"]["black_box"] and report["attacks"]["AutoAttack"]["standard_suite"]
+    masking = next(c for c in report["validity"] if c["name"] == "gradient_masking")
+    assert masking["status"] in ("pass", "fail") and masking["details"]["pairs"] == 3
     assert report["detector"]["detector"] == "DeepFeatureDetector" and report["detector"]["error"] is None
     guard = report["detector"]["guard"]  # the guard's FPR measured on the clean test images, with its interval
     assert guard["calibration_size"] > 0 and guard["held_out"]["n"] == report["clean"]["n"]

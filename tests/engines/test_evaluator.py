@@ -10,11 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from monai_robust.attacks.autoattack import AutoAttack
 from monai_robust.attacks.base import Attack, BoundedAttack, MinimizationAttack, NonFiniteError
 from monai_robust.attacks.cw import CW
 from monai_robust.attacks.fgsm import FGSM
 from monai_robust.attacks.functional import lp_norm
 from monai_robust.attacks.pgd import BIM, PGD
+from monai_robust.attacks.square import Square
 from monai_robust.engines.evaluator import EvaluationOptions, ProbeOptions, RobustnessEvaluator
 from monai_robust.handlers.report import RobustnessReport
 from monai_robust.report.table import key_label
@@ -340,6 +342,26 @@ def test_masking_check_fires_on_quantised_model_only(setup):
         assert ev.results["attacks"]["search"]["black_box"] and ev.results["attacks"]["search"]["kind"] == "black-box"
     assert verdicts["plain"]["status"] == "pass"
     assert verdicts["masked"]["status"] == "fail" and "gradient masking suspected" in verdicts["masked"]["message"]
+
+
+
+def test_masking_check_not_silenced_by_autoattack(setup):
+    """AutoAttack holds Square, so its worst case is never weaker than Square's: the check must compare Square with
+    the gradient attacks only, and still fire on the quantised model when AutoAttack is in the suite."""
+    dims, net, x, y = setup
+    model = Rounded(net).eval()
+    attacks = dict(
+        attacks_for(model),
+        square=Square(model, num_queries=40, bounds=(0.0, 1.0)),
+        autoattack=AutoAttack(model, attacks=("apgd-ce", "square"), num_steps=3, num_queries=40, bounds=(0.0, 1.0)),
+    )
+    ev = RobustnessEvaluator("cpu", loader(x, y), model, attacks, [0.2], probe_options=NO_PROBES, seed=0, progress=False)
+    ev.run()
+    entry = ev.results["attacks"]["autoattack"]
+    assert entry["uses_black_box"] and entry["standard_suite"] and not entry["black_box"]
+    verdict = next(c for c in ev.results["validity"] if c["name"] == "gradient_masking")
+    assert verdict["status"] == "fail", verdict
+    assert "autoattack" not in {v[4] for v in verdict["details"]["violations"]}
 
 
 class NaNGradient(nn.Module):

@@ -106,6 +106,18 @@ def test_gradient_masking_check():
     assert check_gradient_masking({"attacks": {"pgd": white}}).status == "skipped"
 
 
+
+def test_gradient_masking_check_ignores_ensembles_holding_the_black_box_attack():
+    """AutoAttack's worst case includes its Square, so it is never weaker than Square: counted as white box it
+    would silence the check on every masked model evaluated with it."""
+    white = _entry((0.8, 0.7, 0.6), (0.1, 0.2, 0.3))
+    square = _entry((0.5, 0.3, 0.2), (0.4, 0.6, 0.7), "black-box", True)
+    ensemble = _entry((0.5, 0.3, 0.2), (0.4, 0.6, 0.7), uses_black_box=True)
+    verdict = check_gradient_masking({"attacks": {"pgd": white, "square": square, "autoattack": ensemble}})
+    assert verdict.status == "fail" and {v[4] for v in verdict.details["violations"]} == {"pgd"}
+    assert check_gradient_masking({"attacks": {"square": square, "autoattack": ensemble}}).status == "skipped"
+
+
 def test_convergence_check():
     pgd = _entry((0.3, 0.2, 0.1), (0.6, 0.7, 0.9), lp=2, eps=(0.5, 1.0, 2.0))
     cw_ok = _entry((0.2, 0.1, 0.0), (0.7, 0.8, 1.0), "minimal", lp=2, eps=(0.5, 1.0, math.inf), success_by_step=[0.5, 1.0])

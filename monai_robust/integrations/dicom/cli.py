@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from monai_robust.integrations.dicom.node import LOOPBACK
+from monai_robust.integrations.dicom.node import LOOPBACK, DicomNode
 from monai_robust.integrations.dicom.peer import DicomPeer, validate_ae_title, validate_port
 from monai_robust.integrations.dicom.workflow import (
     EXIT_USAGE,
@@ -29,6 +29,7 @@ from monai_robust.integrations.dicom.workflow import (
     serve,
 )
 from monai_robust.integrations.dicomweb import DicomWebClient, screen_from_dicomweb, store_summary_srs
+from monai_robust.integrations.dicomweb_node import StowDestination, pull_dicomweb
 
 __all__ = ["main"]
 
@@ -91,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="run a DICOM node (storage SCP) that screens received series and sends the SR on",
         description="A DICOM storage SCP that screens each received series with a trained bundle and its guard, and "
-        "sends a DICOM SR to a destination AE. Each received instance is written to the spool folder and flushed "
+        "sends a DICOM SR to a destination AE (C-STORE) or DICOMweb server (STOW-RS). Each received instance is written to the spool folder and flushed "
         "to disk before the C-STORE is answered with Success; after a crash, what is in the spool is screened on "
         "the next start. Runs until Ctrl-C or SIGTERM.",
     )
@@ -100,7 +101,19 @@ def _parser() -> argparse.ArgumentParser:
     add("--ae-title", default="MONAI_ROBUST", help="this node's AE title (default: MONAI_ROBUST)")
     add("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     add("--port", type=int, default=11112, help="TCP port (default: 11112; 0 = any free port, logged)")
-    add("--destination", default=None, metavar="AE@HOST:PORT", help="where SRs are sent by C-STORE")
+    where = v.add_mutually_exclusive_group()
+    where.add_argument("--destination", default=None, metavar="AE@HOST:PORT", help="where SRs are sent by C-STORE")
+    where.add_argument(
+        "--destination-dicomweb", default=None, metavar="URL", help="where SRs are stored by STOW-RS (a DICOMweb root)"
+    )
+    add(
+        "--pull-dicomweb",
+        default=None,
+        metavar="URL",
+        help="once started, pull studies by QIDO-RS/WADO-RS from this DICOMweb root into the node (per --modality; "
+        "the node's own AE title calls it over loopback; if the pull fails the node stops, exit code 1)",
+    )
+    add("--study", nargs="+", default=None, metavar="UID", help="with --pull-dicomweb: these studies only")
     add("--output", default=None, help="folder for every SR + JSON sidecar")
     add("--undelivered", default=None, help="folder for SRs the destination did not accept (when no --output)")
     add(
@@ -160,7 +173,11 @@ def _serve(args: argparse.Namespace, stop_event: threading.Event | None) -> int:
             ae_title=validate_ae_title(args.ae_title, "--ae-title"),
             host=args.host,
             port=validate_port(args.port, "--port", allow_zero=True),
-            destination=None if args.destination is None else DicomPeer.parse(args.destination),
+            destination=StowDestination(args.destination_dicomweb)
+            if args.destination_dicomweb
+            else None
+            if args.destination is None
+            else DicomPeer.parse(args.destination),
             output_dir=args.output,
             undelivered_dir=args.undelivered,
             allowed_ae_titles=None
@@ -175,7 +192,24 @@ def _serve(args: argparse.Namespace, stop_event: threading.Event | None) -> int:
     except ValueError as e:
         raise DicomUsageError(str(e)) from e
     rules = rules_from(args.modality, args.image_type, args.body_part)
-    return serve(args.bundle, rules=rules, node_options=node_options, stop_event=stop_event, **load_kwargs)
+    if args.study and not args.pull_dicomweb:
+        raise DicomUsageError("--study needs --pull-dicomweb.")
+    if args.pull_dicomweb:
+        if node_options["allowed_ae_titles"] is not None:
+            node_options["allowed_ae_titles"].append(node_options["ae_title"])  # the pull calls from the node's AE
+        try:
+            source = DicomWebClient(args.pull_dicomweb)
+        except ValueError as e:
+            raise DicomUsageError(f"--pull-dicomweb: {e}") from e
+        filters = [{"Modality": m} for m in rules.modalities] if rules.modalities else None
+
+        def on_start(node: DicomNode) -> None:
+            pull_dicomweb(node, source, args.study, filters)
+
+    return serve(
+        args.bundle, rules=rules, node_options=node_options, stop_event=stop_event,
+        on_start=on_start if args.pull_dicomweb else None, **load_kwargs,
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None, stop_event: threading.Event | None = None) -> int:
@@ -214,8 +248,15 @@ def main(argv: Sequence[str] | None = None, stop_event: threading.Event | None =
         if args.dicomweb is not None:
             stow_url = args.dicomweb if args.stow else args.stow_url
             summary = screen_from_dicomweb(
-                args.bundle, args.dicomweb, args.output, study_uids=args.study, modalities=rules.modalities,
-                stow_url=stow_url, rules=rules, echo=True, **_load_kwargs(args),
+                args.bundle,
+                args.dicomweb,
+                args.output,
+                study_uids=args.study,
+                modalities=rules.modalities,
+                stow_url=stow_url,
+                rules=rules,
+                echo=True,
+                **_load_kwargs(args),
             )
             return int(summary["exit_code"])
         summary = screen(args.bundle, args.input, args.output, rules=rules, echo=True, **_load_kwargs(args))

@@ -87,7 +87,7 @@ class SeriesHandler:
         screener: ``screen_datasets(datasets, partial=[(study, series), ...]) -> results``.
         output_dir: folder for every result, or ``None``.
         undelivered_dir: folder for SRs the destination did not accept when there is no ``output_dir``.
-        destination: where SRs go, or ``None``.
+        destination: where SRs go (a :class:`DicomPeer` or a STOW-RS destination), or ``None``.
         send: ``send(dataset, destination) -> DeliveryStatus`` (the node's C-STORE SCU).
         writer: ``writer(result, folder) -> {"sr": Path, "json": Path}`` (default :func:`write_result`).
 
@@ -101,8 +101,8 @@ class SeriesHandler:
         screener: Any,
         output_dir: Path | None,
         undelivered_dir: Path,
-        destination: DicomPeer | None,
-        send: Callable[[Dataset, DicomPeer], DeliveryStatus],
+        destination: DicomPeer | Any | None,
+        send: Callable[[Dataset, Any], DeliveryStatus],
         writer: Callable[[Any, Path], dict[str, Path]] | None = None,
     ) -> None:
         self.screener = screener

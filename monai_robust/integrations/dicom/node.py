@@ -31,8 +31,9 @@ How it behaves, as a PACS administrator sees it (every step is logged through :m
   written as a new version next to the first.
 - **Screening and results.** Completed series are screened on a worker thread, one batch per association (so a
   study is screened together and "no series of this study matched the rules" can be reported). Each verdict is
-  logged. SRs go to ``destination`` by C-STORE; a refusal, an unreachable peer or a failure status is logged as an
-  error with the status code, and the SR is kept on disk (``output_dir``, or ``undelivered_dir``).
+  logged. SRs go to ``destination`` by C-STORE (or STOW-RS: ``dicomweb_node.StowDestination``); a refusal, an
+  unreachable peer or a failure status is logged as an error with the reason, and the SR is kept on disk
+  (``output_dir``, or ``undelivered_dir``).
 
 Example::
 
@@ -86,8 +87,9 @@ class DicomNode:
         ae_title: this node's AE title (peers must call it).
         host: address to listen on (default loopback only).
         port: TCP port to listen on; ``0`` picks a free one (read it back from :attr:`port` after :meth:`start`).
-        destination: where SRs go, ``"AE@host:port"`` or a :class:`DicomPeer`; ``None``: only written to
-            ``output_dir``.
+        destination: where SRs go, ``"AE@host:port"``, a :class:`DicomPeer`, or an object with
+            ``deliver(dataset) -> DeliveryStatus`` (e.g. :class:`~monai_robust.integrations.dicomweb_node.StowDestination`,
+            STOW-RS); ``None``: only written to ``output_dir``.
         output_dir: folder where every result (SR + JSON sidecar) is written; ``None``: only undelivered ones are.
         undelivered_dir: folder for SRs the destination did not accept, when ``output_dir`` is ``None``
             (default: ``<system temp>/monai_robust_dicom_node/undelivered``; each path is logged).
@@ -142,7 +144,9 @@ class DicomNode:
             raise ValueError(f"host must be an address to listen on, got {host!r}.")
         self.host = host
         self._requested_port = validate_port(port, "port", allow_zero=True)
-        self.destination = None if destination is None else DicomPeer.parse(destination)
+        self.destination = (
+            destination if destination is None or hasattr(destination, "deliver") else DicomPeer.parse(destination)
+        )
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.undelivered_dir = (
             Path(undelivered_dir)
@@ -548,12 +552,13 @@ class DicomNode:
                 with self._lock:
                     self._busy -= 1
 
-    def send(self, dataset: Dataset, destination: str | DicomPeer | None = None) -> DeliveryStatus:
-        """Sends one object (an SR) by C-STORE with this node's AE title; never raises for network trouble.
+    def send(self, dataset: Dataset, destination: Any = None) -> DeliveryStatus:
+        """Sends one object (an SR) by C-STORE with this node's AE title (or by the destination's own ``deliver``,
+        e.g. STOW-RS); never raises for network trouble.
 
         Args:
             dataset: the object.
-            destination: the peer (default: :attr:`destination`).
+            destination: the peer or an object with ``deliver`` (default: :attr:`destination`).
 
         Returns:
             A :class:`~monai_robust.integrations.dicom.peer.DeliveryStatus`.
@@ -561,9 +566,11 @@ class DicomNode:
         Raises:
             ValueError: When there is no destination at all.
         """
-        peer = self.destination if destination is None else DicomPeer.parse(destination)
+        peer = self.destination if destination is None else destination
         if peer is None:
             raise ValueError(f"DICOM node {self.ae_title}: no destination configured to send to.")
+        if hasattr(peer, "deliver"):
+            return peer.deliver(dataset)
         return send_c_store(dataset, peer, self.ae_title, self.network_timeout)
 
     def request_move(self, source: str | DicomPeer, study_uid: str) -> DeliveryStatus:

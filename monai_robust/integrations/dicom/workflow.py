@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -314,6 +314,7 @@ def serve(
     rules: SeriesRules | None = None,
     node_options: dict[str, Any] | None = None,
     stop_event: threading.Event | None = None,
+    on_start: Callable[[DicomNode], Any] | None = None,
     **load_kwargs: Any,
 ) -> int:
     """Runs a :class:`~monai_robust.integrations.dicom.node.DicomNode` until ``stop_event`` is set (or Ctrl-C /
@@ -324,9 +325,11 @@ def serve(
         rules: which instances to screen (default: CR and DX) when ``bundle`` is a folder.
         node_options: keyword arguments of :class:`DicomNode` (AE title, port, destination, spool, ...).
         stop_event: the node stops when it is set.
+        on_start: called with the started node (e.g. a DICOMweb pull); an exception from it stops the node and is
+            logged, the exit code is then 1.
 
     Returns:
-        0 after a clean stop, 1 when the node cannot listen.
+        0 after a clean stop, 1 when the node cannot listen or ``on_start`` failed.
 
     Raises:
         DicomUsageError: For bad node options or bundle problems.
@@ -359,11 +362,19 @@ def serve(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+    code = EXIT_OK
     try:
+        if on_start is not None:
+            on_start(node)
         while not stop.wait(0.5):
             pass
     except KeyboardInterrupt:
         pass
+    except Exception:
+        logger.exception(
+            "DICOM node %s: the start-up action (on_start, e.g. a DICOMweb pull) failed; stopping", node.ae_title
+        )
+        code = EXIT_FAILED
     finally:
         node.stop()
-    return EXIT_OK
+    return code
