@@ -6,7 +6,19 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import attacks, bundle_helpers, data, detectors, engines, handlers, metrics, networks, report, transforms, utils  # noqa: E402
+from . import (  # noqa: E402
+    attacks,
+    bundle,
+    data,
+    detectors,
+    engines,
+    handlers,
+    metrics,
+    networks,
+    report,
+    transforms,
+    utils,
+)
 from .data import datalist  # noqa: E402,F401  (config files reach it as monai_robust.data.datalist)
 
-__all__ = ["__version__", "attacks", "bundle_helpers", "data", "detectors", "engines", "handlers", "metrics", "networks", "report", "transforms", "utils"]
+__all__ = ["__version__", "attacks", "bundle", "data", "detectors", "engines", "handlers", "metrics", "networks", "report", "transforms", "utils"]

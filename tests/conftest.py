@@ -18,6 +18,7 @@ torch.set_num_threads(int(os.environ.get("MONAI_ROBUST_TEST_THREADS", 1)))
 os.environ.setdefault("MONAI_ROBUST_FP32", "1")
 
 SHARED_DATA = Path(os.environ.get("MONAI_ROBUST_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+SHARED_BUNDLES = SHARED_DATA.parent / "bundles"
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,14 @@ def shared_data() -> Path:
             pytrace=False,
         )
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_bundles() -> Path:
+    """``../shared/bundles``: model-zoo bundles exactly as the zoo publishes them (configs only, no weights)."""
+    if not (SHARED_BUNDLES / "classification_template" / "configs").is_dir():
+        pytest.fail(f"zoo bundles not found at {SHARED_BUNDLES}: clone the project next to 'shared'.", pytrace=False)
+    return SHARED_BUNDLES
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ __all__ = ["ImageDatalist", "OnError", "check_image", "datalist_from_csv", "data
 
 logger = logging.getLogger(__name__)
 _NIFTI = (".nii", ".nii.gz")
+_PIL = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 
 
 class OnError(StrEnum):
@@ -130,12 +131,12 @@ def check_image(path: str | Path, validate: bool = True) -> str:
     """Checks that ``path`` is an image the data layer reads, and returns its kind.
 
     Args:
-        path: a DICOM file, a DICOM series folder, a NIfTI file or a PNG.
+        path: a DICOM file, a DICOM series folder, a NIfTI file, a PNG or a JPEG (8-bit RGB, e.g. endoscopy).
         validate: read the content (DICOM pixel-data length, series consistency, NIfTI data, PNG checksum);
             ``False`` checks only existence and type.
 
     Returns:
-        ``"dicom"``, ``"dicom_series"``, ``"nifti"`` or ``"png"``.
+        ``"dicom"``, ``"dicom_series"``, ``"nifti"``, ``"png"`` or ``"jpeg"``.
 
     Raises:
         ValueError: When ``path`` does not exist, is an empty folder, is not a supported image, or fails the
@@ -161,14 +162,14 @@ def check_image(path: str | Path, validate: bool = True) -> str:
         if validate:
             _check_nifti(path)
         return "nifti"
-    if suffix == ".png":
+    if suffix in _PIL:
         if validate:
             _check_png(path)
-        return "png"
+        return _PIL[suffix]
     if suffix in (".dcm", ".dicom") or is_dicom_input(path):
         read_dicom(path, stop_before_pixels=not validate)
         return "dicom"
-    raise ValueError(f"{path}: not a supported image (DICOM, DICOM series folder, .nii, .nii.gz, .png).")
+    raise ValueError(f"{path}: not a supported image (DICOM, DICOM series folder, .nii, .nii.gz, .png, .jpg).")
 
 
 def _check_nifti(path: Path) -> None:
@@ -184,12 +185,12 @@ def _check_nifti(path: Path) -> None:
 def _check_png(path: Path) -> None:
     pil_image, has_pil = optional_import("PIL.Image")
     if not has_pil:
-        raise ValueError(f"{path}: reading PNG needs Pillow (pip install pillow).")
+        raise ValueError(f"{path}: reading PNG/JPEG needs Pillow (pip install pillow).")
     try:
         with pil_image.open(path) as img:
             img.verify()
     except Exception as e:
-        raise ValueError(f"{path}: unreadable PNG file ({type(e).__name__}: {e}).") from e
+        raise ValueError(f"{path}: unreadable {_PIL[_suffix(path)].upper()} file ({type(e).__name__}: {e}).") from e
 
 
 class _Reporter:

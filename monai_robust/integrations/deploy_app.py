@@ -156,7 +156,7 @@ class RobustClassifierOperator(Operator):
 
     Args:
         fragment: the Deploy application.
-        predictor: a :class:`~monai_robust.bundle_helpers.BundlePredictor`.
+        predictor: a :class:`~monai_robust.bundle.predictor.BundlePredictor`.
     """
 
     def __init__(self, fragment: Any, *args: Any, predictor: Any, **kwargs: Any) -> None:
@@ -186,7 +186,7 @@ class RobustClassifierOperator(Operator):
         p = self.predictor
         images = deploy_to_reader_layout(deploy_to_reader_values(voxels, datasets), int(p.spatial_dims))
         first = datasets[0]
-        window = p.intensity_map.physical_range
+        window = getattr(p.intensity_map, "physical_range", None)
         refs = []
         for i, img in enumerate(images):
             members = datasets if p.spatial_dims == 3 else [datasets[i]]
@@ -250,7 +250,7 @@ class RobustScreeningDeployApp(Application):
     Args:
         input_folder: the DICOM files to screen (Deploy's loader reads the folder recursively).
         output_folder: where the SR and JSON go.
-        predictor: a :class:`~monai_robust.bundle_helpers.BundlePredictor`.
+        predictor: a :class:`~monai_robust.bundle.predictor.BundlePredictor`.
         modalities: the series to select (default CR and DX; ``None``: any).
 
     Raises:
@@ -303,7 +303,7 @@ class RobustScreeningDeployApp(Application):
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m monai_robust.integrations.deploy_app --bundle B -i IN -o OUT [--modality CR DX]
     [--overrides JSON]``: runs the Deploy application once; returns 0 when an SR was written, 1 otherwise."""
-    from monai_robust.bundle_helpers import BundlePredictor
+    from monai_robust.bundle.predictor import BundlePredictor
 
     parser = argparse.ArgumentParser(prog="python -m monai_robust.integrations.deploy_app", description=__doc__.split("\n")[0])
     parser.add_argument("--bundle", required=True, help="the bundle folder")

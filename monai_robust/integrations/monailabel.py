@@ -16,7 +16,7 @@ Result JSON (the second item ``task(request)`` returns)::
      "predicted_label": "normal", "predicted_index": 0, "probabilities": {"normal": 0.91, "lesion": 0.09},
      "guard": {"adversarial_suspected": false, "score": -2.3, "threshold": 0.4} | null,
      "model": {"name": ..., "version": ..., "bundle": ...}, "input_shape": [1, 64, 64],
-     "robustness": null | {"flipped": true, "eps_model": 0.012, "eps_raw": 49.1, "raw_units": "stored value", ...},
+     "robustness": null | {"flipped": true, "eps_raw": 49.1, "raw_units": "stored values", ...},
      "label_names": [...], "latencies": {...}}
 """
 
@@ -37,6 +37,7 @@ from monai.transforms import LoadImaged
 from monai.utils import optional_import
 
 from monai_robust.attacks.pgd import PGD
+from monai_robust.bundle.predictor import BundlePredictor
 from monai_robust.data.image_reader import DicomReader
 
 BasicInferTask, has_monailabel = optional_import(
@@ -166,7 +167,8 @@ def minimal_flip_eps(
 
 
 class _BundlePreprocessd:
-    """Dictionary transform: the loaded raw image -> ``BundlePredictor.preprocess`` (model units), raw shape kept."""
+    """Dictionary transform: the loaded raw image -> ``BundlePredictor.preprocess`` (stored units, the bundle's geometry
+    applied), the raw shape and the DICOM modality kept."""
 
     def __init__(self, predictor: Any, key: str = "image") -> None:
         self.predictor = predictor
@@ -176,6 +178,7 @@ class _BundlePreprocessd:
         d = dict(data)
         raw = d[self.key]
         d["input_shape"] = [int(s) for s in raw.shape]
+        d["modality"] = _modality(getattr(raw, "meta", {}))
         try:
             d[self.key] = self.predictor.preprocess(raw)
         except ValueError as e:
@@ -185,13 +188,13 @@ class _BundlePreprocessd:
 
 class RobustClassificationInferTask(BasicInferTask):
     """MONAI Label classification task serving a trained monai_robust bundle through
-    :class:`~monai_robust.bundle_helpers.BundlePredictor`: the image MONAI Label gives (DICOM file, DICOM series
+    :class:`~monai_robust.bundle.predictor.BundlePredictor`: the image MONAI Label gives (DICOM file, DICOM series
     folder, NIfTI, ...) is loaded with :class:`~monai_robust.data.image_reader.DicomReader` registered in front of
     MONAI's readers, preprocessed by the bundle, classified, and checked by the bundle's detector guard.
 
     With the request flag ``robustness`` (``true`` / ``"true"``) the result also holds the smallest L-inf budget that
-    flips the prediction (:func:`minimal_flip_eps`, deterministic PGD bisection on the network input), in model
-    units and in the bundle's raw units (``intensity_map.eps_to_physical``: stored values, HU), and the guard's verdict
+    flips the prediction (:func:`minimal_flip_eps`, deterministic PGD bisection), in the image's stored values (the
+    bundle's intensity transforms are part of the model under attack; stored values, HU), and the guard's verdict
     on the flipped image. Request keys ``robustness_steps`` (PGD steps) and ``robustness_rel_tol`` tune it.
 
     The network runs on the predictor's device; the request's ``device`` is not used. Calls are serialised by a lock
@@ -199,7 +202,7 @@ class RobustClassificationInferTask(BasicInferTask):
     can share one task.
 
     Args:
-        predictor: a :class:`~monai_robust.bundle_helpers.BundlePredictor`, or a bundle folder to build one from.
+        predictor: a :class:`~monai_robust.bundle.predictor.BundlePredictor`, or a bundle folder to build one from.
         description: shown by MONAI Label; default from the bundle's name and version.
         config: more user-config defaults (MONAI Label shows them), merged over ``robustness=False``,
             ``robustness_steps=10``, ``robustness_rel_tol=0.05``.
@@ -226,15 +229,13 @@ class RobustClassificationInferTask(BasicInferTask):
     ) -> None:
         if not has_monailabel:
             raise RuntimeError(INSTALL_HINT)
-        from monai_robust.bundle_helpers import BundlePredictor
-
         if isinstance(predictor, (str, os.PathLike)):
             predictor = BundlePredictor(predictor, **predictor_kwargs)
         elif predictor_kwargs:
             raise ValueError(
                 f"predictor_kwargs {sorted(predictor_kwargs)} are only for a bundle folder, not a built predictor."
             )
-        for attr in ("network", "class_names", "intensity_map", "spatial_dims", "preprocess", "predict"):
+        for attr in ("network", "model", "bounds", "class_names", "spatial_dims", "preprocess", "predict"):
             if not hasattr(predictor, attr):
                 raise ValueError(
                     f"predictor must be a BundlePredictor or a bundle folder, got {type(predictor).__name__}."
@@ -272,7 +273,10 @@ class RobustClassificationInferTask(BasicInferTask):
         x = (x if x.ndim == self.predictor.spatial_dims + 2 else x[None]).to(self.predictor.device)
         robustness = _as_flag(data.get("robustness", False))
         with self._lock:
-            result = self.predictor.predict(x)[0]
+            result = self.predictor.predict(x, modality=data.get("modality"))[0]
+            if result["refused"]:
+                reasons = "; ".join(f["message"] for f in result["contract"])
+                raise ValueError(f"{data.get('image_path', '<image>')!s}: refused by the bundle's input contract: {reasons}")
             data["robustness_result"] = self._robustness(x, data) if robustness else None
         data["bundle_result"] = result
         # a MetaTensor: MONAI Label's ClassificationWriter logs ``.array``
@@ -280,22 +284,19 @@ class RobustClassificationInferTask(BasicInferTask):
         return data
 
     def _robustness(self, x: torch.Tensor, data: Mapping[str, Any]) -> dict[str, Any]:
-        imap = self.predictor.intensity_map
-        bounds = imap.bounds
+        bounds = self.predictor.bounds
         steps, tol = int(data.get("robustness_steps", 10)), float(data.get("robustness_rel_tol", 0.05))
-        r = minimal_flip_eps(self.predictor.network, x, bounds=bounds, num_steps=steps, rel_tol=tol)
+        r = minimal_flip_eps(self.predictor.model, x, bounds=bounds, num_steps=steps, rel_tol=tol)
         out = {
             "flipped": r["flipped"],
-            "eps_model": r["eps"],
-            "eps_raw": imap.eps_to_physical(r["eps"]) if r["eps"] is not None else None,
-            "eps_lower_model": r["eps_lower"],
-            "eps_lower_raw": imap.eps_to_physical(r["eps_lower"]),
-            "max_eps_model": r["max_eps"],
-            "raw_units": imap.units,
+            "eps_raw": r["eps"],
+            "eps_lower_raw": r["eps_lower"],
+            "max_eps_raw": r["max_eps"],
+            "raw_units": "stored values",
             "norm": "Linf",
-            "method": f"PGD bisection ({steps} steps, no random start, rel_tol={tol:g}) on the "
-            f"{self.predictor.image_size}-pixel network input",
-            "bounds_model": list(bounds) if bounds is not None else None,
+            "method": f"PGD bisection ({steps} steps, no random start, rel_tol={tol:g}) on the stored values, "
+            "through the bundle's intensity transforms",
+            "bounds_raw": list(bounds) if bounds is not None else None,
             "num_probes": r["num_probes"],
             "adversarial_label": None,
             "guard_on_adversarial": None,
@@ -374,3 +375,9 @@ def monailabel_infers(bundles: Mapping[str, Any] | Any, **task_kwargs: Any) -> d
     if not isinstance(bundles, Mapping):
         bundles = {Path(b).name: b for b in bundles}
     return {str(name): RobustClassificationInferTask(b, **task_kwargs) for name, b in bundles.items()}
+
+
+def _modality(meta: Mapping[str, Any]) -> str | None:
+    """The DICOM ``Modality`` a reader put in the metadata (``None`` for other formats)."""
+    value = meta.get("Modality") if isinstance(meta, Mapping) else None
+    return str(value) if value else None

@@ -11,7 +11,7 @@ with their detector guard and, on request, the robustness of the image (:mod:`mo
 App configuration (``--conf KEY VALUE``):
 
 - ``bundles``: which bundles to serve, as JSON ``{name: folder}`` or ``{name: {"bundle": folder, **overrides}}``
-  (overrides go to :class:`~monai_robust.bundle_helpers.BundlePredictor`, e.g. ``bundle_root``, ``image_size``), or
+  (overrides go to :class:`~monai_robust.bundle.predictor.BundlePredictor`, e.g. ``bundle_root``, ``image_size``), or
   a comma-separated list of folders (named by folder). Default: the project's bundles under ``bundles/`` that hold a
   trained ``models/model.pt``; the app refuses to start when none does.
 - ``device``: where the networks run (default ``cpu``).

@@ -42,7 +42,7 @@ def cr_in_window(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="session")
 def xray_predictor(trained_xray_bundle: tuple[Path, Path, dict[str, Any]]) -> Any:
     """The tiny trained X-ray bundle as a ``BundlePredictor`` on CPU (network and guard), for expected numbers."""
-    from monai_robust.bundle_helpers import BundlePredictor
+    from monai_robust.bundle.predictor import BundlePredictor
 
     bundle_dir, _, overrides = trained_xray_bundle
     return BundlePredictor(bundle_dir, device="cpu", **overrides)

@@ -39,7 +39,7 @@ FAST = {"robustness_steps": 5, "robustness_rel_tol": 0.1}  # robustness search s
 
 @pytest.fixture(scope="module")
 def predictor(trained_xray_bundle: tuple[Path, Path, dict[str, Any]]) -> Any:
-    from monai_robust.bundle_helpers import BundlePredictor
+    from monai_robust.bundle.predictor import BundlePredictor
 
     bundle_dir, _, overrides = trained_xray_bundle
     return BundlePredictor(bundle_dir, device="cpu", **overrides)
@@ -135,30 +135,25 @@ def test_dicom_and_nifti(task: Any, predictor: Any, phantom_dicom: Path, tmp_pat
 def test_robustness_flips_at_eps_not_at_half(task: Any, predictor: Any, phantom_dicom: Path) -> None:
     _, result = task({"image": str(phantom_dicom), "robustness": "true", **FAST})
     r = result["robustness"]
-    assert r["flipped"] and 0 < r["eps_lower_model"] < r["eps_model"] <= r["max_eps_model"]
-    assert r["eps_model"] - r["eps_lower_model"] <= FAST["robustness_rel_tol"] * r["eps_model"] + 1e-12
-    assert r["eps_raw"] == pytest.approx(predictor.intensity_map.eps_to_physical(r["eps_model"]))
-    assert r["raw_units"] == predictor.intensity_map.units and r["adversarial_label"] != result["predicted_label"]
+    assert r["flipped"] and 0 < r["eps_lower_raw"] < r["eps_raw"] <= r["max_eps_raw"]
+    assert r["eps_raw"] - r["eps_lower_raw"] <= FAST["robustness_rel_tol"] * r["eps_raw"] + 1e-9
+    assert r["raw_units"] == "stored values" and r["bounds_raw"] == list(predictor.bounds)
+    assert r["adversarial_label"] != result["predicted_label"]
     assert set(r["guard_on_adversarial"]) == {"adversarial_suspected", "score", "threshold"}
-    # the same deterministic PGD flips the prediction at eps and not at eps / 2
+    # the same deterministic PGD on the stored values flips the prediction at eps and not at eps / 2
     x = predictor.preprocess(load_image(phantom_dicom))[None]
     label = torch.tensor([result["predicted_index"]])
-    for eps, flips in ((r["eps_model"], True), (r["eps_model"] / 2, False)):
-        adv = PGD(
-            predictor.network,
-            eps,
-            num_steps=FAST["robustness_steps"],
-            random_start=False,
-            bounds=predictor.intensity_map.bounds,
-        )(x, label)
-        assert (adv - x).abs().max() <= eps + 1e-6
+    for eps, flips in ((r["eps_raw"], True), (r["eps_raw"] / 2, False)):
+        adv = PGD(predictor.model, eps, num_steps=FAST["robustness_steps"], random_start=False,
+                  bounds=predictor.bounds)(x, label)
+        assert (adv - x).abs().max() <= eps * (1 + 1e-6)
         with torch.no_grad():
-            assert (int(predictor.network(adv).argmax()) != result["predicted_index"]) is flips, eps
+            assert (int(predictor.model(adv).argmax()) != result["predicted_index"]) is flips, eps
 
 
 @needs_monailabel
 def test_real_cr_radiograph(task: Any, predictor: Any, shared_data: Path) -> None:
-    """A real CR chest radiograph (JPEG 2000, 1955 x 1841, MONOCHROME1) through the bundle's window and resize."""
+    """A real CR chest radiograph (JPEG 2000, 1955 x 1841, MONOCHROME1) through the bundle's own preprocessing."""
     _, result = task({"image": str(shared_data / "dicom" / "RG1_J2KI.dcm")})
     _check_contract(result, predictor.class_names)
     assert result["input_shape"] == [1, 1841, 1955] and result["guard"] is not None

@@ -61,9 +61,9 @@ def test_infer_uploaded_dicom_and_png(server: MonaiLabelServer, xray_predictor: 
 def test_infer_robustness(server: MonaiLabelServer, xray_predictor: Any, xray_phantom: Path) -> None:
     result = ok_json(server.infer("xray", file=xray_phantom, params={"robustness": True, **FAST}))
     r = result["robustness"]
-    assert r["flipped"] and 0 < r["eps_lower_model"] < r["eps_model"] <= r["max_eps_model"]
-    assert r["eps_model"] - r["eps_lower_model"] <= FAST["robustness_rel_tol"] * r["eps_model"] + 1e-12
-    assert r["eps_raw"] == pytest.approx(xray_predictor.intensity_map.eps_to_physical(r["eps_model"]))
+    assert r["flipped"] and 0 < r["eps_lower_raw"] < r["eps_raw"] <= r["max_eps_raw"]
+    assert r["eps_raw"] - r["eps_lower_raw"] <= FAST["robustness_rel_tol"] * r["eps_raw"] + 1e-9
+    assert r["raw_units"] == "stored values" and r["bounds_raw"] == list(xray_predictor.bounds)
     assert r["adversarial_label"] != result["predicted_label"] and r["num_probes"] >= 2
 
 

@@ -38,7 +38,7 @@ import torch
 from monai.utils import MetaKeys
 from pydicom.dataset import Dataset
 
-from monai_robust.bundle_helpers import BundlePredictor
+from monai_robust.bundle.predictor import BundlePredictor
 from monai_robust.data.image_reader import DicomReader, order_slices
 from monai_robust.integrations.dicom.gates import channel_mismatch, sanity_problem
 from monai_robust.integrations.dicom.results import SeriesResult
@@ -67,7 +67,7 @@ class DicomScreener:
     """Screens DICOM series with a trained bundle and its guard, and reports each series as a DICOM SR.
 
     Args:
-        predictor: a :class:`~monai_robust.bundle_helpers.BundlePredictor`, or a bundle folder to build one from.
+        predictor: a :class:`~monai_robust.bundle.predictor.BundlePredictor`, or a bundle folder to build one from.
         rules: which instances to screen (default :class:`SeriesRules` ``()``: CR and DX).
         batch_size: images per forward pass of the screener (not the bundle's ``batch_size``).
         device: for a bundle folder: the torch device (default: the bundle's).
@@ -240,7 +240,10 @@ class DicomScreener:
             try:
                 p = self.predictor
                 evidence = [ds for ds in selected if str(ds.SOPInstanceUID) in screened]
-                result.sr = build_sr(evidence, result.predictions, p.name, p.version, p.class_names, partial=partial)
+                result.sr = build_sr(
+                    evidence, result.predictions, p.name, p.version, p.class_names, partial=partial,
+                    statements=getattr(p, "statements", ()),
+                )
             except Exception as e:  # never let one series stop the run
                 result.errors.append(
                     f"series {series} ({_names(selected)}): building the SR failed ({type(e).__name__}: {e})"
@@ -322,7 +325,7 @@ class DicomScreener:
         or ``result.skipped_images``."""
         p = self.predictor
         errors = result.errors
-        window = p.intensity_map.physical_range
+        window = getattr(p.intensity_map, "physical_range", None)
         units = getattr(p.intensity_map, "units", None)
         ready: list[tuple[torch.Tensor, dict[str, Any]]] = []
         for img, ref in images:
@@ -356,8 +359,10 @@ class DicomScreener:
     def _finish(self, result: SeriesResult, selected: list[Dataset]) -> SeriesResult:
         """Fills ``result.summary``."""
         p = self.predictor
-        preds = result.predictions
+        preds = [x for x in result.predictions if not x.get("refused")]  # refused by the bundle's input contract
         summary: dict[str, Any] = {
+            "images_refused": len(result.predictions) - len(preds),
+            "statements": list(getattr(p, "statements", [])),
             "instances": len(selected) + len(result.skipped_instances),
             "instances_selected": len(selected),
             "images_screened": len(preds),

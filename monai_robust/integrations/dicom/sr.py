@@ -62,6 +62,7 @@ def build_sr(
     series_instance_uid: str | None = None,
     sop_instance_uid: str | None = None,
     partial: bool = False,
+    statements: Sequence[str] = (),
 ) -> Dataset:
     """A Comprehensive SR (TID 1500 Measurement Report) for one series' predictions.
 
@@ -82,6 +83,10 @@ def build_sr(
         partial: the series was cut off (e.g. its association aborted): the report's CompletionFlag is
             ``PARTIAL`` instead of ``COMPLETE``.
         series_instance_uid, sop_instance_uid: UIDs of the report (new ones by default).
+        statements: what the bundle's metadata says every result must carry ("not for clinical use", "trained on
+            synthetic data"); one TEXT item "Statement" each in the report's root container. Predictions refused by
+            the bundle's input contract (``refused``) get no measurement group but one TEXT item
+            "Input outside the model's contract" with the reasons.
 
     Returns:
         The SR dataset (``highdicom.sr.ComprehensiveSR``).
@@ -109,7 +114,12 @@ def build_sr(
     )
     no_units = codes.UCUM.NoUnits
     groups = []
+    texts = [(_code("STATEMENT", "Statement"), str(t)) for t in statements]
     for i, pred in enumerate(predictions):
+        if pred.get("refused"):
+            reasons = "; ".join(f["message"] for f in pred.get("contract", []))
+            texts.append((_code("OFFCONTRACT", "Input outside the model's contract"), f"image {i + 1}: {reasons}"))
+            continue
         uids = pred.get("sop_instance_uids") or [pred["sop_instance_uid"]]
         unknown = [u for u in uids if u not in by_uid]
         if unknown:
@@ -201,7 +211,7 @@ def build_sr(
         imaging_measurements=groups,
         referenced_images=library,
     )
-    return hd.sr.ComprehensiveSR(
+    sr = hd.sr.ComprehensiveSR(
         evidence=list(datasets),
         content=report,
         series_instance_uid=series_instance_uid or generate_uid(),
@@ -212,3 +222,8 @@ def build_sr(
         is_complete=not partial,
         series_description=f"AI screening: {model_name}"[:64],
     )
+    for name, text in texts:
+        sr.ContentSequence.append(
+            hd.sr.TextContentItem(name=name, value=text[:1024], relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+        )
+    return sr

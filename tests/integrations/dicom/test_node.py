@@ -370,7 +370,7 @@ def pacs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def xray_predictor(pacs, trained_xray_bundle):
-    from monai_robust.bundle_helpers import BundlePredictor
+    from monai_robust.bundle.predictor import BundlePredictor
 
     bundle_dir, _, overrides = trained_xray_bundle
     return BundlePredictor(bundle_dir, **overrides)
