@@ -39,6 +39,9 @@ def test_copy(tmp_path, capsys):
     assert main(["list"]) == 0 and "robust_ct_classification" in capsys.readouterr().out
 
 
+RUN_OUTPUTS = ("data", "models", "outputs")  # git-ignored run outputs inside a bundle folder
+
+
 @pytest.mark.slow
 def test_wheel_contains_bundles(tmp_path):
     """``python -m build --wheel`` (no isolation: the test machine has no index) puts every bundle file in the wheel."""
@@ -53,7 +56,11 @@ def test_wheel_contains_bundles(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for bundle in NAMES:
         expected = {f"monai_robust/_bundles/{p.relative_to(ROOT / 'bundles').as_posix()}"
-                    for p in (ROOT / "bundles" / bundle).rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+                    for p in (ROOT / "bundles" / bundle).rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                    and p.relative_to(ROOT / "bundles" / bundle).parts[0] not in RUN_OUTPUTS}
         assert expected and expected <= names, sorted(expected - names)
+        # what a run leaves in the bundle (data, checkpoints, reports) is never packaged
+        assert not any(n.split("/")[3] in RUN_OUTPUTS for n in names if n.startswith(f"monai_robust/_bundles/{bundle}/")
+                       and n.count("/") > 3)
     assert "monai_robust/bundle/packaged.py" in names and "monai_robust/__init__.py" in names
     assert not any(n.startswith(("tests/", "bench/", "tutorials/", "bundles/")) for n in names)
