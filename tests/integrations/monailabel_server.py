@@ -18,7 +18,7 @@ from typing import Any
 
 import requests
 
-from tests.integrations.orthanc import free_port, missing_prerequisite
+from tests.integrations.orthanc import ServerProcess, free_port, missing_prerequisite
 
 __all__ = ["APP_DIR", "MonaiLabelServer", "conf_for", "expected_probabilities", "ok_json", "require_monailabel_server"]
 
@@ -35,7 +35,7 @@ def require_monailabel_server() -> None:
         missing_prerequisite(f"{SERVER_HINT} Missing: {missing or 'monailabel.interfaces.app does not import'}.")
 
 
-class MonaiLabelServer:
+class MonaiLabelServer(ServerProcess):
     """One MONAI Label server process serving ``apps/monailabel`` (copied into ``workdir``).
 
     Args:
@@ -43,6 +43,9 @@ class MonaiLabelServer:
         studies: a folder or a DICOMweb root (default: an empty ``workdir/studies``).
         conf: the ``--conf`` pairs.
     """
+
+    stop_timeout = 15.0
+    log_chars = 4000
 
     def __init__(self, workdir: str | Path, conf: dict[str, str], studies: str | None = None) -> None:
         self.workdir = Path(workdir)
@@ -95,32 +98,6 @@ class MonaiLabelServer:
             time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"monailabel start_server did not answer on {self.url} within {timeout} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """Terminates the server (kills it after 15 s)."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.process = None
-
-    def __enter__(self) -> MonaiLabelServer:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    def log_tail(self, chars: int = 4000) -> str:
-        """The end of the server's log."""
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
 
     def infer(
         self, model: str, file: Path | None = None, image: str = "", params: dict[str, Any] | None = None

@@ -50,6 +50,47 @@ def missing_prerequisite(reason: str) -> None:
     pytest.skip(reason)
 
 
+class ServerProcess:
+    """A server subprocess started by a test: ``stop`` (terminate, then kill), context manager and log tail.
+
+    Subclasses set ``self.process`` (``subprocess.Popen`` or ``None``) and ``self.log_path``, and define ``start``.
+    """
+
+    process: subprocess.Popen | None = None
+    log_path: Path
+    stop_timeout: float = 10.0
+    log_chars: int = 3000
+
+    def start(self) -> ServerProcess:  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Terminates the process (kills it after ``stop_timeout`` s)."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def log_tail(self, chars: int | None = None) -> str:
+        """The end of the process's log."""
+        try:
+            return self.log_path.read_text(errors="replace")[-(chars or self.log_chars):]
+        except OSError:
+            return "(no log)"
+
+
 class _ExitedAtStart(RuntimeError):
     """Orthanc exited while starting (its log is in the message)."""
 
@@ -107,7 +148,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-class OrthancServer:
+class OrthancServer(ServerProcess):
     """One Orthanc process on ``127.0.0.1`` with a test configuration written to ``workdir``.
 
     Args:
@@ -238,32 +279,6 @@ class OrthancServer:
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"Orthanc did not answer on {self.url} within {timeout} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """Terminates Orthanc (kills it after 10 s)."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self.process = None
-
-    def __enter__(self) -> OrthancServer:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-    def log_tail(self, chars: int = 3000) -> str:
-        """The end of Orthanc's log."""
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
 
     # --- REST -------------------------------------------------------------------------------------------------
     def request(
