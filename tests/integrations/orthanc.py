@@ -141,6 +141,17 @@ def require_dicomweb_plugin() -> str:
     return plugin
 
 
+def dicomweb_orthanc(workdir: Path) -> OrthancServer:
+    """An Orthanc with its DICOMweb plugin (use as a context manager), or skips (fails on CI) the calling test when the
+    plugin or ``dicomweb-client`` is missing, saying how to install it."""
+    plugin = require_dicomweb_plugin()
+    try:
+        import dicomweb_client  # noqa: F401
+    except ImportError:
+        missing_prerequisite("dicomweb-client is not installed: pip install -e '.[dicom]'")
+    return OrthancServer(workdir, dicomweb_plugin=plugin)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` right now (bound to port 0, then released)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

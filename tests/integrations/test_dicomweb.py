@@ -19,17 +19,12 @@ import pytest
 from monai_robust.integrations.dicom import DicomScreener, SeriesRules
 from monai_robust.integrations.dicom.cli import main as cli_main
 from monai_robust.integrations.dicomweb import DicomWebClient, SeriesRef, StowError, screen_dicomweb
-from tests.integrations.orthanc import OrthancServer, free_port, missing_prerequisite, require_dicomweb_plugin
+from tests.integrations.orthanc import OrthancServer, dicomweb_orthanc, free_port
 
 
 @pytest.fixture(scope="module")
 def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
-    plugin = require_dicomweb_plugin()
-    try:
-        import dicomweb_client  # noqa: F401
-    except ImportError:
-        missing_prerequisite("dicomweb-client is not installed: pip install -e '.[dicom]'")
-    with OrthancServer(tmp_path_factory.mktemp("orthanc_dicomweb"), dicomweb_plugin=plugin) as server:
+    with dicomweb_orthanc(tmp_path_factory.mktemp("orthanc_dicomweb")) as server:
         yield server
 
 

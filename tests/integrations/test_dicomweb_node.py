@@ -24,19 +24,14 @@ from monai_robust.integrations.dicom.cli import main as cli_main
 from monai_robust.integrations.dicomweb import DicomWebClient
 from monai_robust.integrations.dicomweb_node import StowDestination, pull_dicomweb
 from tests.integrations.dicom.test_node import store
-from tests.integrations.orthanc import OrthancServer, free_port, missing_prerequisite, require_dicomweb_plugin
+from tests.integrations.orthanc import OrthancServer, dicomweb_orthanc, free_port
 
 LOGGER = "monai_robust.integrations.dicom.node"
 
 
 @pytest.fixture(scope="module")
 def pacs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
-    plugin = require_dicomweb_plugin()
-    try:
-        import dicomweb_client  # noqa: F401
-    except ImportError:
-        missing_prerequisite("dicomweb-client is not installed: pip install -e '.[dicom]'")
-    with OrthancServer(tmp_path_factory.mktemp("orthanc_dicomweb_node"), dicomweb_plugin=plugin) as server:
+    with dicomweb_orthanc(tmp_path_factory.mktemp("orthanc_dicomweb_node")) as server:
         yield server
 
 
