@@ -73,6 +73,11 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _white_box(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The gradient-based (white-box) points that are not reference attacks."""
+    return [p for p in points if not p["reference"] and p["kind"] in ("iterative", "single-step", "minimal")]
+
+
 def _points(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every successful (attack, eps) point: name, kind, lp, eps, accuracy, reference flag."""
     out = []
@@ -229,7 +234,7 @@ def check_reference_attacks(results: dict[str, Any], tol: float = 0.01) -> Valid
     for c in results.get("controls", {}).get("noise", []):
         if _finite(c.get("accuracy")):
             refs.append({"attack": f"noise(L{c['lp']})", "lp": c["lp"], "eps": c["eps"], "accuracy": c["accuracy"]})
-    white = [p for p in pts if not p["reference"] and p["kind"] in ("iterative", "single-step", "minimal")]
+    white = _white_box(pts)
     pairs, bad = 0, []
     for w in white:
         for r in refs:
@@ -278,10 +283,7 @@ def check_gradient_masking(results: dict[str, Any], tol: float = 0.01) -> Validi
     name, ref = "gradient_masking", _ATHALYE
     pts = _points(results)
     black = [p for p in pts if p["black_box"]]
-    white = [
-        p for p in pts
-        if not p["reference"] and not p["uses_black_box"] and p["kind"] in ("iterative", "single-step", "minimal")
-    ]
+    white = [p for p in _white_box(pts) if not p["uses_black_box"]]
     pairs, bad = 0, []
     for b in black:
         same = [w for w in white if w["lp"] == b["lp"] and _same_eps(w["eps"], b["eps"])]
