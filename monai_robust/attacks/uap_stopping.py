@@ -8,8 +8,10 @@ forward pass over every fitting image; doing it after every minibatch would cost
 minibatch step already predicts its images at the current δ (the step's own forward), so the share of successes
 over the last ``window`` images is a free estimate of the rate; it lags a little (δ improves along the window)
 and is noisy (a few hundred images). :class:`RunningRate` keeps it and says when an exact check is due: when the
-estimate reaches ``target_rate - margin``, and at most once per ``window`` new images (so a failed check is not
-repeated at once). The fit itself computes the exact rate, in fp32, and stops only on that.
+estimate reaches ``target_rate - margin`` and enough new images have passed since the last check: ``window`` at
+first, twice as many after every check that did not stop the fit (a rate that hovers just below ``target_rate``
+costs a few checks per fit, not one per window). The fit itself computes the exact rate, in fp32, and stops only
+on that.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class RunningRate:
 
     Args:
         target_rate: the fit's stopping rate, in (0, 1].
-        window: images the estimate covers (>= 1), and the images between two checks.
+        window: images the estimate covers (>= 1), and the fewest images between two checks.
         margin: a check is due once the estimate reaches ``target_rate - margin`` (>= 0; the estimate lags behind
             the rate of the current δ).
 
@@ -40,6 +42,7 @@ class RunningRate:
         False
         >>> running.update(4, 4)  # 1.0 over the last 4 images: check the exact rate now
         True
+        >>> running.checked()  # the check did not stop the fit: the next one waits for 8 new images
     """
 
     def __init__(self, target_rate: float, window: int, margin: float = 0.0) -> None:
@@ -53,6 +56,7 @@ class RunningRate:
         self._batches: deque[tuple[int, int]] = deque()
         self._hits = self._count = 0
         self._since_check = 0
+        self._gap = self.window
 
     @property
     def estimate(self) -> float | None:
@@ -60,15 +64,18 @@ class RunningRate:
         return self._hits / self._count if self._count >= self.window else None
 
     def checked(self) -> None:
-        """Notes an exact check made elsewhere (after a pass): the next one is due ``window`` images later."""
+        """Notes an exact check that did not stop the fit (one :meth:`update` asked for, or one after a pass): the
+        next one waits for twice as many new images as the last."""
         self._since_check = 0
+        self._gap *= 2
 
     def update(self, hits: int, n: int) -> bool:
         """Adds a minibatch of ``n`` images, ``hits`` of them successes at the δ it was predicted with.
 
         Returns:
             True when an exact check of the rate is due (the estimate over ``window`` images reaches
-            ``target_rate - margin`` and ``window`` images have passed since the last check).
+            ``target_rate - margin`` and enough images have passed since the last check); then call
+            :meth:`checked` if the check does not stop the fit.
         """
         self._batches.append((hits, n))
         self._hits += hits
@@ -79,7 +86,4 @@ class RunningRate:
             self._hits -= h
             self._count -= m
         est = self.estimate
-        due = est is not None and self._since_check >= self.window and est >= self.target_rate - self.margin
-        if due:
-            self._since_check = 0
-        return due
+        return est is not None and self._since_check >= self._gap and est >= self.target_rate - self.margin

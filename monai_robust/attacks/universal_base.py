@@ -23,6 +23,7 @@ from torch import nn
 from monai_robust.attacks.base import attack_mode
 from monai_robust.attacks.fixed_perturbation import UAPResult, broadcast_delta
 from monai_robust.attacks.functional import clip_to_bounds, lp_norm
+from monai_robust.attacks.layout import channels_last
 from monai_robust.attacks.precision import low_precision_dtype
 from monai_robust.attacks.threat import (
     ThreatModel,
@@ -90,6 +91,8 @@ class UniversalPerturbation(Randomizable):
             (``MONAI_ROBUST_FP32=1`` forces fp32). Every rate (the stopping rule, the curve) is measured in fp32.
         check_window: images of running minibatch predictions after which the stopping rate may be checked within
             a pass (>= 1); ``None`` checks it only after each pass.
+        channels_last: run the network channels-last during the fit (:func:`~monai_robust.attacks.layout.channels_last`:
+            its parameters are given back afterwards); ``None`` (default) as ``channels_last_by_default`` says.
 
     Raises:
         ValueError: When an argument is out of range (quoted), both or neither of ``eps``/``zeta`` is given,
@@ -122,6 +125,7 @@ class UniversalPerturbation(Randomizable):
         tag: str = "uap",
         amp: bool | None = None,
         check_window: int | None = 256,
+        channels_last: bool | None = None,
     ) -> None:
         eps, lp, bounds = _unpack_threat(network, eps, lp, bounds)
         if (eps is None) == (zeta is None):
@@ -156,12 +160,19 @@ class UniversalPerturbation(Randomizable):
             raise ValueError(f"amp must be True, False or None, got amp={amp!r}.")
         self.amp = amp
         self.check_window = None if check_window is None else _check_positive_int("check_window", check_window)
+        if channels_last is not None and not isinstance(channels_last, bool):
+            raise ValueError(f"channels_last must be True, False or None, got channels_last={channels_last!r}.")
+        self.channels_last = channels_last
+        self._format: torch.memory_format | None = None
         self._precision: torch.dtype | None = None
         self._checked = False
         self._cache: tuple[Any, torch.Tensor, torch.Tensor | None] | None = None
 
     amp_by_default: bool = False
     """True where ``amp=None`` means autocast on hardware with native bf16 (CPU) or on CUDA."""
+
+    channels_last_by_default: bool = False
+    """Whether ``channels_last=None`` means channels-last."""
 
     check_margin: float = 0.0
     """The running estimate triggers the exact check at ``target_rate - check_margin`` (it lags behind δ)."""
@@ -175,7 +186,8 @@ class UniversalPerturbation(Randomizable):
         """The seed of each fit comes from ``self.R``; nothing to pre-draw."""
 
     def __repr__(self) -> str:
-        keys = ("eps", "zeta", "lp", "bounds", "target", "max_passes", "target_rate", "batch_size", "amp", "check_window")
+        keys = ("eps", "zeta", "lp", "bounds", "target", "max_passes", "target_rate", "batch_size", "amp", "check_window",
+                "channels_last")
         keys += tuple(getattr(self, "_repr_keys", ()))
         return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in keys)})"
 
@@ -219,12 +231,19 @@ class UniversalPerturbation(Randomizable):
         state = self._read_checkpoint(checkpoint) if resume and Path(checkpoint).is_file() else None
         try:
             with attack_mode(self.network):
-                return self._fit(source, reference, checkpoint, state)
+                shape = self._prepare(source)
+                use = self.channels_last if self.channels_last is not None else self.channels_last_by_default
+                with channels_last(self.network, len(shape) if use else 0) as self._format:
+                    return self._fit(source, shape, reference, checkpoint, state)
         finally:
-            self._cache = None  # the fitting images and their clean predictions are not kept
+            self._cache, self._format = None, None  # the fitting images and their clean predictions are not kept
 
-    def _fit(self, source: Any, reference: Any, checkpoint: Any, state: dict[str, Any] | None) -> UAPResult:
-        shape = self._prepare(source)
+    def _fit(
+        self, source: Any, shape: tuple[int, ...], reference: Any, checkpoint: Any, state: dict[str, Any] | None
+    ) -> UAPResult:
+        if self.target is None and self._cache is not None:  # the model is fixed during a fit: predict once
+            clean = torch.cat([self.predict(x) for x, _ in self.batches(source, chunk=self._eval_chunk())])
+            self._cache = (*self._cache[:2], clean)
         if state is None:
             eps = self._budget(source if reference is None else reference)
             seed = int(self.R.randint(0, 2**31 - 1))
@@ -299,12 +318,12 @@ class UniversalPerturbation(Randomizable):
             if generator is None:  # in order: slices, no gather
                 for i in range(0, n, size):
                     clean = None if clean_all is None else clean_all[i : i + size]
-                    yield x_all[i : i + size].to(self._device, self._dtype), clean
+                    yield self._to_model(x_all[i : i + size]), clean
                 return
             order = torch.randperm(n, generator=generator)
             for i in range(0, n, size):
                 idx = order[i : i + size]
-                x = x_all[idx.to(x_all.device)].to(self._device, self._dtype)
+                x = self._to_model(x_all[idx.to(x_all.device)])
                 yield x, (None if clean_all is None else clean_all[idx.to(clean_all.device)])
             return
         for x, _ in iter_image_batches(source, self.batch_size, generator):
@@ -332,6 +351,7 @@ class UniversalPerturbation(Randomizable):
             return False
         rate = self._rate(source, delta, self.target_rate)
         if rate is None or rate < self.target_rate:
+            self._running.checked()
             return False
         self._reached = (delta, rate)
         return True
@@ -372,7 +392,11 @@ class UniversalPerturbation(Randomizable):
 
     def _check_batch(self, x: torch.Tensor) -> torch.Tensor:
         self._check_values(x)
-        return x.to(self._device, self._dtype)
+        return self._to_model(x)
+
+    def _to_model(self, x: torch.Tensor) -> torch.Tensor:
+        """Images on the model's device, in its dtype and in the fit's memory layout."""
+        return x.to(self._device, self._dtype, memory_format=self._format or torch.preserve_format)
 
     def _check_values(self, x: torch.Tensor) -> None:
         if not bool(torch.isfinite(x).all()):
@@ -388,18 +412,14 @@ class UniversalPerturbation(Randomizable):
 
     def _prepare(self, source: Any) -> tuple[int, ...]:
         """Checks the source and returns the images' shape (from the first batch). A tensor or mapping source is
-        checked once and cached, with its clean predictions for a non-targeted fitter."""
+        checked once and cached."""
         if isinstance(source, (torch.Tensor, np.ndarray)) or (isinstance(source, Mapping) and "image" in source):
             x_all, _ = split_batch(source, "source")
             if x_all.shape[0] == 0:
                 raise ValueError("the source holds no images: a universal perturbation needs fitting images.")
             for i in range(0, x_all.shape[0], 4096):
                 self._check_values(x_all[i : i + 4096])
-            clean = None
-            if self.target is None:  # the model is fixed during a fit: predict the clean images once
-                chunks = [x_all[i : i + 256].to(self._device, self._dtype) for i in range(0, x_all.shape[0], 256)]
-                clean = torch.cat([self.predict(c) for c in chunks])
-            self._cache = (source, x_all, clean)
+            self._cache = (source, x_all, None)  # the clean predictions come in _fit, in the fit's layout
             return tuple(x_all.shape)
         for x, _ in iter_image_batches(source, self.batch_size):
             if x.shape[0]:
@@ -438,9 +458,9 @@ class UniversalPerturbation(Randomizable):
         return hits / n
 
     def _eval_chunk(self) -> int:
-        """Images per forward of a rate check: up to 256, about 2**22 input values, at least ``batch_size``."""
+        """Images per forward of a rate check: up to 128 (2**21 input values at most), at least ``batch_size``."""
         per_image = max(1, math.prod(self._cache[1].shape[1:]))
-        return max(self.batch_size, min(256, (1 << 22) // per_image))
+        return max(self.batch_size, min(128, (1 << 21) // per_image))
 
     def _config(self) -> dict[str, Any]:
         return {"method": type(self).__name__, "lp": self.lp.value, "target": self.target, "zeta": self.zeta}

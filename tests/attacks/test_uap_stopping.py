@@ -13,8 +13,11 @@ def test_due_once_the_window_estimate_reaches_the_rate():
     r = RunningRate(0.75, window=8)
     assert not r.update(4, 4) and r.estimate is None  # fewer than window images: no estimate yet
     assert r.update(3, 4) and r.estimate == pytest.approx(7 / 8)
-    assert not r.update(4, 4)  # due again only after window new images
-    assert r.update(4, 4) and r.estimate == pytest.approx(1.0)  # the oldest minibatches left the window
+    assert r.update(4, 4) and r.estimate == pytest.approx(7 / 8)  # still due: no check was made
+    r.checked()  # a check that did not stop the fit: the next one waits for 2 * window new images
+    assert [r.update(4, 4) for _ in range(4)] == [False, False, False, True]
+    r.checked()  # then 4 * window
+    assert sum(r.update(4, 4) for _ in range(8)) == 1
 
 
 def test_window_slides_and_low_estimates_never_trigger():
@@ -24,13 +27,12 @@ def test_window_slides_and_low_estimates_never_trigger():
     assert r.estimate == pytest.approx(0.25)
 
 
-def test_margin_and_checked():
+def test_margin_and_reset():
     r = RunningRate(0.8, window=4, margin=0.1)
     assert r.update(3, 4)  # 0.75 >= 0.8 - 0.1
-    r2 = RunningRate(0.8, window=4)
-    r2.update(0, 2)
-    r2.checked()  # an exact check elsewhere: the next one waits for window more images
-    assert not r2.update(4, 2) and r2.update(4, 2)
+    r.checked()
+    r.reset()  # a new fit: no estimate, the first gap again
+    assert r.estimate is None and not r.update(2, 2) and r.update(2, 2)
 
 
 @pytest.mark.parametrize(
