@@ -390,3 +390,16 @@ def test_bad_stopping_and_amp_arguments():
         SGDUAP(_net(2), zeta=0.04, check_window=0)
     with pytest.raises(ValueError, match="amp"):
         IterativeUAP(_net(2), zeta=0.04, amp="yes")
+
+
+@pytest.mark.parametrize("kind", ["sgd", "fgsm"])
+def test_channels_last_fit_matches_and_gives_the_network_back(kind):
+    x, net = _data(2, n=16), _net(2)
+    strides = [p.stride() for p in net.parameters()]
+    kw = {"zeta": 0.05, "bounds": BOUNDS, "max_passes": 2, "batch_size": 4, "target_rate": 1.0}
+    a = _fitter(kind, net, channels_last=True, **kw).set_random_state(0).fit(x)
+    assert [p.stride() for p in net.parameters()] == strides
+    b = _fitter(kind, net, channels_last=False, **kw).set_random_state(0).fit(x)
+    assert torch.allclose(a.delta, b.delta, atol=1e-4) and a.curve == pytest.approx(b.curve)
+    with pytest.raises(ValueError, match="channels_last"):
+        SGDUAP(net, zeta=0.04, channels_last="yes")
