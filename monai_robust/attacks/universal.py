@@ -9,6 +9,10 @@ inputs, non-targeted or towards a target class, in 2D and 3D.
 * :class:`SGDUAP`: projected stochastic gradient ascent on δ with a clamped loss (Shafahi et al. 2020): the fast
   default, on the model's device.
 * Budgets as an absolute ``eps`` or as ζ, ``||δ||_p = ζ · mean ||x||_p`` over the fitting (or reference) images.
+* Speed (the base :class:`~monai_robust.attacks.universal_base.UniversalPerturbation`): a fit stops as soon as the
+  exact (fp32) rate on the fitting images reaches ``target_rate``, also within a pass, checked when the predictions
+  the steps make anyway say it may have (:mod:`~monai_robust.attacks.uap_stopping`); ``amp=True`` runs the gradient
+  steps under bf16/fp16 autocast; 2D networks on a CPU run channels-last (:mod:`~monai_robust.attacks.layout`).
 * A fit returns a :class:`~monai_robust.attacks.fixed_perturbation.UAPResult` (δ and how it was fitted, saved as
   ``.pt`` with a PNG/NIfTI view); :func:`~monai_robust.attacks.fixed_perturbation.evaluate_uap` measures it and
   :func:`~monai_robust.attacks.fixed_perturbation.noise_control` draws its random control.
@@ -82,7 +86,8 @@ class IterativeUAP(UniversalPerturbation):
         amp: the FGSM inner step under autocast (see :class:`UniversalPerturbation`; whether it succeeded is
             decided in fp32); DeepFool runs in fp32.
         kwargs: ``zeta``, ``lp``, ``bounds``, ``target``, ``max_passes``, ``target_rate``, ``batch_size``,
-            ``progress``, ``summary_writer``, ``tag`` as in :class:`UniversalPerturbation`.
+            ``progress``, ``summary_writer``, ``tag``, ``amp``, ``check_window``, ``channels_last`` as in
+            :class:`UniversalPerturbation`.
 
     Raises:
         ValueError: When ``inner`` is unknown, ``inner="deepfool"`` with a ``target``, or a number is out of range.
@@ -174,7 +179,8 @@ class SGDUAP(UniversalPerturbation):
         loss: ``loss(logits, labels) -> (N,)``; default cross-entropy
             (:func:`~monai_robust.attacks.base.default_loss`). The ``beta`` defaults assume cross-entropy.
         kwargs: ``zeta``, ``lp``, ``bounds``, ``target``, ``max_passes``, ``target_rate``, ``batch_size``,
-            ``progress``, ``summary_writer``, ``tag`` as in :class:`UniversalPerturbation` (``batch_size``
+            ``progress``, ``summary_writer``, ``tag``, ``amp``, ``check_window``, ``channels_last`` as in
+            :class:`UniversalPerturbation` (``batch_size``
             defaults to 16 here).
 
     Raises:
