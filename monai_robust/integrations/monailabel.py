@@ -283,6 +283,9 @@ class RobustClassificationInferTask(BasicInferTask):
         with self._lock:
             flags = data.get("contract_flags")  # checked on the raw image by the pre-transforms
             result = self.predictor.predict(x, flags=None if flags is None else [flags])[0]
+            if result["refused"]:  # only without the pre-transforms, which refuse first
+                reasons = "; ".join(f["message"] for f in result["contract"] if f["severity"] == REFUSE)
+                raise ValueError(f"{data.get('image_path', '<image>')!s}: refused by the bundle's input contract: {reasons}")
             data["robustness_result"] = self._robustness(x, data) if robustness else None
         data["bundle_result"] = result
         # a MetaTensor: MONAI Label's ClassificationWriter logs ``.array``

@@ -436,7 +436,7 @@ def _as_flag(violation: dict[str, str]) -> dict[str, str]:
     (not the contract) select which modalities are screened; any other violation unchanged."""
     if violation["code"] != "modality" or violation["severity"] == FLAG:
         return violation
-    note = " Screened because the series rules select this modality: the class is not evidence."
+    note = " Screened because the series rules select this modality; the model was not trained on it."
     return {**violation, "severity": FLAG, "message": violation["message"] + note}
 
 
