@@ -39,7 +39,9 @@ class BundlePredictor:
         device: default the config's ``device``.
         checkpoint: the weights; default the hardened checkpoint when one was written beside the user's, else the
             config's (``ckpt_file`` is an alias).
-        hardened: with ``checkpoint=None``, prefer the hardened checkpoint written beside the config's.
+        hardened: with ``checkpoint=None``, prefer the hardened checkpoint written beside the config's, by
+            ``monai-robust harden`` or by the bundle's own harden config (``models/model_hardened.pt``; the sparsity
+            blocks its record names are inserted into ``network_def``).
         guard: the guard file; default ``models/guard.pt`` (or the config's ``guard_file``); ``False``: no guard.
         preprocessing_id: the config id of the preprocessing (default: see ``load_bundle``).
         bounds: ``(low, high)`` stored-value range; default the input contract's.
@@ -47,6 +49,7 @@ class BundlePredictor:
 
     Raises:
         FileNotFoundError: When a config or the checkpoint is missing (the message names the config id to set).
+        RuntimeError: When the checkpoint (or the preferred hardened one) does not fit ``network_def``.
 
     Example::
 

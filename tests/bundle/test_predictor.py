@@ -94,6 +94,25 @@ def test_predictor_loads_the_bundles_own_hardened_checkpoint(trained_xray_bundle
     assert p.predict(x)[0]["contract"] == []  # the hardened network takes the same inputs
 
 
+def test_hardened_checkpoint_without_its_record_is_an_error(trained_xray_bundle, tmp_path):
+    """A hardened checkpoint that does not fit network_def (e.g. written without its block record) is named, never
+    silently replaced by the original."""
+    from monai.networks.nets import DenseNet121
+
+    from monai_robust.bundle.checkpoint import block_record, insert_recorded_blocks
+
+    bundle_dir, root, overrides = trained_xray_bundle
+    work = tmp_path / "run"
+    shutil.copytree(root, work)
+    record = block_record(["features.transition1"], "topk", [1, 1, 32, 32], k=0.5)
+    blocked = insert_recorded_blocks(DenseNet121(spatial_dims=2, in_channels=1, out_channels=2), record, 2)
+    torch.save(blocked.state_dict(), work / "models" / "model_hardened.pt")  # the weights only, no record
+    with pytest.raises(RuntimeError, match=r"(?s)model_hardened\.pt.*do not fit.*rerun the harden stage.*hardened=False"):
+        BundlePredictor(bundle_dir, bundle_root=str(work), device="cpu", guard=False, **overrides)
+    p = BundlePredictor(bundle_dir, bundle_root=str(work), device="cpu", guard=False, hardened=False, **overrides)
+    assert p.bundle.checkpoint.name == "model.pt"
+
+
 def test_predictor_without_guard_or_checkpoint(trained_xray_bundle, tmp_path):
     bundle_dir, root, overrides = trained_xray_bundle
     with pytest.raises(FileNotFoundError, match="ckpt_file"):
