@@ -10,8 +10,9 @@ with ``--model-cache``). The UAPs are fitted on ``--num-fit`` training images at
 images (ART's ``delta=0.2``) or ``--passes`` passes. ART runs with the FGSM inner attack of Hirano et al. (L2,
 step eps / 10 as ours; ``targeted=True`` for the targeted attack) on a ``PyTorchClassifier`` with
 ``clip_values=(0, 1)``; ours runs ``SGDUAP`` (the default) and ``IterativeUAP`` (FGSM inner, step eps / 10,
-minibatches of 32), each at its defaults (fp32 steps; channels-last on the CPU) and with bf16 steps
-(``amp=True``, rows "bf16"; every rate, the stopping rule included, is still decided in fp32). A second
+minibatches of 32), each at its defaults (bf16 gradient steps where the CPU has native bf16, flags in the JSON;
+channels-last on the CPU) and with fp32 steps (``amp=False``, rows "fp32"); every rate, the stopping rule included,
+is decided in fp32. A second
 non-targeted case (``--deepfool-passes``, default 1) runs ART's *default* inner attack, DeepFool with ART's
 defaults (100 iterations, overshoot 1e-6), against ``IterativeUAP`` with the same DeepFool settings. All rates are
 then measured by the same code (``evaluate_uap``) on the fitting images and on the test split.
@@ -60,7 +61,7 @@ INNER = {
     "fgsm": ("FGSM", lambda eps: {"eps": eps / 10, "norm": 2}, {}),
     "deepfool": ("DeepFool", lambda eps: {"verbose": False}, {"inner": "deepfool", "inner_steps": 100, "overshoot": 1e-6}),
 }
-PRECISIONS = {"": {}, ", bf16": {"amp": True}}  # row suffix: the fitters' keywords (DeepFool inner: fp32 only)
+PRECISIONS = {"": {}, ", fp32": {"amp": False}}  # row suffix: the fitters' keywords (DeepFool inner: fp32 only)
 
 
 def _art_classifier(net: torch.nn.Module) -> Any:
@@ -193,7 +194,9 @@ def markdown(payload: dict) -> str:
     lines += ["", "Rate: fooling rate (non-targeted) or targeted success rate, on the fitting images (fit) and the "
               f"{payload['setup']['num_test']} test images (test). Rows \"to ART's rate\" stop as soon as the rate on "
               "the fitting images reaches ART's final rate (time to an equal rate); ours checks it within a pass, "
-              "ART after each pass. \"bf16\": the fitter's gradient steps under bf16 autocast, every rate in fp32. "
+              "ART after each pass. Ours at its defaults: gradient steps under bf16 autocast where the CPU has native bf16 "
+              f"(here: {', '.join(payload['setup']['cpu_bf16_flags']) or 'none, so fp32'}), every rate in fp32; "
+              "\"fp32\": fp32 steps. "
               "Bound: ART's CPU time over one exact rate check on the fitting images (a forward pass over them, "
               "which every fit of ours makes at least once). Raw numbers: `bench/results/universal.json`."]
     return "\n".join(lines)

@@ -85,10 +85,13 @@ class UniversalPerturbation(Randomizable):
         progress: show a tqdm bar over passes.
         summary_writer: a TensorBoard ``SummaryWriter`` (anything with ``add_scalar``) for the per-pass curve.
         tag: the TensorBoard tag prefix: ``f"{tag}/{metric}"``.
-        amp: run the fitter's gradient steps under autocast: ``None`` (default) as the fitter's
-            ``amp_by_default`` says (bf16 where the CPU has native bf16, or on CUDA,
+        amp: run the fitter's gradient steps under autocast: ``None`` (default) where the hardware has native
+            bf16 (a CPU with ``avx512_bf16``/``amx_bf16``, or CUDA with bf16;
             :func:`~monai_robust.attacks.precision.low_precision_dtype`), ``True`` always, ``False`` never
             (``MONAI_ROBUST_FP32=1`` forces fp32). Every rate (the stopping rule, the curve) is measured in fp32.
+            On by default because the fitted δ is as strong: PneumoniaMNIST CNN, 1000 fitting images, ζ = 4 % L2,
+            5 passes, seeds 0-2, SGDUAP and IterativeUAP, non-targeted and towards either class: mean test rate
+            (624 images) of the bf16 fits within 0.001 of the fp32 fits in all six settings, 1.2-1.6x less CPU time.
         check_window: images of running minibatch predictions after which the stopping rate may be checked within
             a pass (>= 1); ``None`` checks it only after each pass.
         channels_last: run the network channels-last during the fit (:func:`~monai_robust.attacks.layout.channels_last`:
@@ -170,8 +173,8 @@ class UniversalPerturbation(Randomizable):
         self._checked = False
         self._cache: tuple[Any, torch.Tensor, torch.Tensor | None] | None = None
 
-    amp_by_default: bool = False
-    """True where ``amp=None`` means autocast on hardware with native bf16 (CPU) or on CUDA."""
+    amp_by_default: bool = True
+    """True where ``amp=None`` means autocast on hardware with native bf16 (CPU or CUDA)."""
 
     check_margin: float = 0.0
     """The running estimate triggers the exact check at ``target_rate - check_margin`` (it lags behind δ)."""

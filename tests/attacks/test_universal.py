@@ -403,3 +403,16 @@ def test_channels_last_fit_matches_and_gives_the_network_back(kind):
     assert torch.allclose(a.delta, b.delta, atol=1e-4) and a.curve == pytest.approx(b.curve)
     with pytest.raises(ValueError, match="channels_last"):
         SGDUAP(net, zeta=0.04, channels_last="yes")
+
+
+def test_amp_default_follows_native_bf16(monkeypatch):
+    from monai_robust.attacks import precision
+
+    monkeypatch.delenv(precision.FP32_ENV, raising=False)
+    x, net = _data(2, n=8), _Recorder().eval()
+    kw = {"eps": 0.5, "bounds": BOUNDS, "max_passes": 1, "target": 0, "batch_size": 4}
+    for flags, expected in ((("avx512_bf16",), torch.bfloat16), ((), torch.float32)):
+        monkeypatch.setattr(precision, "cpu_bf16_flags", lambda f=flags: f)
+        net.calls.clear()
+        SGDUAP(net, **kw).set_random_state(0).fit(x)  # amp=None
+        assert {dtype for _, grad, dtype in net.calls if grad} == {expected}
