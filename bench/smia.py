@@ -13,7 +13,8 @@ the same seeded random start PGD and SMIA beta = 1. For each it reports robust a
 and ``n``, robust balanced accuracy, the paired comparison with BIM (or PGD, for the random-start group): images
 fooled by one attack only, and the exact two-sided McNemar p-value; the stabilization KL terms, and the smoothness of
 δ: total variation (mean absolute difference between neighbouring pixels, in units of eps) and the fraction of δ's
-energy above 0.25 cycles/pixel. No timing (the machine may be loaded). Run from the repository root (CPU, one
+energy above 0.25 cycles/pixel; the table goes to the ``## SMIA`` section of ``bench/README.md``. No timing (the
+machine may be loaded). Run from the repository root (CPU, one
 thread; a few minutes per seed)::
 
     python bench/smia.py --data ../shared/data/pneumoniamnist.npz --seeds 0 1 2 --out bench/results/smia.json
@@ -206,6 +207,47 @@ def cost_markdown(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def accuracy_markdown(result: dict[str, Any]) -> str:
+    """The ``## SMIA`` section: protocol, models and one row per eps and attack with every seed's numbers."""
+    cfg, m = result["config"], result["machine"]
+    seeds = [info["seed"] for info in result["models"]]
+    lines = [
+        f"`python bench/smia.py` ({m['date']}; CPU, one thread; torch {m['torch']}; accuracy only, no timing). "
+        f"PneumoniaMNIST, a SmallCNN (3 conv-BN-ReLU stages, width {cfg['width']}, dropout 0.3) trained "
+        f"{cfg['epochs']} epochs on the whole training split by `fit_classifier(balanced=True)` (class-weighted "
+        "cross-entropy, AdamW, one-cycle; the epoch with the best validation balanced accuracy kept), one model per "
+        f"seed; attacks on the first {result['n_test']} test images (624 = all), L-inf, {cfg['num_steps']} steps, "
+        f"every attack at the same step size {cfg['step_factor']:g} x eps / {cfg['num_steps']} and the same start: "
+        "BIM (= SMIA beta = 0) and SMIA without random start; PGD and SMIA beta = 1 from the same seeded random "
+        f"start; SMIA sigma = {cfg['sigma']:g} px. Each cell: robust accuracy [95 % Wilson interval] (robust balanced "
+        "accuracy); for SMIA, paired with its group's baseline on the same images: +a / -b = images fooled only by "
+        "SMIA / only by the baseline, p = exact two-sided McNemar test.",
+        "",
+        "| seed | val balanced acc | test acc | test balanced acc |",
+        "|---|---|---|---|",
+        *(f"| {i['seed']} | {i['val_best']:.3f} | {i['test_acc']:.3f} | {i['test_balanced_acc']:.3f} |"
+          for i in result["models"]),
+        "",
+        "| eps /255 | attack | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---|---|" + "---|" * len(seeds),
+    ]
+    by = {(r["eps_255"], r["attack"], r["seed"]): r for r in result["rows"]}
+    for eps, name in dict.fromkeys((r["eps_255"], r["attack"]) for r in result["rows"]):
+        cells = []
+        for seed in seeds:
+            r = by.get((eps, name, seed))
+            if r is None:
+                cells.append("-")
+                continue
+            lo, hi = r["robust_acc_ci95_wilson"]
+            cell = f"{r['robust_acc']:.3f} [{lo:.2f}, {hi:.2f}] ({r['robust_balanced_acc']:.2f})"
+            if "vs" in r:
+                cell += f"; +{r['vs']['fooled_only_by_this']} / -{r['vs']['fooled_only_by_baseline']}, p = {r['vs']['mcnemar_p']:.2g}"
+            cells.append(cell)
+        lines.append(f"| {eps:g} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "pneumoniamnist.npz")
@@ -221,7 +263,7 @@ def main() -> None:
     parser.add_argument("--cost-steps", type=int, default=4, help="--cost-only: steps of the longer run (>= 2)")
     parser.add_argument("--cost-repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="--cost-only: the device to time on")
-    parser.add_argument("--no-readme", action="store_true", help="--cost-only: do not write bench/README.md")
+    parser.add_argument("--no-readme", action="store_true", help="do not write bench/README.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -254,7 +296,9 @@ def main() -> None:
         "platform": platform.platform(),
     }
     write_json(args.out or BENCH_DIR / "results" / "smia.json", result)
-    print(f"wrote {args.out or BENCH_DIR / 'results' / 'smia.json'}")
+    if not args.no_readme:
+        replace_readme_section(BENCH_DIR / "README.md", "SMIA", accuracy_markdown(result))
+    print(accuracy_markdown(result))
 
 
 if __name__ == "__main__":
