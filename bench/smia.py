@@ -221,7 +221,8 @@ def accuracy_markdown(result: dict[str, Any]) -> str:
         "BIM (= SMIA beta = 0) and SMIA without random start; PGD and SMIA beta = 1 from the same seeded random "
         f"start; SMIA sigma = {cfg['sigma']:g} px. Each cell: robust accuracy [95 % Wilson interval] (robust balanced "
         "accuracy); for SMIA, paired with its group's baseline on the same images: +a / -b = images fooled only by "
-        "SMIA / only by the baseline, p = exact two-sided McNemar test.",
+        "SMIA / only by the baseline, p = exact two-sided McNemar test. The 3D per-step cost is measured apart, on an "
+        "idle machine: `python bench/smia.py --cost-only` (under 2 minutes; section `SMIA: 3D cost per step`).",
         "",
         "| seed | val balanced acc | test acc | test balanced acc |",
         "|---|---|---|---|",
