@@ -23,7 +23,8 @@ Cost (``--cost-only``, under 2 minutes on an idle core): SMIA beta = 1 and PGD (
 early stop, fp32) on 4 random volumes of 32^3 and 48^3 through an untrained 3D SmallCNN; the per-step process CPU
 time and wall time are the difference between runs of ``--cost-steps`` and 1 step divided by the step difference
 (minimum over ``--cost-repeats``), so the shared start and final check cancel; the samples forwarded per step are
-counted with a hook. Writes ``bench/results/smia_cost.json`` and the ``## SMIA: 3D cost per step`` section of
+counted with a hook; the network alone on 2N and on N samples gives the floor of the ratio. Writes
+``bench/results/smia_cost.json`` and the ``## SMIA: 3D cost per step`` section of
 ``bench/README.md``. Run it on an idle machine::
 
     python bench/smia.py --cost-only
@@ -177,16 +178,24 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
                     timer.time(f"{name}/{steps}", lambda: attack(x, y))  # noqa: B023 (called at once)
                     samples[f"{name}/{steps}"] = forwarded[0]
         hook.remove()
+        for k in (1, 2):  # the network alone, forward and input-gradient backward on N and on 2N samples
+            xk = x.repeat(k, 1, 1, 1, 1).requires_grad_(True)
+            for _ in range(args.cost_repeats):
+                timer.time(f"network/{k}N", lambda: torch.autograd.grad(net(xk).logsumexp(1).sum(), xk))  # noqa: B023
         dsteps = args.cost_steps - 1
         per_step = {name: {"cpu_s": (timer.best_cpu[f"{name}/{args.cost_steps}"] - timer.best_cpu[f"{name}/1"]) / dsteps,
                            "wall_s": (timer.best[f"{name}/{args.cost_steps}"] - timer.best[f"{name}/1"]) / dsteps,
                            "samples_forwarded_per_step": (samples[f"{name}/{args.cost_steps}"] - samples[f"{name}/1"]) / dsteps}
                     for name in ("PGD", "SMIA b=1")}
         ratio = {k: per_step["SMIA b=1"][k] / per_step["PGD"][k] for k in ("cpu_s", "wall_s", "samples_forwarded_per_step")}
-        out["shapes"][f"4x{side}^3"] = {"per_step": per_step, "ratio_smia_over_pgd": ratio}
+        network = {"cpu_s_n": timer.best_cpu["network/1N"], "cpu_s_2n": timer.best_cpu["network/2N"],
+                   "cpu_ratio_2n_over_n": timer.best_cpu["network/2N"] / timer.best_cpu["network/1N"],
+                   "wall_ratio_2n_over_n": timer.best["network/2N"] / timer.best["network/1N"]}
+        out["shapes"][f"4x{side}^3"] = {"per_step": per_step, "ratio_smia_over_pgd": ratio, "network_alone": network}
         print(f"4x{side}^3: per step PGD {per_step['PGD']['cpu_s']:.3f} s CPU, SMIA {per_step['SMIA b=1']['cpu_s']:.3f} s "
               f"CPU: ratio CPU {ratio['cpu_s']:.2f}, wall {ratio['wall_s']:.2f}, samples forwarded "
-              f"{ratio['samples_forwarded_per_step']:.2f}", flush=True)
+              f"{ratio['samples_forwarded_per_step']:.2f}; network alone 2N/N CPU {network['cpu_ratio_2n_over_n']:.2f}",
+              flush=True)
     return out
 
 
@@ -197,13 +206,16 @@ def cost_markdown(out: dict[str, Any]) -> str:
              f"same step size and steps (no random start, no early stop, fp32) on 4 random volumes through an "
              f"untrained 3D SmallCNN (channels 16, 32, 32, batch norm). Per step: the difference between a "
              f"{out['steps'][1]}-step and a 1-step run over {out['steps'][1] - 1}, minimum over {out['repeats']} "
-             "repeats (the shared start and final check cancel).", "",
-             "| volumes | PGD CPU s/step | SMIA CPU s/step | SMIA/PGD CPU | SMIA/PGD wall | SMIA/PGD samples forwarded |",
-             "|---|---|---|---|---|---|"]
+             "repeats (the shared start and final check cancel). Last column: the network alone (forward and "
+             "input-gradient backward) on 2N samples over N, the floor of SMIA's ratio.", "",
+             "| volumes | PGD CPU s/step | SMIA CPU s/step | SMIA/PGD CPU | SMIA/PGD wall | SMIA/PGD samples forwarded "
+             "| network 2N/N CPU |",
+             "|---|---|---|---|---|---|---|"]
     for shape, r in out["shapes"].items():
         ps, ratio = r["per_step"], r["ratio_smia_over_pgd"]
         lines.append(f"| {shape} | {ps['PGD']['cpu_s']:.3f} | {ps['SMIA b=1']['cpu_s']:.3f} | {ratio['cpu_s']:.2f} | "
-                     f"{ratio['wall_s']:.2f} | {ratio['samples_forwarded_per_step']:.2f} |")
+                     f"{ratio['wall_s']:.2f} | {ratio['samples_forwarded_per_step']:.2f} | "
+                     f"{r['network_alone']['cpu_ratio_2n_over_n']:.2f} |")
     return "\n".join(lines)
 
 
