@@ -18,6 +18,7 @@ machine may be loaded). Run from the repository root (CPU, one
 thread; a few minutes per seed)::
 
     python bench/smia.py --data ../shared/data/pneumoniamnist.npz --seeds 0 1 2 --out bench/results/smia.json
+    python bench/smia.py --render bench/results/smia.json   # rewrite the README section from a saved run
 
 Cost (``--cost-only``, under 2 minutes on an idle core): SMIA beta = 1 and PGD (same steps, no random start, no
 early stop, fp32) on 4 random volumes of 32^3 and 48^3 through an untrained 3D SmallCNN; the per-step process CPU
@@ -33,6 +34,7 @@ counted with a hook; the network alone on 2N and on N samples gives the floor of
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import platform
 import sys
@@ -277,8 +279,17 @@ def main() -> None:
     parser.add_argument("--cost-repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="--cost-only: the device to time on")
     parser.add_argument("--no-readme", action="store_true", help="do not write bench/README.md")
+    parser.add_argument("--render", type=Path, default=None, help="rewrite the README section from a saved JSON")
     args = parser.parse_args()
     torch.set_num_threads(1)
+
+    if args.render is not None:
+        saved = json.loads(args.render.read_text())
+        cost_run = "shapes" in saved
+        text = cost_markdown(saved) if cost_run else accuracy_markdown(saved)
+        replace_readme_section(BENCH_DIR / "README.md", "SMIA: 3D cost per step" if cost_run else "SMIA", text)
+        print(text)
+        return
 
     if args.cost_only:
         if args.cost_steps < 2:
