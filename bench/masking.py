@@ -250,7 +250,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=BENCH_DIR.parent.parent / "shared" / "data" / "pneumoniamnist.npz")
     p.add_argument("--train-images", type=int, default=None, help="first n training images (default all 4708)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3, help="one-cycle peak learning rate")
     p.add_argument("--min-balanced", type=float, default=0.8, help="validation balanced accuracy needed to attack")
     p.add_argument("--n-val", type=int, default=100, help="validation images for choosing eps*")
