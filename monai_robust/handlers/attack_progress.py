@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
     Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
-tqdm, _ = optional_import("tqdm.auto", name="tqdm")
+tqdm, _has_tqdm = optional_import("tqdm.auto", name="tqdm")
 
 __all__ = ["AttackProgress"]
 
@@ -37,7 +37,7 @@ class AttackProgress:
 
     Args:
         desc: the bar's label.
-        disable: no bar (for ``--quiet``).
+        disable: no bar (for ``--quiet``); without tqdm installed there is none either (logged once).
         tqdm_kwargs: further ``tqdm`` arguments (``file``: default ``sys.stderr``; ``mininterval`` in seconds).
 
     Example::
@@ -71,6 +71,9 @@ class AttackProgress:
         self._close(engine)
         self._per_batch = None
         if self.disable:
+            return
+        if not _has_tqdm:
+            logger.warning("AttackProgress: tqdm is not installed, no progress bar.")
             return
         self.bar = tqdm(desc=self.desc, unit=" passes", **self.tqdm_kwargs)
         self._hook = engine.network.register_forward_hook(self._tick)
