@@ -36,7 +36,7 @@ def test_planned_passes():
     aa = AutoAttack(net, num_steps=10, num_queries=100)
     assert planned_passes(aa, num_classes=2) == 10 + 10 + 10 + 100  # one target with two classes
     assert planned_passes(aa, num_classes=20) == 10 + 90 + 90 + 100  # at most 9 targets
-    assert planned_passes(CW(net, num_steps=5, binary_search_steps=3)) == 15
+    assert planned_passes(CW(net, bounds=(0.0, 1.0), num_steps=5, binary_search_steps=3)) == 15
 
 
 def test_results_carry_the_budget():
