@@ -84,7 +84,7 @@ def budget_verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
                         "text": f"{name} budget: {_budget_text(b)}: the standard version's (Croce & Hein 2020)."})
         else:
             out.append({"attack": name, "standard": False, "text": (
-                f"{name} budget: {_budget_text(b)}: REDUCED (standard {_budget_text(b['standard_budget'])}; "
+                f"{name} budget: {_budget_text(b)}: REDUCED (standard {_budget_text(b['standard_budget'], attacks=False)}; "
                 f"{', '.join(b['reduced'])}): robust accuracy may be overstated.")})
     return out
 
@@ -94,13 +94,13 @@ def budget_lines(results: dict[str, Any]) -> list[str]:
     return [v["text"] for v in budget_verdicts(results)]
 
 
-def _budget_text(b: dict[str, Any]) -> str:
+def _budget_text(b: dict[str, Any], attacks: bool = True) -> str:
     parts = [f"{b['num_steps']} iterations"] if "num_steps" in b else []
     if "num_target_classes" in b:
         parts.append(f"{b['num_target_classes']} target classes")
     if "num_queries" in b:
         parts.append(f"{b['num_queries']} Square queries")
-    if "attacks" in b:
+    if attacks and "attacks" in b:
         parts.append("/".join(b["attacks"]))
     return ", ".join(parts)
 
