@@ -97,15 +97,13 @@ def test_quick_suite_refuses_autoattack_settings(trained_xray_bundle, tmp_path, 
 
 @pytest.mark.slow
 def test_evaluate_3d_bundle(tmp_path, capsys, keep_threads):
-    """The 3D CT bundle (ResNet10 on 16^3 phantoms, one epoch) through the CLI: ε in HU, the standard suite. The box is
-    given with --bounds (12-bit CT in HU): the contract's default for this bundle is its display window (-160, 240),
-    which the stored HU values of the phantoms (-1024 and up) leave."""
+    """The 3D CT bundle (ResNet10 on 16^3 phantoms, one epoch) through the CLI as it is: ε in HU, the box its
+    metadata's stored range (12-bit CT in HU, not the display window), the standard suite at a tiny budget."""
     root = tmp_path / "ct"
     run_bundle(CT_BUNDLE, ["train.json"], root, num_epochs=1, **TINY_CT)
     datalist = root / "data" / "dataset.json"
     out, _ = _run(capsys, "evaluate", "--bundle", str(CT_BUNDLE), str(datalist), "--split", "test",
-                  *_flags({**TINY_CT, "bundle_root": str(root)}), "--bounds", "-1024", "3071", "--eps", "4", "16",
-                  *TINY_AA, "--quiet")
+                  *_flags({**TINY_CT, "bundle_root": str(root)}), "--eps", "4", "16", *TINY_AA, "--quiet")
     tm = out["threat_model"]
     assert tm["eps"] == [4.0, 16.0] and tm["eps_stated_as"] == ["4 stored units", "16 stored units"]
     assert tm["bounds"] == [-1024.0, 3071.0] and tm["bounds_source"].startswith("declared")
