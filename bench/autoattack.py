@@ -109,6 +109,28 @@ def peers(task: str, net: nn.Module, eps: float, norm: str, classes: int, steps:
     ])
 
 
+def single_attacks(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, classes: int,
+                   args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """Each attack of the ensemble on its own, on every image, ours and torchattacks' (same settings and seed): which
+    attack finds what the other side's does not. torchattacks' APGDT needs 4 classes."""
+    lp: Any = "inf" if norm == "Linf" else 2
+    kw = {"norm": norm, "eps": eps, "seed": seed}
+    theirs = {
+        "apgd-ce": torchattacks.APGD(net, steps=args.steps, **kw),
+        "apgd-t": torchattacks.APGDT(net, steps=args.steps, n_classes=classes, **kw) if classes >= 4 else None,
+        "fab-t": torchattacks.FAB(net, steps=args.steps, n_classes=classes, multi_targeted=True, **kw),
+        "square": torchattacks.Square(net, n_queries=args.queries, **kw),
+    }
+    out: dict[str, Any] = {}
+    for name, peer in theirs.items():
+        ours = AutoAttack(net, eps, lp=lp, bounds=(0.0, 1.0), attacks=(name,), num_steps=args.steps,
+                          num_queries=args.queries).set_random_state(seed)
+        out[f"ours {name}"] = partial(ours.run, x, y)
+        if peer is not None:
+            out[f"torchattacks {name}"] = partial(peer, x, y)
+    return out
+
+
 def run_task(task: str, data: dict[str, torch.Tensor], args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
     """One task at one seed: the model trained with ``--train-seed`` (default: ``seed``), both attacks seeded ``seed``."""
     if task == "rotation":
@@ -130,6 +152,8 @@ def run_task(task: str, data: dict[str, torch.Tensor], args: argparse.Namespace,
         methods = {"torchattacks": partial(theirs, x, y), "ours": partial(ours, args.steps)}
         if args.authors_steps:
             methods["ours, 100 iterations"] = partial(ours, 100)
+        if args.per_attack:
+            methods.update(single_attacks(net, x, y, eps, norm, classes, args, seed))
         timer = MinTimer()
         outs: dict[str, Any] = {}
         for _ in range(args.repeats):  # interleaved repeats
@@ -193,6 +217,8 @@ def readme_section(payloads: list[dict[str, Any]]) -> str:
     ]
     rows = [r for p in payloads for r in _rows(p)]
     for r in rows:
+        if r["method"].startswith(("ours ", "torchattacks ")):  # single attacks: in the paired table only
+            continue
         cpu = "-" if "cpu_s" not in r else f"{r['cpu_s']:.1f}" + ("" if r["timed"] else " †")
         lines.append(
             f"| {r['budget']} | {r['seed']} | {r['task']} | {r['norm']} | {r['method']} | {cpu} | {r['robust_acc']:.3f} "
@@ -204,18 +230,20 @@ def readme_section(payloads: list[dict[str, Any]]) -> str:
         "broke and ours did not, *ours only* the reverse, summed over the seeds with per-image records; p = one-sided "
         "exact sign test of \"ours breaks fewer images\" (small p: ours weaker beyond noise).",
         "",
-        "| budget | task | norm | seeds | n | ours robust acc | torchattacks robust acc | ours - torchattacks | "
+        "| budget | task | norm | attacks | seeds | n | ours robust acc | torchattacks robust acc | ours - torchattacks | "
         "ours bal. acc | torchattacks bal. acc | theirs only / ours only | p |",
-        "|---|---|---|---:|---:|---|---|---|---|---|---|---:|",
+        "|---|---|---|---|---:|---:|---|---|---|---|---|---|---:|",
     ]
-    keys = list(dict.fromkeys((r["budget"], r["task"], r["norm"]) for r in rows if r["method"] == "ours"))
-    for budget, task, norm in keys:
+    keys = list(dict.fromkeys((r["budget"], r["task"], r["norm"], r["method"]) for r in rows
+                              if r["method"] == "ours" or r["method"].startswith("ours ")))
+    for budget, task, norm, method in keys:
+        peer_method = method.replace("ours", "torchattacks", 1)
         pairs = []
         for r in rows:
-            if (r["budget"], r["task"], r["norm"], r["method"]) != (budget, task, norm, "ours"):
+            if (r["budget"], r["task"], r["norm"], r["method"]) != (budget, task, norm, method):
                 continue
             peer = [t for t in rows if (t["budget"], t["task"], t["norm"], t["method"], t["seed"], t["train_seed"])
-                    == (budget, task, norm, "torchattacks", r["seed"], r["train_seed"])]
+                    == (budget, task, norm, peer_method, r["seed"], r["train_seed"])]
             if peer:
                 pairs.append((r, peer[0]))
         if not pairs:
@@ -235,7 +263,8 @@ def readme_section(payloads: list[dict[str, Any]]) -> str:
         p_value = f"{_sign_test(c, b):.3f}" if paired != "-" else "-"
         n = ", ".join(sorted({str(o["n"]) for o, _ in pairs}))
         lines.append(
-            f"| {budget} | {task} | {norm} | {len(pairs)} | {n} | {ms(ours_acc)} | {ms(their_acc)} | "
+            f"| {budget} | {task} | {norm} | {method.replace('ours', 'all', 1) if method == 'ours' else method[5:]} | "
+            f"{len(pairs)} | {n} | {ms(ours_acc)} | {ms(their_acc)} | "
             f"{np.mean(diff):+.3f}{f' ± {np.std(diff, ddof=1):.3f}' if len(diff) > 1 else ''} | "
             f"{ms([o['robust_balanced_acc'] for o, _ in pairs])} | {ms([t['robust_balanced_acc'] for _, t in pairs])} | "
             f"{paired} | {p_value} |"
@@ -267,6 +296,8 @@ def main() -> None:
     parser.add_argument("--linf-eps", type=float, default=4.0, help="in 1/255")
     parser.add_argument("--l2-eps", type=float, default=0.3)
     parser.add_argument("--authors-steps", action="store_true", help="also ours at the authors' 100 iterations")
+    parser.add_argument("--per-attack", action="store_true",
+                        help="also each attack on its own on every image, ours and torchattacks' (paired per attack)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="one run per seed: the seed of both attacks and (unless --train-seed) of the model's training")
