@@ -144,6 +144,8 @@ def run_task(task: str, data: dict[str, torch.Tensor], args: argparse.Namespace,
     ids = {"task": task, "seed": seed, "train_seed": train_seed}
     rows = [{**ids, "norm": "-", "eps": 0.0, "method": "clean", **quality(net, x, y)}]
     for norm, eps in (("Linf", args.linf_eps / 255), ("L2", args.l2_eps)):
+        if norm not in args.norms:
+            continue
         lp: Any = "inf" if norm == "Linf" else 2
         def ours(steps: int, eps: float = eps, lp: Any = lp) -> Any:
             attack = AutoAttack(net, eps, lp=lp, bounds=(0.0, 1.0), num_steps=steps, num_queries=args.queries)
@@ -322,6 +324,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=BENCH_DIR.parents[1] / "shared" / "data" / "pneumoniamnist.npz")
     parser.add_argument("--tasks", nargs="+", default=["rotation", "pneumonia"], choices=["rotation", "pneumonia"])
+    parser.add_argument("--norms", nargs="+", default=["Linf", "L2"], choices=["Linf", "L2"])
     parser.add_argument("--n-test", type=int, default=256)
     parser.add_argument("--train-images", type=int, default=4000)
     parser.add_argument("--epochs", type=int, default=4)
