@@ -284,8 +284,33 @@ def readme_section(payloads: list[dict[str, Any]]) -> str:
             f"{ms([o['robust_balanced_acc'] for o, _ in pairs])} | {ms([t['robust_balanced_acc'] for _, t in pairs])} | "
             f"{paired} | {p_value} |"
         )
-    lines += ["", NOTES.strip()]
+    lines += [""] + _pooled(rows) + ["", NOTES.strip()]
     return "\n".join(lines)
+
+
+def _pooled(rows: list[dict[str, Any]]) -> list[str]:
+    """Per run, the ensembles' per-seed differences in images and the per-image discordance pooled over its seeds,
+    tasks and norms (one sentence each)."""
+    out = []
+    for run in dict.fromkeys(r["run"] for r in rows):
+        ours = [r for r in rows if r["run"] == run and r["method"] == "ours"]
+        diffs, b, c = [], 0, 0
+        for o in ours:
+            peer = [t for t in rows if t["run"] == run and t["method"] == "torchattacks"
+                    and (t["task"], t["norm"], t["seed"], t["train_seed"]) == (o["task"], o["norm"], o["seed"], o["train_seed"])]
+            if not peer or "robust" not in o:
+                continue
+            t = peer[0]
+            diffs.append(o["robust"].count("1") - t["robust"].count("1"))
+            b += sum(1 for u, v in zip(o["robust"], t["robust"]) if u == "1" and v == "0")
+            c += sum(1 for u, v in zip(o["robust"], t["robust"]) if u == "0" and v == "1")
+        if diffs:
+            out.append(
+                f"Run {run}, ensembles: ours minus torchattacks robust images per (seed, task, norm) from {min(diffs):+d} to "
+                f"{max(diffs):+d} (ours higher in {sum(d > 0 for d in diffs)} of {len(diffs)}); pooled per image, "
+                f"torchattacks alone broke {b} images, ours alone {c} (p = {_sign_test(c, b):.3f} for \"ours weaker\")."
+            )
+    return out
 
 
 NOTES = """
