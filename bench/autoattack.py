@@ -329,10 +329,10 @@ after 2 iterations, ours only when one of the two did not rise. Ours now follows
 starts its APGD-T retraces torchattacks' (L-inf: same images, same points, 3 seeds;
 `tests/attacks/test_apgdt.py::test_same_iterates_as_reference_from_same_starts` fails with the paper's rule). For L2,
 torchattacks' APGDT steps every image with the first image's step size (`step_size[0]`), so its iterates are no
-reference there; our APGD-T (L2) broke 42/44/44 images against its 41/42/41. The rows above are after the fix; the
-first run (03:16 UTC, its code not recorded) predates the fix. The remaining differences per image are those of
-different random streams (the paired table: p is the chance of seeing
-that many more images broken by torchattacks alone if both attacks were equally strong).
+reference there; our APGD-T (L2) broke 42/44/44 images against its 41/42/41. The first run (03:16 UTC, its code not
+recorded) predates the fix, the later ones follow it; their remaining per-image differences are those of different
+random streams (p above: the chance of torchattacks alone breaking at least that many more images if both were
+equally strong).
 
 How to run (from the repository root; one thread; `--not-a-timing` marks a run on a loaded machine):
 
