@@ -275,7 +275,7 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=None, help="first n test images (default all 624)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cost-only", action="store_true", help="only the 3D per-step cost of SMIA over PGD")
-    parser.add_argument("--cost-steps", type=int, default=4, help="--cost-only: steps of the longer run (>= 2)")
+    parser.add_argument("--cost-steps", type=int, default=6, help="--cost-only: steps of the longer run (>= 2)")
     parser.add_argument("--cost-repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu", help="--cost-only: the device to time on")
     parser.add_argument("--no-readme", action="store_true", help="do not write bench/README.md")
