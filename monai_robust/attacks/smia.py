@@ -104,7 +104,10 @@ class SMIA(PGD):
     backward, about 2x a PGD step. The blur is a product with a banded matrix per spatial axis (see
     :meth:`smooth`); with MONAI's 1-channel separable convolutions it cost as much as a small 3D network, which
     made a 3D SMIA step ~2.5-3.3x a PGD step (process CPU time, small 3D CNNs on 4 volumes of 32^3 and 48^3;
-    ~1.95-2.3x after the change; every step does exactly one forward pass of 2N samples, counted with a hook).
+    ~1.95-2.3x after the change on a loaded machine; every step does exactly one forward pass of 2N samples,
+    counted with a hook). Idle, one thread (``bench/smia.py --cost-only``, 4 volumes of 32^3 and 48^3): 2.6-2.9x
+    a PGD step, because the 3D network's pass on 2N volumes itself costs 2.5-2.7x its pass on N; the blur adds
+    3-7 %.
 
     Args:
         network: classifier returning logits ``(N, classes)``.
