@@ -142,7 +142,7 @@ def _run_mode(attack: Any, x: torch.Tensor, y: torch.Tensor, batch: int, amp: bo
     """One precision of one attack over all images: per-image fp32 margins at the returned examples, and the
     fp32 check's counts in mixed precision."""
     attack.set_random_state(seed)  # the same seed for every batch in both precisions
-    margins, refined, checked, start = [], 0, 0, time.perf_counter()
+    margins, refined, checked, disagree, start = [], 0, 0, 0, time.perf_counter()
     for i in range(0, len(x), batch):
         xb, yb = x[i : i + batch], y[i : i + batch]
         adv = attack(xb, yb, amp=amp)
@@ -150,12 +150,11 @@ def _run_mode(attack: Any, x: torch.Tensor, y: torch.Tensor, batch: int, amp: bo
         if amp:
             report = attack.last_precision
             refined, checked = refined + report.refined, checked + report.checked
-            if not bool((report.success == (margins[-1] <= 0)).all()):
-                raise RuntimeError(f"{name}: the fp32 check disagrees with the fp32 forward")
+            disagree += int((report.success != (margins[-1] <= 0)).sum())  # fp32 at another batch size: ~0
     margin = torch.cat(margins)
     print(f"  {name} {'mixed' if amp else 'fp32'} seed {seed}: {time.perf_counter() - start:.0f} s wall (planning only)",
           file=sys.stderr, flush=True)
-    return {"correct": margin > 0, "margin": margin, "refined": refined, "checked": checked}
+    return {"correct": margin > 0, "margin": margin, "refined": refined, "checked": checked, "disagree": disagree}
 
 
 def run_net(name: str, args: argparse.Namespace, emit: Any = None) -> list[dict]:
@@ -181,6 +180,7 @@ def run_net(name: str, args: argparse.Namespace, emit: Any = None) -> list[dict]
             "only_fp32_broke": int((correct["mixed"] & ~correct["fp32"]).sum()),
             "only_mixed_broke": int((correct["fp32"] & ~correct["mixed"]).sum()),
             "refined": res["mixed"]["refined"], "checked": res["mixed"]["checked"],
+            "report_disagrees_with_fp32_forward": res["mixed"]["disagree"],
             "within_target": abs(mixed - fp32) <= TARGET,
             "margins_fp32": [round(float(v), 4) for v in res["fp32"]["margin"]],
             "margins_mixed": [round(float(v), 4) for v in res["mixed"]["margin"]],

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from monai_robust.attacks.functional import clip_to_bounds, lp_project
+from monai_robust.attacks.functional import batch_view, clip_to_bounds, lp_project
 
 if TYPE_CHECKING:  # the attack types live in base.py, which imports this module
     from monai_robust.attacks.base import BoundedAttack
@@ -44,6 +44,9 @@ __all__ = [
     "full_precision",
     "low_precision_dtype",
 ]
+
+_ROUNDING_ULPS = 4
+"""Largest change, in float32 ulps of the values involved, by which re-projecting an example counts as rounding."""
 
 FP32_ENV = "MONAI_ROBUST_FP32"
 """Environment variable: ``1`` (or ``true``/``yes``/``on``) forces every attack to run in fp32, ``amp=True`` included."""
@@ -201,8 +204,13 @@ def exact_fp32(
         >>> adv, report = exact_fp32(pgd, x, adv_bf16, y, 4 / 255, torch.bfloat16)
     """
     with full_precision(x.device.type):
-        adv = clip_to_bounds(x + lp_project(adv.detach().float() - x, eps, attack.lp), attack.bounds)
-        mask, ok = known if known is not None else (torch.zeros_like(labels.reshape(-1), dtype=torch.bool), None)
+        given = adv.detach().float()
+        adv = clip_to_bounds(x + lp_project(given - x, eps, attack.lp), attack.bounds)
+        ulps = _ROUNDING_ULPS * torch.finfo(torch.float32).eps * torch.maximum(given.abs(), x.abs())
+        kept = ((adv - given).abs() <= ulps).flatten(1).all(dim=1)  # already projected: keep it bit for bit
+        adv = torch.where(batch_view(kept, adv).bool(), given, adv)
+        mask, ok = known if known is not None else (torch.zeros(x.shape[0], dtype=torch.bool, device=x.device), None)
+        mask = mask & kept  # a known verdict holds for the very example evaluated
         ok = torch.zeros_like(mask) if ok is None else ok.clone()
         check = (~mask).nonzero().flatten()
         if check.numel():
