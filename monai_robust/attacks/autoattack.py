@@ -191,6 +191,8 @@ class AutoAttack(BoundedAttack):
             for i in idx[fooled].tolist():
                 broken_by[i] = name
         self.last_result = AutoAttackResult(tuple(broken_by))
+        if self._precision is not None:  # every verdict above is the fp32 model's: no check forward needed
+            self._fp32_known = (torch.ones_like(robust), ~robust)
         return adv
 
     def refine(self, x: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor | None:

@@ -164,6 +164,7 @@ def test_autoattack_decides_in_fp32(tiny_net, net_name: str) -> None:
     aa = AutoAttack(net, 0.05, bounds=(0, 1), num_steps=2, num_queries=5, num_target_classes=2, amp=True)
     adv, result = aa.run(x, y)
     assert aa.last_precision is not None and aa.last_precision.dtype == torch.bfloat16
+    assert aa.last_precision.checked == 0  # the ensemble decided every sample in fp32 already
     fp32 = _fp32_success(net, adv, y)
     assert torch.equal(aa.last_precision.success, fp32)
     assert torch.equal(result.robust, ~fp32)
