@@ -234,7 +234,10 @@ def _findings(rows: list[dict]) -> list[str]:
 
 
 def markdown(payloads: list[dict]) -> str:
-    """The ``## Mixed precision`` section from one or more result payloads (e.g. one per network)."""
+    """The ``## Mixed precision`` section from one or more result payloads (e.g. one per network); a payload with
+    only ``notes`` (e.g. ``bench/results/mixed_precision_notes.json``) adds its paragraph after the findings."""
+    notes = [p["notes"] for p in payloads if p.get("notes")]
+    payloads = [p for p in payloads if "results" in p]
     m, s = payloads[0]["machine"], payloads[0]["settings"]
     flags = ", ".join(s["cpu_bf16_flags"]) or "none"
     no_amx = "" if "amx_bf16" in s["cpu_bf16_flags"] else ", no amx_bf16"
@@ -274,8 +277,9 @@ def markdown(payloads: list[dict]) -> str:
             f"{r['diff']:+.4f} | {r['balanced_fp32']:.3f} / {r['balanced_mixed']:.3f} | {r['only_fp32_broke']} / "
             f"{r['only_mixed_broke']} | {r.get('checked', '?')} | {'yes' if r['within_target'] else 'NO'} |" + seed
         )
-    lines += ["", "Findings (computed from the rows). " + " ".join(_findings(rows)), "",
-              "Regenerate: `python bench/mixed_precision.py` (`--nets`, `--attacks`, `--n`, `--steps`, `--eps-inf`, "
+    lines += ["", "Findings (computed from the rows). " + " ".join(_findings(rows))]
+    lines += [line for note in notes for line in ("", note)]
+    lines += ["", "Regenerate: `python bench/mixed_precision.py` (`--nets`, `--attacks`, `--n`, `--steps`, `--eps-inf`, "
               "`--eps-l2`, `--seed-baseline`; `--render a.json b.json` rewrites this section from stored results)."]
     return "\n".join(lines)
 
