@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from monai_robust.attacks import APGD, BIM, CW, FGSM, PGD, SMIA, AutoAttack, is_adversarial, precision
+from monai_robust.attacks.base import attack_mode
 from monai_robust.attacks.functional import lp_norm
 
 EPS = {"inf": 0.05, 2: 0.5}
@@ -240,3 +241,18 @@ def test_autoattack_apgd_iterations_end_in_fp32() -> None:
     aa.run(x, y)
     assert any(grad and not autocast for _, grad, autocast in net.calls)
     assert any(grad and autocast for _, grad, autocast in net.calls)
+
+
+@pytest.mark.parametrize("early_stop", [False, True])
+def test_iterate_runs_its_last_steps_in_fp32(tiny_net, early_stop: bool) -> None:
+    """``iterate(fp32_last=k)``: the last k steps with autocast off; with early stop every sample comes back for
+    the first fp32 step, so success is decided again in fp32."""
+    net, (x, y) = Counting(tiny_net(2, 3)), _data(16)
+    attack = PGD(net, 0.2, num_steps=4, bounds=(0, 1), early_stop=early_stop)
+    with attack_mode(net, torch.bfloat16):
+        adv = attack.iterate(x, y, eps=0.2, step_size=0.1, num_steps=4, random_init=False, fp32_last=2)
+    autocast = [c[2] for c in net.calls]
+    assert autocast == [True] * (len(autocast) - len([c for c in autocast if not c])) + [False] * autocast.count(False)
+    first_fp32 = next(c for c in net.calls if not c[2])
+    assert first_fp32[0] == len(y) and 1 <= autocast.count(False) <= 2
+    assert float(lp_norm(adv - x, "inf").max()) <= 0.2 * (1 + 1e-6)
