@@ -86,7 +86,7 @@ def test_xray_torchrun_equals_single_process(tmp_path: Path) -> None:
     tiny_eval.write_text(json.dumps(EVAL))
     root, chain = tmp_path / "bundle", [XRAY / "train.json", XRAY / "harden.json", XRAY / "evaluate.json", tiny_eval]
     _torchrun(chain + [XRAY / "multi_gpu_harden.json", XRAY / "multi_gpu_evaluate.json"], root, tmp_path / "ddp.log")
-    state = torch.load(root / "models" / "model_hardened.pt", map_location="cpu", weights_only=True)
+    state = torch.load(root / "models" / "model_hardened.pt", map_location="cpu", weights_only=True)["model"]
     assert state and not any(k.startswith("module.") for k in state), "the checkpoint must hold the unwrapped model"
     events = list((root / "outputs" / "tensorboard").rglob("events.out.tfevents.*"))  # ...<time>.<host>.<pid>.<n>
     assert events and len({e.name.split(".")[-2] for e in events}) == 1, f"TensorBoard written by 2 ranks: {events}"
