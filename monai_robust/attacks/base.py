@@ -475,13 +475,9 @@ class BoundedAttack(Attack):
 
     def refine(self, x: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor | None:
         """fp32 steps for the samples a mixed-precision call left non-adversarial in fp32 (called by
-        :func:`~monai_robust.attacks.precision.exact_fp32`, autocast off): by default 2 projected steps of
-        ``eps / 4`` from ``adv``, each sample leaving as soon as it is adversarial. Attacks override the schedule.
-
-        Returns:
-            The refined examples ``(n, C, *spatial)`` within ``eps`` and ``bounds``, or None: nothing to refine.
-        """
-        return self._ascend_active(x, adv, labels, eps, eps / 4, 2)
+        :func:`~monai_robust.attacks.precision.exact_fp32`, autocast off), within ``eps`` and ``bounds``; None (the
+        default): nothing to refine. FGSM redoes its step there, PGD with early stop runs its last steps."""
+        return None
 
     def iterate(
         self,
