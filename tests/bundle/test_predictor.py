@@ -133,7 +133,7 @@ def test_cli_on_this_projects_bundle(trained_xray_bundle, tmp_path, capsys):
     flags = [f"--{k}={json.dumps(v)}" for k, v in {**overrides, "bundle_root": str(root)}.items()]
     args = ["--bundle", str(bundle_dir), str(root / "data" / "dataset.json"), "--split", "test", *flags]
     capsys.readouterr()
-    assert main(["evaluate", *args, "--eps", "40", "--device", "cpu", "--quiet", "--output", str(tmp_path)]) == 0
+    assert main(["evaluate", *args, "--eps", "40", "--suite", "quick", "--device", "cpu", "--quiet", "--output", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["threat_model"]["bounds"] == [0.0, 4095.0] and out["threat_model"]["eps"] == [40.0]
     assert [s["transform"] for s in out["threat_model"]["intensity_part"]] == ["ScaleIntensityRanged", "EnsureTyped"]

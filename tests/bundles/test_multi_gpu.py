@@ -151,10 +151,10 @@ def test_ct_overlays_evaluate_checkpoint(tmp_path: Path, monkeypatch: pytest.Mon
 @pytest.mark.parametrize("configs", [XRAY, CT], ids=["xray", "ct"])
 def test_overlays_switch_off_exactly_the_writers(configs: Path) -> None:
     """The overlays switch handlers off on ranks > 0 by position: every logging/writing handler of the workflows
-    (checkpoints, TensorBoard, report, console) and nothing else (every rank validates and loads checkpoints).
+    (checkpoints, TensorBoard, report, console, progress bar) and nothing else (every rank validates and loads checkpoints).
     ``ResumableTraining`` (``train#checkpoint``, referenced from the list) stays on: every rank resumes, rank 0 writes."""
     writers = {"StatsHandler", "TensorBoardStatsHandler", "CheckpointSaver", "RobustnessReport",
-               "RobustnessTensorBoard"}
+               "RobustnessTensorBoard", "AttackProgress"}
     merged: dict = {}
     for name in ("train.json", "harden.json", "evaluate.json"):
         merged.update(json.loads((configs / name).read_text()))
