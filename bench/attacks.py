@@ -10,8 +10,8 @@ interleaved within each repeat so that they see the same load. Writes ``bench/re
 
 Targets (issue 3): FGSM / BIM / PGD / APGD within 1.05x the floor; CW and DeepFool >= 5x faster than ART's.
 ``ours`` runs in fp32 (``amp=False``); ``ours_mixed`` runs the same attack with the same seed in mixed precision
-(bf16 iterations, fp32 check and refinement, issue 19), with its robust accuracy next to the fp32 one and the CPU's
-native-bf16 flags in the table.
+(bf16 iterations but the last ceil(steps / 5) in fp32, success decided in fp32, issue 19), with its robust accuracy
+next to the fp32 one and the CPU's native-bf16 flags in the table.
 
 Usage::
 

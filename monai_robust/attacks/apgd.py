@@ -5,6 +5,7 @@ cross-entropy by default, and the difference-of-logits-ratio (DLR) losses of the
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 
 from monai_robust.attacks.base import BoundedAttack
 from monai_robust.attacks.functional import batch_view, clip_to_bounds, lp_norm, lp_normalize, lp_project
+from monai_robust.attacks.precision import fp32_steps, full_precision
 from monai_robust.attacks.threat import _check_positive, _check_positive_int
 from monai_robust.utils.enums import LpNorm
 
@@ -165,8 +167,9 @@ class APGD(BoundedAttack):
         rho: fraction of rising iterations in a window below which (or at which) the step size halves, in (0, 1].
         momentum: the momentum weight ``α`` in (0, 1].
         kwargs: ``lp`` (``"inf"`` or ``2``), ``bounds``, ``loss``, ``targeted``, ``early_stop``, ``amp`` as in
-            :class:`~monai_robust.attacks.base.Attack` (mixed precision by default where the hardware has native
-            bf16; the samples not adversarial in fp32 get ``ceil(num_steps / 5)`` fp32 steps of ``eps / 4``).
+            :class:`~monai_robust.attacks.base.Attack` (``amp=True``: the iterations in bf16 but the last
+            ``ceil(num_steps / 5)``, which follow fp32 gradients with the same schedule and state, so the same
+            number of forward and backward passes as in fp32; see :meth:`perturb`).
 
     Raises:
         ValueError: When ``eps < 0``, ``lp`` is not L-inf or L2, ``num_steps < 1``, ``num_restarts < 1``, or
@@ -181,7 +184,7 @@ class APGD(BoundedAttack):
 
     _repr_keys = ("num_steps", "num_restarts", "rho", "momentum")
     exact_amp = True
-    amp_by_default = False  # opt-in: on DenseNet121-2D (n=512) bf16 was 0.008 (PGD) / 0.025 (APGD) stronger than fp32
+    amp_by_default = False  # opt-in: the +-0.005 agreement with fp32 is measured in bench/README.md
 
     def __init__(
         self,
@@ -207,22 +210,34 @@ class APGD(BoundedAttack):
 
     # ------------------------------------------------------------------ the attack
     def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
-        adv, best, success = self._apgd(images, labels, eps)
+        """Runs APGD (with its restarts) at budget ``eps``.
+
+        In a mixed-precision call (``amp=True``) the start and the iterations evaluate the model in bf16 until the
+        last ``ceil(num_steps / 5)`` updates, whose gradients (and the last iterate's value) are evaluated in fp32,
+        with the same step sizes, momentum, checkpoints and state: the same forward and backward passes as in fp32.
+        From that switch on, success, the adversarial point and the best point returned are the fp32 model's. A
+        sample whose bf16 iterations claimed success keeps that point as a fallback (checked in fp32 by
+        :func:`~monai_robust.attacks.precision.exact_fp32`); with early stop, a sample retired on a bf16 success is
+        checked in fp32 at the switch (one forward) and, where it is not adversarial, attacked on from its state.
+        """
+        adv, best, success, known = self._apgd(images, labels, eps)
         for _ in range(1, self.num_restarts):
             todo = (~success).nonzero().flatten()
             if todo.numel() == 0:
                 break
-            adv_r, best_r, success_r = self._apgd(images[todo], labels[todo], eps)
+            adv_r, best_r, success_r, known_r = self._apgd(images[todo], labels[todo], eps)
             take = success_r | (best_r > best[todo])  # adversarial first, else the higher objective
             adv[todo] = torch.where(batch_view(take, adv_r).bool(), adv_r, adv[todo])
             best[todo] = torch.where(take, best_r, best[todo])
+            known[todo] = torch.where(take, known_r, known[todo])
             success[todo] = success_r
+        if self._precision is not None:
+            self._fp32_known = (known, success)
         return adv
 
-    def refine(self, x: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
-        """``ceil(num_steps / 5)`` fp32 projected steps of ``eps / 4`` from the mixed-precision result, for the
-        samples not adversarial in fp32 (each leaves as soon as it is)."""
-        return self._ascend_active(x, adv, labels, eps, eps / 4, math.ceil(self.num_steps / 5))
+    def refine(self, x: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor | None:
+        """Nothing: APGD's last ``ceil(num_steps / 5)`` iterations already ran in fp32 (see :meth:`perturb`)."""
+        return None
 
     def _project(self, point: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
         return clip_to_bounds(x + lp_project(point - x, eps, self.lp), self.bounds)
@@ -244,16 +259,27 @@ class APGD(BoundedAttack):
 
     def _apgd(
         self, x: torch.Tensor, labels: torch.Tensor, eps: float
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One run of Algorithm 1 on a batch; returns ``(adversarial or best point, best objective, success)``."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One run of Algorithm 1 on a batch; returns ``(adversarial or best point, best objective, success,
+        known)``, ``known`` marking the samples whose success is the fp32 model's at the returned point (all but
+        the bf16-claimed fallbacks of a mixed-precision call, see :meth:`perturb`)."""
         n = x.shape[0]
         out = x.clone()
         out_best = torch.full((n,), -math.inf, dtype=torch.float32, device=x.device)
         out_success = torch.zeros(n, dtype=torch.bool, device=x.device)
+        out_known = torch.ones(n, dtype=torch.bool, device=x.device)
+        outs = (out, out_best, out_success, out_known)
+        # evaluation e (0: the start, i + 1: iteration i) runs in fp32 from `switch` on; 0 outside mixed precision
+        switch = max(self.num_steps - fp32_steps(self.num_steps), 0) if self._precision is not None else 0
+        parked: list[dict[str, torch.Tensor]] | None = [] if switch > 0 and self._stop else None
+
+        def precision(e: int) -> Any:
+            return full_precision(x.device.type) if e >= switch else contextlib.nullcontext()
 
         adv = self._start(x, eps)
-        grad, score, success = self._gradient(adv, labels)
-        s = {  # per-sample state of the samples still attacked
+        with precision(0):
+            grad, score, success = self._gradient(adv, labels)
+        s: dict[str, torch.Tensor] | None = {  # per-sample state of the samples still attacked
             "index": torch.arange(n, device=x.device),
             "x": x,
             "labels": labels,
@@ -272,9 +298,13 @@ class APGD(BoundedAttack):
             "best_last": score,
         }
         if self._stop:
-            s = self._retire(s, out, out_best, out_success)
+            s = self._retire(s, outs, parked)
         for i in range(self.num_steps):
+            if i + 1 == switch:
+                s = self._enter_fp32(s, parked, outs)
             if s is None:
+                if parked and i + 1 < switch:
+                    continue  # every sample retired on a bf16 success: checked in fp32 at the switch
                 break
             xs, ys, adv = s["x"], s["labels"], s["adv"]
             with torch.no_grad():
@@ -283,12 +313,13 @@ class APGD(BoundedAttack):
                     a = self.momentum
                     z = self._project(adv + a * (z - adv) + (1.0 - a) * (adv - s["prev"]), xs, eps)
             s["prev"] = adv
-            if i < self.num_steps - 1:
-                grad, score, success = self._gradient(z, ys)
-            else:  # the last iterate needs only its value
-                with torch.no_grad():
-                    score, logits = self.objective(z, ys)
-                    grad, success = s["grad"], self.success(logits, ys)
+            with precision(i + 1):
+                if i < self.num_steps - 1:
+                    grad, score, success = self._gradient(z, ys)
+                else:  # the last iterate needs only its value
+                    with torch.no_grad():
+                        score, logits = self.objective(z, ys)
+                        grad, success = s["grad"], self.success(logits, ys)
             with torch.no_grad():
                 keep = batch_view(success, z).bool()
                 s["found"] = torch.where(keep, z, s["found"])
@@ -298,6 +329,10 @@ class APGD(BoundedAttack):
                 s["best"] = torch.where(better_v, z, s["best"])
                 s["grad_best"] = torch.where(better_v, grad, s["grad_best"])
                 s["score_best"] = torch.where(better, score, s["score_best"])
+                if "best32" in s:  # the best point evaluated in fp32, returned where nothing is adversarial
+                    better = score > s["score32"]
+                    s["best32"] = torch.where(batch_view(better, z).bool(), z, s["best32"])
+                    s["score32"] = torch.where(better, score, s["score32"])
                 before = s["score"] if i > 0 else torch.zeros_like(score)  # the authors' first comparison: with 0
                 s["rises"] = s["rises"] + (score > before).int()
                 s["adv"], s["grad"], s["score"] = z, grad, score
@@ -311,27 +346,62 @@ class APGD(BoundedAttack):
                     s["halved_last"], s["best_last"] = halve, s["score_best"]
                     s["rises"] = torch.zeros_like(s["rises"])
             if self._stop:
-                s = self._retire(s, out, out_best, out_success)
+                s = self._retire(s, outs, parked if i + 1 < switch else None)
         if s is not None:
-            self._write(s, out, out_best, out_success)
-        return out, out_best, out_success
+            self._write(s, outs)
+        return out, out_best, out_success, out_known
+
+    def _enter_fp32(
+        self, s: dict[str, torch.Tensor] | None, parked: list[dict[str, torch.Tensor]] | None, outs: tuple
+    ) -> dict[str, torch.Tensor] | None:
+        """The switch of a mixed-precision run to fp32: the bf16 successes become claims (their points a
+        fallback), success is decided in fp32 from now on; samples parked on a bf16 success (early stop) are
+        checked in fp32, written out where adversarial, else attacked on from their state."""
+        if parked:
+            p = {k: torch.cat([q[k] for q in parked]) for k in parked[0]}
+            parked.clear()
+            with torch.no_grad(), full_precision(p["x"].device.type):
+                ok = self.success(self.logits(p["found"], p["labels"]), p["labels"])
+            if bool(ok.any()):
+                out, _, out_success, _ = outs
+                out[p["index"][ok]] = p["found"][ok]
+                out_success[p["index"][ok]] = True
+            p = {k: v[~ok] for k, v in p.items()}
+            p["success"] = torch.zeros_like(p["success"])
+            s = p if s is None else {k: torch.cat([s[k], p[k]]) for k in s}
+        if s is None or s["index"].numel() == 0:
+            return None
+        s["claim"], s["found_lp"], s["success"] = s["success"], s["found"], torch.zeros_like(s["success"])
+        s["best32"], s["score32"] = s["adv"], torch.full_like(s["score"], -math.inf)
+        return s
 
     @staticmethod
-    def _write(s: dict[str, torch.Tensor], out: torch.Tensor, out_best: torch.Tensor, out_success: torch.Tensor) -> None:
-        """Writes the result of the samples in ``s``: the adversarial point if found, else the best point."""
-        ok = s["success"]
-        out[s["index"]] = torch.where(batch_view(ok, s["best"]).bool(), s["found"], s["best"])
-        out_best[s["index"]] = s["score_best"].float()
+    def _write(s: dict[str, torch.Tensor], outs: tuple) -> None:
+        """Writes the result of the samples in ``s``: the adversarial point if found, else the best point (in a
+        mixed-precision run after its switch: the bf16-claimed adversarial point, else the best fp32 point)."""
+        out, out_best, out_success, out_known = outs
+        ok, rest, score = s["success"], s["best"], s["score_best"]
+        if "best32" in s:
+            claim = s["claim"] & ~ok
+            rest, score = torch.where(batch_view(claim, rest).bool(), s["found_lp"], s["best32"]), s["score32"]
+            out_known[s["index"]] = ~claim
+        out[s["index"]] = torch.where(batch_view(ok, rest).bool(), s["found"], rest)
+        out_best[s["index"]] = score.float()
         out_success[s["index"]] = ok
 
     def _retire(
-        self, s: dict[str, torch.Tensor], out: torch.Tensor, out_best: torch.Tensor, out_success: torch.Tensor
+        self, s: dict[str, torch.Tensor], outs: tuple, parked: list[dict[str, torch.Tensor]] | None = None
     ) -> dict[str, torch.Tensor] | None:
-        """Early stop: writes out the samples that are adversarial and drops them from the state."""
+        """Early stop: writes out the samples that are adversarial (or parks them, on a bf16 success before the
+        switch to fp32) and drops them from the state."""
         done = s["success"]
         if not bool(done.any()):
             return s
-        self._write({k: v[done] for k, v in s.items()}, out, out_best, out_success)
+        retired = {k: v[done] for k, v in s.items()}
+        if parked is not None:
+            parked.append(retired)
+        else:
+            self._write(retired, outs)
         if bool(done.all()):
             return None
         return {k: v[~done] for k, v in s.items()}

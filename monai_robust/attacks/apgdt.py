@@ -102,7 +102,7 @@ class APGDT(APGD):
     """
 
     _repr_keys = APGD._repr_keys + ("num_target_classes",)
-    exact_amp = amp_by_default = False  # (true class, target) labels inside: no fp32 refinement yet, fp32 unless amp=True
+    exact_amp = amp_by_default = False  # (true class, target) labels inside: success checked by the caller (AutoAttack)
 
     def __init__(
         self, network: torch.nn.Module, eps: Any = None, *, num_target_classes: int = 9, num_steps: int = 100, **kwargs: Any
@@ -119,7 +119,7 @@ class APGDT(APGD):
         success = is_adversarial(logits, y)
 
         def run(x: torch.Tensor, y: torch.Tensor, t: torch.Tensor, _: int) -> tuple[torch.Tensor, torch.Tensor]:
-            points, _, ok = self._apgd(x, torch.stack([y, t], dim=1), eps)  # APGD's per-sample state carries the target
+            points, _, ok, _ = self._apgd(x, torch.stack([y, t], dim=1), eps)  # APGD's state carries the target
             return points, ok
 
         return attack_over_targets(images, y, logits, success, self.num_target_classes, self.num_restarts, run)

@@ -16,8 +16,8 @@ advertorch's injectable loss, ART's argument checks):
   ``requires_grad`` switched off so no parameter gradient is computed, and every module's mode, flag and
   ``.grad`` restored in a ``finally`` (also when the attack raises);
 * seeding through MONAI's ``Randomizable`` protocol (``set_random_state``);
-* mixed precision that stays exact (:mod:`~monai_robust.attacks.precision`): FGSM, BIM, PGD and APGD iterate under
-  bf16/fp16 autocast where the hardware has it, and success and the returned example are decided in fp32;
+* mixed precision that stays exact (:mod:`~monai_robust.attacks.precision`, opt-in with ``amp=True``): FGSM, BIM,
+  PGD and APGD iterate under bf16/fp16 autocast, their last iterations and the success of the result in fp32;
 * the caller's type back: ndarray in, ndarray out; MetaTensor in, MetaTensor out.
 """
 
@@ -34,7 +34,7 @@ from monai.utils import convert_to_dst_type, convert_to_tensor
 from torch import nn
 
 from monai_robust.attacks.functional import batch_view, clip_to_bounds, lp_normalize, lp_project, random_start
-from monai_robust.attacks.precision import MixedPrecisionReport, exact_fp32, low_precision_dtype
+from monai_robust.attacks.precision import MixedPrecisionReport, exact_fp32, full_precision, low_precision_dtype
 from monai_robust.attacks.threat import ThreatModel, _check_bounds, _check_eps, _unpack_threat
 from monai_robust.attacks.threat import _check_positive as _check_positive  # re-exported for universal.py
 from monai_robust.attacks.threat import _check_positive_int as _check_positive_int  # re-exported for universal.py
@@ -184,11 +184,9 @@ class Attack(Randomizable):
         targeted: move towards ``labels`` instead of away from them.
         early_stop: stop updating samples already adversarial (evaluation speed); they stay adversarial. A call
             may override it (``attack(x, y, early_stop=True)``).
-        amp: run the iterations under autocast: ``None`` (default) where the hardware has native bf16 for the
-            attacks that check their result in fp32 and gain from it (BIM, PGD, APGD, AutoAttack; fp32 for the
-            others, FGSM included: its fp32 check costs what bf16 saves), ``True`` always,
-            ``False`` never; a call may override it and ``MONAI_ROBUST_FP32=1`` forces fp32
-            (:func:`~monai_robust.attacks.precision.low_precision_dtype`).
+        amp: run the iterations under autocast: ``None`` (default) = fp32 unless the attack's ``amp_by_default``
+            (False for every attack), ``True`` = mixed precision, ``False`` = fp32; a call may override it and
+            ``MONAI_ROBUST_FP32=1`` forces fp32 (:func:`~monai_robust.attacks.precision.low_precision_dtype`).
 
     Raises:
         ValueError: When an argument is out of range (the message quotes it).
@@ -239,6 +237,7 @@ class Attack(Randomizable):
         self.last_precision: MixedPrecisionReport | None = None
         """The fp32 check of the last call when it ran in mixed precision (None when it ran in fp32)."""
         self._precision: torch.dtype | None = None
+        self._fp32_known: tuple[torch.Tensor, torch.Tensor] | None = None  # set by perturb: see exact_fp32's known
         self._checked = False
         self._stop = self.early_stop
 
@@ -458,7 +457,8 @@ class BoundedAttack(Attack):
         def craft(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             adv = self.perturb(x, y, budget)
             if self._precision is not None and self.exact_amp:
-                adv, self.last_precision = exact_fp32(self, x, adv, y, budget, self._precision)
+                known, self._fp32_known = self._fp32_known, None
+                adv, self.last_precision = exact_fp32(self, x, adv, y, budget, self._precision, known)
             return adv
 
         return self._run(images, labels, craft, early_stop, amp)
@@ -473,15 +473,11 @@ class BoundedAttack(Attack):
         """True for one-gradient-step attacks (FGSM), which the validity checks compare with iterative ones."""
         return False
 
-    def refine(self, x: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
+    def refine(self, x: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor | None:
         """fp32 steps for the samples a mixed-precision call left non-adversarial in fp32 (called by
-        :func:`~monai_robust.attacks.precision.exact_fp32`, autocast off): by default 2 projected steps of
-        ``eps / 4`` from ``adv``, each sample leaving as soon as it is adversarial. Attacks override the schedule.
-
-        Returns:
-            The refined examples ``(n, C, *spatial)`` within ``eps`` and ``bounds``.
-        """
-        return self._ascend_active(x, adv, labels, eps, eps / 4, 2)
+        :func:`~monai_robust.attacks.precision.exact_fp32`, autocast off), within ``eps`` and ``bounds``; None (the
+        default): nothing to refine. FGSM redoes its step there, PGD with early stop runs its last steps."""
+        return None
 
     def iterate(
         self,
@@ -493,12 +489,14 @@ class BoundedAttack(Attack):
         num_steps: int,
         random_init: bool,
         num_restarts: int = 1,
+        fp32_last: int = 0,
     ) -> torch.Tensor:
         """The one projected-gradient loop (FGSM = 1 step, BIM = no random start, PGD, SMIA).
 
         Each step is one forward and one backward with respect to the input:
         ``x' = clip(x + project(x' + step_size * lp_normalize(grad) - x))``. With restarts, each sample
-        keeps the restart that succeeded, else the one with the highest objective.
+        keeps the restart that succeeded, else the one with the highest objective. The last ``fp32_last`` steps of
+        each run have autocast off (mixed precision); with early stop, success is then decided again in fp32.
 
         Returns:
             Adversarial images ``(N, C, *spatial)``.
@@ -511,12 +509,16 @@ class BoundedAttack(Attack):
             done = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
             step = batch_view(step_size, x)
             compact = self._stop and type(self).objective is Attack.objective  # per-sample objective
-            if compact:  # forward only the samples not yet adversarial
-                adv = self._ascend_active(x, adv, labels, eps, step_size, num_steps)
-            for _ in range(0 if compact else num_steps):
+            if compact:  # forward only the samples not yet adversarial (all again when the fp32 steps begin)
+                adv = self._ascend_active(x, adv, labels, eps, step_size, num_steps - fp32_last)
+                with full_precision(x.device.type):
+                    adv = self._ascend_active(x, adv, labels, eps, step_size, fp32_last) if fp32_last else adv
+            for t in range(0 if compact else num_steps):
+                done = done & (t != num_steps - fp32_last)  # the first fp32 step decides success again
                 adv.requires_grad_(True)
-                score, logits = self.objective(adv, labels)
-                grad = self.input_grad(score, adv)
+                with full_precision(x.device.type) if t >= num_steps - fp32_last else contextlib.nullcontext():
+                    score, logits = self.objective(adv, labels)
+                    grad = self.input_grad(score, adv)
                 adv = adv.detach()
                 if self._stop:
                     done = done | self.success(logits.detach(), labels)
@@ -527,7 +529,7 @@ class BoundedAttack(Attack):
                 adv = torch.where(batch_view(done, x).bool(), adv, new) if self._stop else new
             if num_restarts == 1:
                 return adv
-            with torch.no_grad():
+            with torch.no_grad(), full_precision(x.device.type):  # the restart chosen in fp32
                 score, logits = self.objective(adv, labels)
                 score = score + self.success(logits, labels).float() * 1e6  # success outranks any loss
             if best_score is None:

@@ -4,12 +4,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from monai_robust.attacks.base import BoundedAttack
+from monai_robust.attacks.precision import fp32_steps
 from monai_robust.attacks.threat import _check_positive, _check_positive_int
 
 __all__ = ["BIM", "PGD"]
@@ -34,9 +34,9 @@ class PGD(BoundedAttack):
         num_restarts: independent runs (>= 1), each from a new random start.
         random_start: start from a uniform random point of the ball (``False`` gives BIM).
         kwargs: ``lp``, ``bounds``, ``loss``, ``targeted``, ``early_stop``, ``amp`` as in
-            :class:`~monai_robust.attacks.base.Attack` (mixed precision by default where the hardware has native
-            bf16: the first ``num_steps - ceil(num_steps / 5)`` steps in bf16, the rest in fp32 for the samples
-            not adversarial in fp32 after them).
+            :class:`~monai_robust.attacks.base.Attack` (``amp=True``: the first ``num_steps - ceil(num_steps / 5)``
+            steps in bf16, the rest in fp32; with ``early_stop`` only for the samples not adversarial in fp32 after
+            the bf16 steps).
 
     Raises:
         ValueError: When ``eps < 0``, ``step_size <= 0`` or ``rel_step_size <= 0`` (or both given),
@@ -52,7 +52,7 @@ class PGD(BoundedAttack):
     _repr_keys = ("step_size", "rel_step_size", "num_steps", "num_restarts", "random_start")
     _default_rel_step = 2.5
     exact_amp = True
-    amp_by_default = False  # opt-in: on DenseNet121-2D (n=512) bf16 was 0.008 (PGD) / 0.025 (APGD) stronger than fp32
+    amp_by_default = False  # opt-in: the +-0.005 agreement with fp32 is measured in bench/README.md
 
     def __init__(
         self,
@@ -100,23 +100,30 @@ class PGD(BoundedAttack):
     def refine_steps(self) -> int:
         """The steps a mixed-precision call runs in fp32, on the samples not adversarial in fp32 after the others:
         ``ceil(num_steps / 5)``, taken from ``num_steps`` so that the attack keeps its number of steps."""
-        return math.ceil(self.num_steps / 5)
+        return fp32_steps(self.num_steps)
 
     def perturb(self, images: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
         mixed = self._precision is not None and self.exact_amp
+        # without early stop every sample runs every step, the last ones in fp32 (the fp32 attack's passes);
+        # with early stop the samples broken in fp32 after the bf16 steps stop there (see refine)
+        tail = self.refine_steps if mixed else 0
         return self.iterate(
             images,
             labels,
             eps=eps,
             step_size=self.step_for(eps),
-            num_steps=self.num_steps - (self.refine_steps if mixed else 0),
+            num_steps=self.num_steps - (tail if self._stop else 0),
             random_init=self.random_start,
             num_restarts=self.num_restarts,
+            fp32_last=0 if self._stop else tail,
         )
 
-    def refine(self, x: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
-        """The last :attr:`refine_steps` steps in fp32, from the low-precision iterate, for the samples not
-        adversarial in fp32 (each leaves as soon as it is)."""
+    def refine(self, x: torch.Tensor, adv: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor | None:
+        """With early stop, the last :attr:`refine_steps` steps in fp32, from the low-precision iterate, for the
+        samples not adversarial in fp32 (each leaves as soon as it is); without, nothing (they ran in
+        :meth:`perturb`)."""
+        if not self._stop:
+            return None
         return self._ascend_active(x, adv, labels, eps, self.step_for(eps), self.refine_steps)
 
 
