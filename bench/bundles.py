@@ -95,18 +95,29 @@ def _wilson(accuracy: float | None, n: int) -> list[float] | None:
     return [float(v) for v in binomial_interval(int(round(accuracy * n)), n, method="wilson")]
 
 
+def _balanced(r: dict[str, Any]) -> float | None:
+    """Balanced accuracy of a report row; for a report written before it was recorded, the mean over classes of the
+    per-class recall (``per_class[name]["sensitivity"]``), which is the same number."""
+    if r.get("balanced_accuracy") is not None:
+        return r["balanced_accuracy"]
+    recalls = [c.get("sensitivity") for c in (r.get("per_class") or {}).values()]
+    ok = recalls and all(isinstance(v, (int, float)) and math.isfinite(v) for v in recalls)
+    return statistics.fmean(recalls) if ok else None
+
+
 def _row(attack: str, r: dict[str, Any], clean: dict[str, Any], present: int) -> dict[str, Any]:
     det = r.get("detector") or {}
     kept = (r.get("performance_retained") or {}).get("balanced_accuracy")
-    if kept is None and "balanced_accuracy" in r and r is not clean:
-        kept = retained(r, clean, present)["balanced_accuracy"]
+    if kept is None and r is not clean and _balanced(r) is not None and _balanced(clean) is not None:
+        kept = retained({**r, "balanced_accuracy": _balanced(r)}, {**clean, "balanced_accuracy": _balanced(clean)},
+                        present)["balanced_accuracy"]
     return {
         "attack": attack, "eps": r.get("eps", 0.0), "eps_physical": r.get("eps_physical"), "n": r.get("n"),
         "accuracy": r["accuracy"], "accuracy_wilson": _wilson(r["accuracy"], int(r.get("n") or 0)),
-        "balanced_accuracy": r.get("balanced_accuracy"), "balanced_accuracy_ci": _ci(r, "balanced_accuracy"),
+        "balanced_accuracy": _balanced(r), "balanced_accuracy_ci": _ci(r, "balanced_accuracy"),
         "auc": r.get("auc"), "auc_ci": _ci(r, "auc"), "auc_n": r.get("auc_n", r.get("n")),
         "retained": kept, "retained_accuracy": (r.get("performance_retained") or {}).get("accuracy"),
-        "collapsed": bool((r.get("collapse") or {}).get("collapsed")),
+        "collapsed": bool(r["collapse"].get("collapsed")) if isinstance(r.get("collapse"), dict) else None,
         "prediction_histogram": r.get("prediction_histogram"), "detector_auc": det.get("auc"),
         "detector_n": f"{det.get('n_clean')}/{det.get('n_adversarial')}" if det else None,
         "baseline_auc": (det.get("baseline") or {}).get("auc"),
@@ -155,7 +166,9 @@ def aggregate(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
                 vals = [x[m] for x in same if isinstance(x[m], (int, float)) and math.isfinite(x[m])]
                 stats[m] = {"values": vals, "mean": statistics.fmean(vals) if vals else None,
                             "sd": statistics.stdev(vals) if len(vals) > 1 else None}
-            rows.append({**row, "seeds": len(same), "stats": stats, "collapsed_seeds": sum(x["collapsed"] for x in same)})
+            flags = [x["collapsed"] for x in same if x["collapsed"] is not None]
+            rows.append({**row, "seeds": len(same), "stats": stats,
+                         "collapsed_seeds": f"{sum(flags)}/{len(flags)}" if flags else "n/a"})
         out[variant] = rows
     return out
 
@@ -225,7 +238,7 @@ def markdown(bundle: str, result: dict[str, Any]) -> str:
                 f"| {label} | {r['attack']} | {eps} | {phys} | "
                 f"{_cell(r, 'accuracy', 'accuracy_wilson', k)} | {_cell(r, 'balanced_accuracy', 'balanced_accuracy_ci', k)} | "
                 f"{_cell(r, 'auc', 'auc_ci', k)} | {r['auc_n']} | {'' if clean else _cell(r, 'retained', seeds=k)} | "
-                f"{r['collapsed_seeds']}/{r['seeds']} | {det} | {'' if clean else _cell(r, 'baseline_auc', seeds=k)} |"
+                f"{r['collapsed_seeds']} | {det} | {'' if clean else _cell(r, 'baseline_auc', seeds=k)} |"
             )
     lines += ["", "Run time of each chain (each in a fresh bundle_root, embedded data generation included), with the "
               "1-minute load average at its start: on a shared, loaded machine these are not timings.", "",
