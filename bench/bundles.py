@@ -199,10 +199,11 @@ def markdown(bundle: str, result: dict[str, Any]) -> str:
     meta = first["hardened"]["report"]["meta"]
     units = meta["intensity_map"]["units"]
     n = first["hardened"]["report"]["clean"]["n"]
-    overrides = " ".join(result.get("overrides", [])) or "none"
-    aa = ("AutoAttack (APGD-CE, APGD-T, FAB-T, Square; per-image worst case) and Square alone at the budget the "
-          "overrides set (`aa_steps` iterations, `aa_queries` Square queries; the bundle's default is the standard "
-          "100 / 5000)")
+    overrides = "not recorded" if "overrides" not in result else " ".join(result["overrides"]) or "none"
+    names = list(first["hardened"]["report"]["attacks"])
+    aa = "" if "AutoAttack" not in names else (
+        " (AutoAttack: APGD-CE, APGD-T, FAB-T, Square, per-image worst case; AutoAttack and Square at the budget the "
+        "overrides set, `aa_steps` iterations and `aa_queries` Square queries, else the bundle's standard 100 / 5000)")
     several = len(seeds) > 1
     lines = [
         f"Measured by `bench/bundles.py` on {result['machine']['date']} ({result['machine']['cpu']}, "
@@ -210,7 +211,7 @@ def markdown(bundle: str, result: dict[str, Any]) -> str:
         f"({n} test images per seed), seed{'s' if several else ''} {', '.join(seeds)} (`--seed`: the phantoms, the "
         f"weights' initialisation and data order, the attacks' random starts), overrides: `{overrides}`. *Standard*: "
         "`train -> guard -> evaluate`; *hardened*: `train -> harden -> guard -> evaluate` (the README's main job). "
-        f"Attacks: FGSM, PGD-10, {aa}; L-inf, ε in model units (fraction of the input range; in {units}: the "
+        f"Attacks: {', '.join(names)}{aa}; L-inf, ε in model units (fraction of the input range; in {units}: the "
         "`eps_physical` column). "
         + ("Each cell: mean ± sample sd over the seeds, then in brackets the first seed's value with its 95 % interval. "
            if several else "Each cell: the value with its 95 % interval. ")
@@ -220,7 +221,11 @@ def markdown(bundle: str, result: dict[str, Any]) -> str:
         "predicted for >= 90 % of a test set whose largest class is < 90 %; *guard AUC* = ROC AUC of the bundle's "
         "deep-feature detector separating the successful adversarial images from the clean ones (first seed's n "
         "clean / adversarial), beside the 1 - max softmax baseline. Synthetic phantoms: a smoke-test dataset, not "
-        "clinical evidence.",
+        "clinical evidence."
+        + ("" if "balanced_accuracy" in first["hardened"]["report"]["clean"] else
+           " This report predates the recording of balanced accuracy, its intervals, the AUC's n and the collapse "
+           "flag: the table re-reads it, with balanced accuracy as the mean per-class recall (the same number, "
+           "without an interval) and collapse n/a."),
         "",
         f"| model | attack | ε (1/255) | ε ({units}) | accuracy | balanced accuracy | AUC | AUC n | retained | "
         "collapsed | guard AUC (n clean/adv) | 1 - max softmax AUC |",
