@@ -13,8 +13,8 @@ With ``--seeds 0 1 2`` every chain runs once per seed (the bundles' ``--seed`` o
 phantoms, the weight initialisation and data order, and the attacks' random starts), each in its own
 ``bundle_root``; the table then gives mean +- sd over the seeds beside the first seed's value and its interval, and
 ``--metadata`` writes the means into each bundle's ``configs/metadata.json`` ``eval_metrics``. The JSON is rewritten
-after every chain, so an interrupted run keeps what finished; ``--from-json`` rewrites the docs from such a file
-without running anything.
+after every chain, so an interrupted run keeps what finished; ``--from-json`` rewrites the docs from such files
+without running anything, merging them (one process per seed, run side by side, each with its own ``--out``).
 
 Usage::
 
@@ -306,6 +306,30 @@ def write_metadata(bundle: str, result: dict[str, Any]) -> None:
     path.write_text(json.dumps(meta, indent=4, ensure_ascii=False) + "\n")
 
 
+def merge(payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    """One payload from several (e.g. one process per seed, run side by side): per bundle, the complete seeds of
+    every payload in order (a seed already taken is kept from the first payload that has it), the first payload's
+    machine and settings; bundles present in only some payloads are kept."""
+    out = {k: v for k, v in payloads[0].items() if k != "bundles"}
+    out["bundles"] = {}
+    for payload in payloads:
+        for bundle, result in payload["bundles"].items():
+            runs = seed_runs(result)
+            if bundle not in out["bundles"]:
+                if not runs:
+                    continue
+                first, *rest = runs
+                out["bundles"][bundle] = {**{k: v for k, v in result.items() if k not in (*VARIANTS, "other_seeds")},
+                                          **runs[first], "seeds": [int(first)]}
+                runs = {s: runs[s] for s in rest}
+            merged = out["bundles"][bundle]
+            for seed, run in runs.items():
+                if int(seed) not in merged["seeds"]:
+                    merged.setdefault("other_seeds", {})[seed] = run
+                    merged["seeds"].append(int(seed))
+    return out
+
+
 def write_docs(payload: dict[str, Any], readme: bool, metadata: bool) -> None:
     for bundle, result in payload["bundles"].items():
         if not seed_runs(result):
@@ -329,11 +353,14 @@ def main() -> None:
                    help="the JSON; the entries of bundles not run here are kept when it exists")
     p.add_argument("--no-readme", action="store_true")
     p.add_argument("--metadata", action="store_true", help="also write each bundle's metadata.json eval_metrics")
-    p.add_argument("--from-json", type=Path, default=None, help="write the docs from this JSON; run nothing")
+    p.add_argument("--from-json", type=Path, nargs="+", default=None,
+                   help="write the docs (and --out) from these JSONs, merged (one per seed run side by side); run nothing")
     p.add_argument("--tiny", action="store_true", help="smoke-test sizes (2D bundle settings; not a measurement)")
     args = p.parse_args()
     if args.from_json is not None:
-        write_docs(json.loads(args.from_json.read_text()), not args.no_readme, args.metadata)
+        payload = merge([json.loads(path.read_text()) for path in args.from_json])
+        write_docs(payload, not args.no_readme, args.metadata)
+        write_json(args.out, payload)
         return
     overrides = [tok for item in args.override for tok in shlex.split(item)]
     if args.tiny:
