@@ -139,10 +139,10 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
 
 def seed_runs(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{seed: {variant: run}}`` of one bundle's result: the first seed at the top level, the others under
-    ``other_seeds``; only complete seeds (every variant ran)."""
+    ``other_seeds``; a seed may hold only some of the variants (``--variants``, or an interrupted run)."""
     runs = {str(result.get("seeds", [0])[0]): {v: result[v] for v in VARIANTS if v in result}}
     runs.update(result.get("other_seeds", {}))
-    return {s: r for s, r in runs.items() if all(v in r for v in VARIANTS)}
+    return {s: r for s, r in runs.items() if r}
 
 
 METRICS = ("accuracy", "balanced_accuracy", "auc", "retained", "detector_auc", "baseline_auc")
@@ -154,7 +154,7 @@ def aggregate(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     runs = seed_runs(result)
     out: dict[str, list[dict[str, Any]]] = {}
     for variant in VARIANTS:
-        per_seed = {s: summarize(r[variant]["report"])["rows"] for s, r in runs.items()}
+        per_seed = {s: summarize(r[variant]["report"])["rows"] for s, r in runs.items() if variant in r}
         first = next(iter(per_seed.values()), [])
         rows = []
         for row in first:
@@ -193,22 +193,23 @@ def _cell(row: dict[str, Any], metric: str, ci_key: str | None = None, seeds: in
 def markdown(bundle: str, result: dict[str, Any]) -> str:
     """The bundle README's Robustness section."""
     runs = seed_runs(result)
-    seeds = list(runs)
     agg = aggregate(result)
-    first = runs[seeds[0]]
-    meta = first["hardened"]["report"]["meta"]
-    units = meta["intensity_map"]["units"]
-    n = first["hardened"]["report"]["clean"]["n"]
+    by_variant = {v: [s for s, r in runs.items() if v in r] for v in VARIANTS}
+    first = {v: runs[ss[0]][v] for v, ss in by_variant.items() if ss}
+    report = next(iter(first.values()))["report"]
+    units = report["meta"]["intensity_map"]["units"]
+    n = report["clean"]["n"]
+    seeds = ", ".join(f"{v} {', '.join(ss)}" for v, ss in by_variant.items() if ss)
     overrides = "not recorded" if "overrides" not in result else " ".join(result["overrides"]) or "none"
-    names = list(first["hardened"]["report"]["attacks"])
+    names = list(report["attacks"])
     aa = "" if "AutoAttack" not in names else (
         " (AutoAttack: APGD-CE, APGD-T, FAB-T, Square, per-image worst case; AutoAttack and Square at the budget the "
         "overrides set, `aa_steps` iterations and `aa_queries` Square queries, else the bundle's standard 100 / 5000)")
-    several = len(seeds) > 1
+    several = any(len(ss) > 1 for ss in by_variant.values())
     lines = [
         f"Measured by `bench/bundles.py` on {result['machine']['date']} ({result['machine']['cpu']}, "
         f"{result['machine']['cpu_count']} cores, {result['threads']} torch thread(s), CPU only) on the embedded phantoms "
-        f"({n} test images per seed), seed{'s' if several else ''} {', '.join(seeds)} (`--seed`: the phantoms, the "
+        f"({n} test images per seed), seeds: {seeds} (`--seed`: the phantoms, the "
         f"weights' initialisation and data order, the attacks' random starts), overrides: `{overrides}`. *Standard*: "
         "`train -> guard -> evaluate`; *hardened*: `train -> harden -> guard -> evaluate` (the README's main job). "
         f"Attacks: {', '.join(names)}{aa}; L-inf, ε in model units (fraction of the input range; in {units}: the "
@@ -222,7 +223,7 @@ def markdown(bundle: str, result: dict[str, Any]) -> str:
         "deep-feature detector separating the successful adversarial images from the clean ones (first seed's n "
         "clean / adversarial), beside the 1 - max softmax baseline. Synthetic phantoms: a smoke-test dataset, not "
         "clinical evidence."
-        + ("" if "balanced_accuracy" in first["hardened"]["report"]["clean"] else
+        + ("" if "balanced_accuracy" in report["clean"] else
            " This report predates the recording of balanced accuracy, its intervals, the AUC's n and the collapse "
            "flag: the table re-reads it, with balanced accuracy as the mean per-class recall (the same number, "
            "without an interval) and collapse n/a."),
@@ -231,8 +232,8 @@ def markdown(bundle: str, result: dict[str, Any]) -> str:
         "collapsed | guard AUC (n clean/adv) | 1 - max softmax AUC |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
-    k = len(seeds)
     for label in VARIANTS:
+        k = len(by_variant[label])
         for r in agg[label]:
             clean = r["attack"] == "clean"
             phys = "" if clean or r["eps_physical"] is None else f"{r['eps_physical']:.3g}"
@@ -249,13 +250,13 @@ def markdown(bundle: str, result: dict[str, Any]) -> str:
               "1-minute load average at its start: on a shared, loaded machine these are not timings.", "",
               "| seed | chain | wall s | CPU s | load at start |", "|---|---|---:|---:|---:|"]
     for s, r in runs.items():
-        for v in VARIANTS:
+        for v in (v for v in VARIANTS if v in r):
             load = r[v].get("load_avg_1min_at_start")
             load_s = "n/a" if load is None else f"{load:.1f}"
             lines.append(f"| {s} | {' -> '.join(c[:-5] for c in r[v]['configs'])} | {r[v]['wall_s']:.0f} | "
                          f"{r[v]['cpu_s']:.0f} | {load_s} |")
     verdicts: dict[str, list[str]] = {}
-    for r in runs.values():
+    for r in (r for r in runs.values() if "hardened" in r):
         for name, status in summarize(r["hardened"]["report"])["validity"].items():
             verdicts.setdefault(name, []).append(status)
     lines += ["", "Validity checks (hardened, per seed): "
@@ -283,12 +284,13 @@ def eval_metrics(result: dict[str, Any]) -> tuple[dict[str, float], str]:
                     metrics[key] = round(st["mean"], 4)
                     if st["sd"] is not None:
                         metrics[key + "_sd"] = round(st["sd"], 4)
-    metrics["n_test"] = agg["hardened"][0]["n"]
+    metrics["n_test"] = next(rows[0]["n"] for rows in agg.values() if rows)
     m = result["machine"]
     source = (
         f"bench/results/bundles.json ({m['date']}, CPU, {result['threads']} torch thread): the bundle's own evaluate.json "
-        f"stage on the {metrics['n_test']} test images of the embedded synthetic phantoms, mean over seeds "
-        f"{', '.join(runs)} (`--seed`; `_sd` keys: sample standard deviation over them), overrides "
+        f"stage on the {metrics['n_test']} test images of the embedded synthetic phantoms, mean over the seeds "
+        f"({'; '.join(f'{v}: ' + ', '.join(s for s, r in runs.items() if v in r) for v in VARIANTS)}; `--seed`; `_sd` "
+        "keys: sample standard deviation over them), overrides "
         f"`{' '.join(result.get('overrides', [])) or 'none'}` (AutoAttack at a reduced budget when aa_steps / aa_queries "
         "are set: the table in docs/README.md says which); keys without a prefix: models/model.pt (train.json); keys "
         "prefixed hardened_: models/model_hardened.pt (harden.json); autoattack = AutoAttack's per-image worst case, "
@@ -307,9 +309,9 @@ def write_metadata(bundle: str, result: dict[str, Any]) -> None:
 
 
 def merge(payloads: list[dict[str, Any]]) -> dict[str, Any]:
-    """One payload from several (e.g. one process per seed, run side by side): per bundle, the complete seeds of
-    every payload in order (a seed already taken is kept from the first payload that has it), the first payload's
-    machine and settings; bundles present in only some payloads are kept."""
+    """One payload from several (e.g. one process per seed and chain, run side by side): per bundle, every seed's
+    chains from the payloads in order (a chain already taken is kept from the first payload that has it), the first
+    payload's machine and settings; bundles present in only some payloads are kept."""
     out = {k: v for k, v in payloads[0].items() if k != "bundles"}
     out["bundles"] = {}
     for payload in payloads:
@@ -324,9 +326,14 @@ def merge(payloads: list[dict[str, Any]]) -> dict[str, Any]:
                 runs = {s: runs[s] for s in rest}
             merged = out["bundles"][bundle]
             for seed, run in runs.items():
-                if int(seed) not in merged["seeds"]:
-                    merged.setdefault("other_seeds", {})[seed] = run
-                    merged["seeds"].append(int(seed))
+                if int(seed) == merged["seeds"][0]:
+                    home = merged
+                else:
+                    home = merged.setdefault("other_seeds", {}).setdefault(seed, {})
+                    if int(seed) not in merged["seeds"]:
+                        merged["seeds"].append(int(seed))
+                for variant, chain in run.items():
+                    home.setdefault(variant, chain)
     return out
 
 
@@ -344,6 +351,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundles", nargs="+", default=["robust_xray_classification", "robust_ct_classification"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="one run of each chain per seed (--seed)")
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), help="the chains to run")
     p.add_argument("--work", type=Path, default=Path("/tmp/monai_robust_bench_bundles"), help="bundle roots")
     p.add_argument("--override", nargs="*", default=[],
                    help='extra `--key value` pairs for every run, e.g. --override="--aa_steps 10 --aa_queries 100"')
@@ -377,7 +385,7 @@ def main() -> None:
         payload["bundles"][bundle] = result
         for i, seed in enumerate(args.seeds):  # the seed outermost: an interrupted run keeps whole seeds
             home = result if i == 0 else result.setdefault("other_seeds", {}).setdefault(str(seed), {})
-            for variant, configs in VARIANTS.items():
+            for variant, configs in ((v, VARIANTS[v]) for v in args.variants):
                 root = args.work / bundle / f"seed{seed}" / variant
                 load = os.getloadavg()[0]
                 home[variant] = run_bundle(bundle, configs, root, [*overrides, "--seed", str(seed)], args.threads)
