@@ -200,7 +200,7 @@ def markdown(bundle: str, result: dict[str, Any]) -> str:
     units = report["meta"]["intensity_map"]["units"]
     n = report["clean"]["n"]
     seeds = ", ".join(f"{v} {', '.join(ss)}" for v, ss in by_variant.items() if ss)
-    overrides = "not recorded" if "overrides" not in result else " ".join(result["overrides"]) or "none"
+    overrides = "not recorded (default settings)" if "overrides" not in result else " ".join(result["overrides"]) or "none"
     names = list(report["attacks"])
     aa = "" if "AutoAttack" not in names else (
         " (AutoAttack: APGD-CE, APGD-T, FAB-T, Square, per-image worst case; AutoAttack and Square at the budget the "
@@ -288,9 +288,11 @@ def eval_metrics(result: dict[str, Any]) -> tuple[dict[str, float], str]:
     m = result["machine"]
     source = (
         f"bench/results/bundles.json ({m['date']}, CPU, {result['threads']} torch thread): the bundle's own evaluate.json "
-        f"stage on the {metrics['n_test']} test images of the embedded synthetic phantoms, mean over the seeds "
-        f"({'; '.join(f'{v}: ' + ', '.join(s for s, r in runs.items() if v in r) for v in VARIANTS)}; `--seed`; `_sd` "
-        "keys: sample standard deviation over them), overrides "
+        f"stage on the {metrics['n_test']} test images of the embedded synthetic phantoms, "
+        + (f"seed {next(iter(runs))}" if len(runs) == 1 else
+           f"mean over the seeds ({'; '.join(f'{v}: ' + ', '.join(s for s, r in runs.items() if v in r) for v in VARIANTS)}"
+           "; `--seed`; `_sd` keys: sample standard deviation over them, where a chain has several)")
+        + ", overrides "
         f"`{' '.join(result.get('overrides', [])) or 'none'}` (AutoAttack at a reduced budget when aa_steps / aa_queries "
         "are set: the table in docs/README.md says which); keys without a prefix: models/model.pt (train.json); keys "
         "prefixed hardened_: models/model_hardened.pt (harden.json); autoattack = AutoAttack's per-image worst case, "
