@@ -246,6 +246,9 @@ def markdown(bundle: str, result: dict[str, Any]) -> str:
                 f"{_cell(r, 'auc', 'auc_ci', k)} | {r['auc_n']} | {'' if clean else _cell(r, 'retained', seeds=k)} | "
                 f"{r['collapsed_seeds']} | {det} | {'' if clean else _cell(r, 'baseline_auc', seeds=k)} |"
             )
+    sources = [f"{v} seed {s}: {r[v]['source']}" for s, r in runs.items() for v in VARIANTS if r.get(v, {}).get("source")]
+    if sources:
+        lines += ["", "Not run by this script: " + "; ".join(sources) + "."]
     lines += ["", "Run time of each chain (each in a fresh bundle_root, embedded data generation included), with the "
               "1-minute load average at its start: on a shared, loaded machine these are not timings.", "",
               "| seed | chain | wall s | CPU s | load at start |", "|---|---|---:|---:|---:|"]
