@@ -300,7 +300,10 @@ def eval_metrics(result: dict[str, Any]) -> tuple[dict[str, float], str]:
         "are set: the table in docs/README.md says which); keys without a prefix: models/model.pt (train.json); keys "
         "prefixed hardened_: models/model_hardened.pt (harden.json); autoattack = AutoAttack's per-image worst case, "
         "pgd10 = PGD-10, both at 2/255 of the range. docs/README.md's Robustness table gives each seed's intervals "
-        "and n. Synthetic data: a smoke test, not clinical evidence."
+        "and n"
+        + "".join(f"; {v} seed {s} was not run by bench/bundles.py but is {r[v]['source'].split(';')[0]}"
+                  for s, r in runs.items() for v in VARIANTS if r.get(v, {}).get("source"))
+        + ". Synthetic data: a smoke test, not clinical evidence."
     )
     return metrics, source
 
