@@ -355,7 +355,7 @@ def markdown(payload: dict) -> str:
         f"predictions. L-inf eps = 8/255, L2 eps = {EPS_L2:g}, step eps/4 (APGD: its own schedule); CW: "
         f"{CW_STEPS} Adam steps, one binary-search step, c = {CW_CONST:g}, lr = {CW_LR:g} (ours without abort-early); "
         f"DeepFool: up to {DF_STEPS} steps, overshoot {DF_OVERSHOOT:g}. Each time is the minimum over "
-        f"{s['repeats']} repeat(s), the three libraries interleaved. Times are the process CPU seconds (with one "
+        f"{s['repeats']} repeat(s), the libraries ({', '.join(s.get('libs', LIBS))}) interleaved. Times are the process CPU seconds (with one "
         "thread the robust measure on a shared machine: other processes stretch the wall clock, not this CPU time; "
         "wall-clock times are in the JSON). *Floor* = k x one forward+backward w.r.t. the input (parameters "
         "frozen), timed right before each attack in every repeat; **x floor** = time / floor (CPU; *wall* = the same from wall-clock).",
@@ -455,6 +455,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--readme", type=Path, default=BENCH_DIR / "README.md")
     p.add_argument("--no-readme", action="store_true", help="write only the JSON")
     p.add_argument("--render", type=Path, help="only rewrite the README section from this results JSON")
+    p.add_argument("--section", default="Attacks",
+                   help="README section to write (e.g. 'Mixed precision: speed' for an ours/ours_mixed-only run)")
     p.add_argument("--device", default="cpu", help="torch device of the models and images (e.g. cuda)")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
                    help="autocast precision of every library's attack and of the floor (fp32: no autocast)")
@@ -464,7 +466,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.render is not None:
         payload = json.loads(args.render.read_text())
         table = markdown(payload)
-        replace_readme_section(args.readme, "Attacks", table)
+        replace_readme_section(args.readme, args.section, table)
         print(table)
         return payload
     if args.repeats < 1 or args.threads < 1:
@@ -502,7 +504,7 @@ def main(argv: list[str] | None = None) -> dict:
     write_json(args.out, payload)
     table = markdown(payload)
     if not args.no_readme:
-        replace_readme_section(args.readme, "Attacks", table)
+        replace_readme_section(args.readme, args.section, table)
     print(table)
     return payload
 

@@ -96,7 +96,7 @@ def run_chain(root: Path, overrides: dict[str, Any], only: list[str] | None = No
     network = timed("build", lambda: parser.get_parsed_content("network"))
     stages = parser.get_parsed_content("stages")
     names = ["train", "harden", "guard"][: len(stages)]
-    if only:
+    if only and "train" not in only:  # later stages alone: on the checkpoint an earlier run left in root
         state = torch.load(parser.get_parsed_content("ckpt_file"), map_location="cpu", weights_only=True)
         network.load_state_dict(state.get("model", state))
     network.register_forward_pre_hook(counter.hook)

@@ -89,8 +89,16 @@ class SMIA(PGD):
     random start). One public third-party implementation (for segmentation) smooths the signed-gradient step
     rather than the image, uses cross-entropy against the *detached* prediction on that smoothed step as the
     stabilization term, and steps by ``eps`` per iteration without projection; of our options,
-    ``smoothing="perturbation"`` with ``detach_smoothed=True`` is the closest. Compare SMIA with BIM/PGD at the
-    same ``step_size``, ``num_steps`` and start (``bench/smia.py`` does), not at their differing defaults.
+    ``smoothing="perturbation"`` with ``detach_smoothed=True`` is the closest. The authors' public code
+    (github.com/imogenqi/SMA, ``SMIA.py``, read 2026-12-06) does not run as published (it uses names it never
+    defines); as far as it can be read, it ascends ``a1 · CE(f(x'), y) - a2 · CE(f(x'), argmax f(x' + ε · G ∗
+    sign ∇))`` with defaults ``a1 = 1, a2 = 0`` (so plain iterative FGSM with step ε per iteration, no projection
+    and no clipping), a 3-tap Gaussian over a dilated kernel: again closest to ``smoothing="perturbation"``,
+    ``detach_smoothed=True``. Compare SMIA with BIM/PGD at the same ``step_size``, ``num_steps`` and start
+    (``bench/smia.py`` does), not at their differing defaults: measured there (PneumoniaMNIST, 3 seeds, n = 624
+    each, ε 1, 2, 4 / 255), β = 1 was *weaker* than BIM/PGD in all 18 pairs, by 0.006-0.019 at 1/255 and 0.12-0.17
+    at 4/255, with smoother perturbations (total variation 1.27-1.58 vs 1.71-1.93 ε per pixel); the paper's
+    claim that it is stronger than PGD did not reproduce at equal settings.
 
     Cost: each step is one forward and backward pass of a ``2N`` batch (``N`` when ``β = 0``) plus the blur and its
     backward, about 2x a PGD step. The blur is a product with a banded matrix per spatial axis (see

@@ -9,6 +9,10 @@ inputs, non-targeted or towards a target class, in 2D and 3D.
 * :class:`SGDUAP`: projected stochastic gradient ascent on δ with a clamped loss (Shafahi et al. 2020): the fast
   default, on the model's device.
 * Budgets as an absolute ``eps`` or as ζ, ``||δ||_p = ζ · mean ||x||_p`` over the fitting (or reference) images.
+* Speed (the base :class:`~monai_robust.attacks.universal_base.UniversalPerturbation`): a fit stops as soon as the
+  exact (fp32) rate on the fitting images reaches ``target_rate``, also within a pass, checked when the predictions
+  the steps make anyway say it may have (:mod:`~monai_robust.attacks.uap_stopping`); ``amp=True`` runs the gradient
+  steps under bf16/fp16 autocast; 2D networks on a CPU run channels-last (:mod:`~monai_robust.attacks.layout`).
 * A fit returns a :class:`~monai_robust.attacks.fixed_perturbation.UAPResult` (δ and how it was fitted, saved as
   ``.pt`` with a PNG/NIfTI view); :func:`~monai_robust.attacks.fixed_perturbation.evaluate_uap` measures it and
   :func:`~monai_robust.attacks.fixed_perturbation.noise_control` draws its random control.
@@ -20,36 +24,19 @@ Fitting images come from any source :func:`monai_robust.data.batches.iter_image_
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from monai.transforms import Randomizable
-from monai.utils import optional_import
 from torch import nn
 
-from monai_robust.attacks.base import LossFn, attack_mode, default_loss
+from monai_robust.attacks.base import LossFn, default_loss
 from monai_robust.attacks.deepfool import DeepFool
 from monai_robust.attacks.fgsm import FGSM
-from monai_robust.attacks.fixed_perturbation import UAPResult, broadcast_delta
-from monai_robust.attacks.functional import clip_to_bounds, lp_norm, lp_normalize, lp_project
-from monai_robust.attacks.threat import (
-    ThreatModel,
-    _check_bounds,
-    _check_eps,
-    _check_positive,
-    _check_positive_int,
-    _unpack_threat,
-)
-from monai_robust.data.batches import iter_image_batches, split_batch
+from monai_robust.attacks.fixed_perturbation import broadcast_delta
+from monai_robust.attacks.functional import lp_normalize, lp_project
+from monai_robust.attacks.threat import ThreatModel, _check_positive, _check_positive_int
+from monai_robust.attacks.universal_base import UniversalPerturbation
 from monai_robust.metrics.robustness import to_class_predictions
-from monai_robust.utils.enums import LpNorm, as_lp
-from monai_robust.utils.files import atomic_torch_save, load_torch_file
-
-tqdm, _has_tqdm = optional_import("tqdm", name="tqdm")
 
 __all__ = [
     "SGDUAP",
@@ -57,369 +44,12 @@ __all__ = [
     "UniversalPerturbation",
 ]
 
-_CHECKPOINT_VERSION = 1
 
+class _InnerFGSM(FGSM):
+    """IterativeUAP's FGSM step: with ``amp``, the low-precision step as it is (IterativeUAP decides in fp32 whether
+    it succeeded, and a failed step only leaves δ unchanged), without FGSM's fp32 check and refinement."""
 
-def _num_classes(logits: torch.Tensor) -> int:
-    return 2 if logits.shape[1] == 1 else int(logits.shape[1])
-
-
-def _success(adv_pred: torch.Tensor, clean_pred: torch.Tensor, target: int | None) -> torch.Tensor:
-    """Per-sample: prediction changed (non-targeted) or equals ``target``."""
-    return adv_pred == target if target is not None else adv_pred != clean_pred
-
-
-class UniversalPerturbation(Randomizable):
-    """Base of the UAP fitters: budget, source reading, evaluation passes, checkpoints, progress and logging.
-
-    Subclasses implement :meth:`fit_pass` (one pass over the fitting images that updates δ). :meth:`fit` runs
-    passes until the rate on the fitting images reaches ``target_rate`` or ``max_passes`` is spent. The rate is the
-    fooling rate (prediction differs from the clean prediction, Moosavi-Dezfooli et al. 2017) or, with ``target``,
-    the targeted success rate (prediction equals ``target`` over all inputs, Hirano & Takemoto 2020); it is
-    measured after each pass, with δ fixed, by a separate forward-only pass (the per-pass curve).
-
-    Args:
-        network: classifier returning logits ``(N, classes)`` (one logit for a binary head).
-        eps: absolute budget ``||δ||_p <= eps`` in model-input units, or a :class:`ThreatModel` (then ``lp`` and
-            ``bounds`` default to its values). Give exactly one of ``eps`` and ``zeta``.
-        zeta: relative budget ζ > 0: ``eps = zeta * mean_i ||x_i||_p`` over the reference images of :meth:`fit`
-            (Hirano et al. 2021 use ζ = 2 % and 4 % with L2).
-        lp: ``2`` (default) or ``"inf"``.
-        bounds: ``(low, high)`` the perturbed images are clipped to, and inside which the fitting images must lie;
-            ``None`` for no box.
-        target: target class for a targeted UAP; ``None`` (default) for non-targeted.
-        max_passes: most passes over the fitting images (>= 1).
-        target_rate: stop once the rate on the fitting images reaches this, in (0, 1]; default 1.0. The papers stop
-            at 0.8 (Moosavi-Dezfooli et al.'s δ = 0.2).
-        batch_size: minibatch size when the source is a tensor (>= 1); DataLoaders keep theirs.
-        progress: show a tqdm bar over passes.
-        summary_writer: a TensorBoard ``SummaryWriter`` (anything with ``add_scalar``) for the per-pass curve.
-        tag: the TensorBoard tag prefix: ``f"{tag}/{metric}"``.
-
-    Raises:
-        ValueError: When an argument is out of range (quoted), both or neither of ``eps``/``zeta`` is given,
-            ``zeta <= 0``, ``lp`` is 1, or ``target < 0``.
-
-    Example::
-
-        >>> class SignOfMean(UniversalPerturbation):  # a new fitter only writes one pass
-        ...     def fit_pass(self, source, delta, generator):
-        ...         for x, clean in self.batches(source, generator):
-        ...             delta = lp_project(delta + self._eps * lp_normalize(x.mean(0, keepdim=True), self.lp),
-        ...                                self._eps, self.lp)
-        ...         return delta
-    """
-
-    def __init__(
-        self,
-        network: nn.Module,
-        eps: float | ThreatModel | None = None,
-        *,
-        zeta: float | None = None,
-        lp: str | float | None = None,
-        bounds: tuple[float, float] | None = None,
-        target: int | None = None,
-        max_passes: int = 10,
-        target_rate: float = 1.0,
-        batch_size: int = 32,
-        progress: bool = False,
-        summary_writer: Any = None,
-        tag: str = "uap",
-    ) -> None:
-        eps, lp, bounds = _unpack_threat(network, eps, lp, bounds)
-        if (eps is None) == (zeta is None):
-            raise ValueError(f"give exactly one of eps (absolute) and zeta (relative), got eps={eps!r}, zeta={zeta!r}.")
-        if zeta is not None and not (
-            isinstance(zeta, (int, float)) and not isinstance(zeta, bool) and math.isfinite(zeta) and zeta > 0
-        ):
-            raise ValueError(f"zeta must be a finite number > 0, got zeta={zeta!r}.")
-        self.network = network
-        self.eps = None if eps is None else _check_eps(eps)
-        if self.eps == 0.0:
-            raise ValueError(f"eps must be > 0 for a universal perturbation, got eps={eps!r}.")
-        self.zeta = None if zeta is None else float(zeta)
-        self.lp = as_lp(2 if lp is None else lp)
-        if self.lp == LpNorm.L1:
-            raise ValueError(f"universal perturbations support lp=2 and lp='inf', got lp={lp!r}.")
-        self.bounds = _check_bounds(bounds)
-        if target is not None and (not isinstance(target, (int, np.integer)) or isinstance(target, bool) or target < 0):
-            raise ValueError(f"target must be a class index >= 0 or None, got target={target!r}.")
-        self.target = None if target is None else int(target)
-        self.max_passes = _check_positive_int("max_passes", max_passes)
-        self.target_rate = _check_positive("target_rate", target_rate)
-        if self.target_rate > 1:
-            raise ValueError(f"target_rate must lie in (0, 1], got target_rate={target_rate!r}.")
-        self.batch_size = _check_positive_int("batch_size", batch_size)
-        if summary_writer is not None and not callable(getattr(summary_writer, "add_scalar", None)):
-            raise ValueError(f"summary_writer must have add_scalar (a SummaryWriter), got {type(summary_writer).__name__}.")
-        self.progress = bool(progress)
-        self.summary_writer = summary_writer
-        self.tag = str(tag)
-        self._checked = False
-        self._cache: tuple[Any, torch.Tensor, torch.Tensor | None] | None = None
-
-    @property
-    def metric(self) -> str:
-        """``"targeted_success_rate"`` when ``target`` is set, else ``"fooling_rate"``."""
-        return "fooling_rate" if self.target is None else "targeted_success_rate"
-
-    def randomize(self, data: Any = None) -> None:
-        """The seed of each fit comes from ``self.R``; nothing to pre-draw."""
-
-    def __repr__(self) -> str:
-        keys = ("eps", "zeta", "lp", "bounds", "target", "max_passes", "target_rate", "batch_size")
-        keys += tuple(getattr(self, "_repr_keys", ()))
-        return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in keys)})"
-
-    # ------------------------------------------------------------------ fitting
-    def fit(
-        self,
-        source: Any,
-        *,
-        reference: Any = None,
-        checkpoint: str | os.PathLike | None = None,
-        resume: bool = False,
-    ) -> UAPResult:
-        """Fits δ on the images of ``source``.
-
-        Args:
-            source: the fitting images: a tensor ``(N, C, *spatial)``, a ``{"image": ...}`` mapping, or a
-                re-iterable of batches such as a MONAI ``DataLoader`` (see
-                :func:`~monai_robust.data.batches.iter_image_batches`); medical or natural images.
-            reference: images whose mean ``||x||_p`` defines the ζ budget; default ``source``. Give the medical
-                images here when fitting on natural images (Minagi et al. 2022).
-            checkpoint: a ``.pt`` path where the state is saved after every pass.
-            resume: continue from ``checkpoint`` when it exists (δ, curve and shuffling state), for up to
-                ``max_passes`` passes in all.
-
-        Returns:
-            A :class:`UAPResult` with δ on the CPU.
-
-        Raises:
-            ValueError: When the source holds no image, a batch does not match δ's shape, images lie outside
-                ``bounds`` or are not finite, ``target`` is out of range for the model, the model output is not
-                ``(N, classes)``, or the checkpoint was written by a different configuration.
-        """
-        if resume and checkpoint is None:
-            raise ValueError("resume=True needs a checkpoint path.")
-        param = next(self.network.parameters(), None)
-        self._device = torch.device("cpu") if param is None else param.device
-        self._dtype = torch.float32 if param is None or not param.is_floating_point() else param.dtype
-        self._checked = False
-        state = self._read_checkpoint(checkpoint) if resume and Path(checkpoint).is_file() else None
-        try:
-            with attack_mode(self.network):
-                return self._fit(source, reference, checkpoint, state)
-        finally:
-            self._cache = None  # the fitting images and their clean predictions are not kept
-
-    def _fit(self, source: Any, reference: Any, checkpoint: Any, state: dict[str, Any] | None) -> UAPResult:
-        shape = self._prepare(source)
-        if state is None:
-            eps = self._budget(source if reference is None else reference)
-            seed = int(self.R.randint(0, 2**31 - 1))
-            generator = torch.Generator().manual_seed(seed)
-            delta = torch.zeros((1,) + shape[1:], device=self._device, dtype=self._dtype)
-            curve: list[float] = []
-        else:
-            eps, seed, curve = float(state["eps"]), state["seed"], [float(r) for r in state["curve"]]
-            generator = torch.Generator()
-            generator.set_state(state["generator_state"])
-            delta = broadcast_delta(state["delta"], shape).to(self._device, self._dtype)
-        self._eps = eps
-        self._start_fit(eps, len(curve))
-        bar = tqdm(total=self.max_passes, initial=len(curve), desc=type(self).__name__) if self._bar() else None
-        try:
-            while len(curve) < self.max_passes and not (curve and curve[-1] >= self.target_rate):
-                delta = self.fit_pass(source, delta, generator).detach()
-                curve.append(self._rate(source, delta))
-                if self.summary_writer is not None:
-                    self.summary_writer.add_scalar(f"{self.tag}/{self.metric}", curve[-1], len(curve))
-                if checkpoint is not None:
-                    self._write_checkpoint(checkpoint, delta, eps, seed, curve, generator)
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix({self.metric: f"{curve[-1]:.3f}"})
-        finally:
-            if bar is not None:
-                bar.close()
-        return UAPResult(
-            delta=delta[0].detach().cpu(),
-            eps=eps,
-            lp=self.lp.value,
-            zeta=self.zeta,
-            target=self.target,
-            bounds=self.bounds,
-            method=type(self).__name__,
-            curve=curve,
-            converged=bool(curve) and curve[-1] >= self.target_rate,
-            seed=seed,
-        )
-
-    def fit_pass(self, source: Any, delta: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """One pass over the fitting images, returning the updated δ ``(1, C, *spatial)``; set by subclasses.
-
-        Iterate :meth:`batches`; use :meth:`predict`, :meth:`perturbed`, :meth:`success`, :meth:`attack_labels`;
-        the budget of this fit is ``self._eps``.
-        """
-        raise NotImplementedError(f"{type(self).__name__} must implement fit_pass().")
-
-    def _start_fit(self, eps: float, passes_done: int) -> None:
-        """Hook run once per fit, inside the attack mode, with the resolved budget and the passes already done."""
-
-    # ------------------------------------------------------------------ helpers for subclasses
-    def batches(
-        self, source: Any, generator: torch.Generator | None = None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """The fitting images batch by batch on the model's device, with their clean predictions ``(N,)`` for a
-        non-targeted fitter (``None`` for a targeted one, which does not need them). A tensor or mapping source is
-        shuffled by ``generator`` and its clean predictions are computed once per fit; other sources are iterated
-        as they are (their own shuffling) and predicted batch by batch."""
-        if self._cache is not None and self._cache[0] is source:
-            _, x_all, clean_all = self._cache
-            n = x_all.shape[0]
-            order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-            for i in range(0, n, self.batch_size):
-                idx = order[i : i + self.batch_size]
-                x = x_all[idx.to(x_all.device)].to(self._device, self._dtype)
-                yield x, (None if clean_all is None else clean_all[idx.to(clean_all.device)])
-            return
-        for x, _ in iter_image_batches(source, self.batch_size, generator):
-            if x.shape[0] == 0:
-                continue
-            x = self._check_batch(x)
-            yield x, (self.predict(x) if self.target is None else None)
-
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Class predictions ``(N,)`` without gradient; checks the output and ``target`` on the first call."""
-        with torch.no_grad():
-            return to_class_predictions(self.logits(x))
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward pass (with the output shape and ``target`` checked on the first call)."""
-        out = self.network(x)
-        if not self._checked:
-            if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != x.shape[0]:
-                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ValueError(f"the network must return logits (N, classes) with N={x.shape[0]}, got {shape}.")
-            if self.target is not None and self.target >= _num_classes(out):
-                raise ValueError(
-                    f"target={self.target} is out of range for a model with {_num_classes(out)} classes."
-                )
-            self._checked = True
-        return out.float()
-
-    def perturbed(self, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """``clip(x + δ, bounds)``."""
-        return clip_to_bounds(x + delta, self.bounds)
-
-    def success(self, adv_pred: torch.Tensor, clean_pred: torch.Tensor | None) -> torch.Tensor:
-        """Per-sample: fooled (non-targeted: differs from ``clean_pred``) or classified as ``target``."""
-        return _success(adv_pred, clean_pred, self.target)
-
-    def attack_labels(self, clean_pred: torch.Tensor | None, n: int) -> torch.Tensor:
-        """Labels ``(n,)`` the inner step moves away from (the clean predictions) or towards (``target``)."""
-        if self.target is None:
-            return clean_pred
-        return torch.full((n,), self.target, dtype=torch.long, device=self._device)
-
-    # ------------------------------------------------------------------ internals
-    def _bar(self) -> bool:
-        if self.progress and not _has_tqdm:
-            raise ModuleNotFoundError("progress=True needs tqdm: pip install tqdm.")
-        return self.progress
-
-    def _check_batch(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_values(x)
-        return x.to(self._device, self._dtype)
-
-    def _check_values(self, x: torch.Tensor) -> None:
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"fitting images contain {int((~torch.isfinite(x)).sum())} NaN/Inf values.")
-        if self.bounds is not None and x.numel():
-            lo, hi = float(x.min()), float(x.max())
-            tol = 1e-5 * (self.bounds[1] - self.bounds[0])
-            if lo < self.bounds[0] - tol or hi > self.bounds[1] + tol:
-                raise ValueError(
-                    f"fitting images range [{lo:g}, {hi:g}] lies outside bounds={self.bounds}; preprocess them into "
-                    "the model's input range or set bounds to match the data."
-                )
-
-    def _prepare(self, source: Any) -> tuple[int, ...]:
-        """Checks the source and returns the images' shape (from the first batch). A tensor or mapping source is
-        checked once and cached, with its clean predictions for a non-targeted fitter."""
-        if isinstance(source, (torch.Tensor, np.ndarray)) or (isinstance(source, Mapping) and "image" in source):
-            x_all, _ = split_batch(source, "source")
-            if x_all.shape[0] == 0:
-                raise ValueError("the source holds no images: a universal perturbation needs fitting images.")
-            for i in range(0, x_all.shape[0], 4096):
-                self._check_values(x_all[i : i + 4096])
-            clean = None
-            if self.target is None:  # the model is fixed during a fit: predict the clean images once
-                chunks = [x_all[i : i + 256].to(self._device, self._dtype) for i in range(0, x_all.shape[0], 256)]
-                clean = torch.cat([self.predict(c) for c in chunks])
-            self._cache = (source, x_all, clean)
-            return tuple(x_all.shape)
-        for x, _ in iter_image_batches(source, self.batch_size):
-            if x.shape[0]:
-                return tuple(self._check_batch(x).shape)
-        raise ValueError("the source yielded no images: a universal perturbation needs fitting images.")
-
-    def _budget(self, reference: Any) -> float:
-        """eps: the absolute budget, or ζ times the mean ``||x||_p`` of the reference images."""
-        if self.zeta is None:
-            return float(self.eps)
-        total, count = 0.0, 0
-        for x, _ in iter_image_batches(reference, 256):
-            total += float(lp_norm(x.float(), self.lp).double().sum())
-            count += x.shape[0]
-        if count == 0:
-            raise ValueError("the reference yielded no images: the zeta budget needs reference images.")
-        eps = self.zeta * total / count
-        if not eps > 0:
-            raise ValueError(f"the mean ||x||_p of the reference images is {total / count!r}: zeta gives eps=0.")
-        return eps
-
-    def _rate(self, source: Any, delta: torch.Tensor) -> float:
-        hits, n = 0, 0
-        for x, clean in self.batches(source):
-            d = broadcast_delta(delta, tuple(x.shape))
-            hits += int(self.success(self.predict(self.perturbed(x, d)), clean).sum())
-            n += x.shape[0]
-        if n == 0:
-            raise ValueError("the source yielded no images on this pass: pass a re-iterable source, not a generator.")
-        return hits / n
-
-    def _config(self) -> dict[str, Any]:
-        return {"method": type(self).__name__, "lp": self.lp.value, "target": self.target, "zeta": self.zeta}
-
-    def _write_checkpoint(
-        self, path: Any, delta: torch.Tensor, eps: float, seed: int, curve: list[float], gen: torch.Generator
-    ) -> None:
-        state = {
-            "version": _CHECKPOINT_VERSION,
-            **self._config(),
-            "delta": delta[0].detach().cpu(),
-            "eps": float(eps),
-            "bounds": None if self.bounds is None else list(self.bounds),
-            "seed": seed,
-            "curve": list(curve),
-            "converged": bool(curve[-1] >= self.target_rate),
-            "generator_state": gen.get_state(),
-        }
-        atomic_torch_save(state, path)  # a crash mid-write leaves the previous pass's state intact
-
-    def _read_checkpoint(self, path: Any) -> dict[str, Any]:
-        state = load_torch_file(path, "UAP fitting checkpoint")
-        if not isinstance(state, dict) or state.get("version") != _CHECKPOINT_VERSION:
-            raise ValueError(f"{str(path)!r} is not a UAP fitting checkpoint.")
-        mine = self._config()
-        theirs = {k: state.get(k) for k in mine}
-        if mine != theirs:
-            raise ValueError(f"checkpoint {str(path)!r} was written by {theirs}, cannot resume {mine}.")
-        if self.eps is not None and not math.isclose(self.eps, state["eps"], rel_tol=1e-6):
-            raise ValueError(f"checkpoint {str(path)!r} has eps={state['eps']!r}, this fitter eps={self.eps!r}.")
-        return state
+    exact_amp = False
 
 
 class IterativeUAP(UniversalPerturbation):
@@ -453,8 +83,11 @@ class IterativeUAP(UniversalPerturbation):
             (``eps``) makes δ oscillate between passes; on PneumoniaMNIST ``eps / 10`` gave the higher rates.
         inner_steps: DeepFool's maximum iterations (>= 1).
         overshoot: DeepFool's overshoot (>= 0).
+        amp: the FGSM inner step under autocast (see :class:`UniversalPerturbation`; whether it succeeded is
+            decided in fp32); DeepFool runs in fp32.
         kwargs: ``zeta``, ``lp``, ``bounds``, ``target``, ``max_passes``, ``target_rate``, ``batch_size``,
-            ``progress``, ``summary_writer``, ``tag`` as in :class:`UniversalPerturbation`.
+            ``progress``, ``summary_writer``, ``tag``, ``amp``, ``check_window``, ``channels_last`` as in
+            :class:`UniversalPerturbation`.
 
     Raises:
         ValueError: When ``inner`` is unknown, ``inner="deepfool"`` with a ``target``, or a number is out of range.
@@ -497,12 +130,16 @@ class IterativeUAP(UniversalPerturbation):
             )
         else:
             step = eps / 10.0 if self.step_size is None else self.step_size
-            self._attack = FGSM(self.network, step, lp=self.lp, bounds=self.bounds, targeted=self.target is not None)
+            self._attack = _InnerFGSM(self.network, step, lp=self.lp, bounds=self.bounds,
+                                      targeted=self.target is not None, amp=self._precision is not None)
 
     def fit_pass(self, source: Any, delta: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         for x, clean in self.batches(source, generator):
             d = broadcast_delta(delta, tuple(x.shape))
-            todo = ~self.success(self.predict(self.perturbed(x, d)), clean)
+            done = self.success(self.predict(self.perturbed(x, d)), clean)
+            if self.observe(source, delta, done):
+                return delta
+            todo = ~done
             if not bool(todo.any()):
                 continue
             clean_t = None if clean is None else clean[todo]
@@ -542,7 +179,8 @@ class SGDUAP(UniversalPerturbation):
         loss: ``loss(logits, labels) -> (N,)``; default cross-entropy
             (:func:`~monai_robust.attacks.base.default_loss`). The ``beta`` defaults assume cross-entropy.
         kwargs: ``zeta``, ``lp``, ``bounds``, ``target``, ``max_passes``, ``target_rate``, ``batch_size``,
-            ``progress``, ``summary_writer``, ``tag`` as in :class:`UniversalPerturbation` (``batch_size``
+            ``progress``, ``summary_writer``, ``tag``, ``amp``, ``check_window``, ``channels_last`` as in
+            :class:`UniversalPerturbation` (``batch_size``
             defaults to 16 here).
 
     Raises:
@@ -591,7 +229,11 @@ class SGDUAP(UniversalPerturbation):
         for x, clean in self.batches(source, generator):
             d = broadcast_delta(delta, tuple(x.shape)).detach().requires_grad_(True)
             labels = self.attack_labels(clean, x.shape[0])
-            loss = self.loss(self.logits(self.perturbed(x, d)), labels)
+            with self.mixed():
+                logits = self.logits(self.perturbed(x, d))
+            if self.observe(source, delta, self.success(to_class_predictions(logits.detach()), clean)):
+                return delta
+            loss = self.loss(logits, labels)
             objective = (sign * loss.expand(x.shape[0]) if loss.ndim == 0 else sign * loss).clamp(max=self.beta)
             (grad,) = torch.autograd.grad(objective.mean(), d)
             delta = lp_project(d.detach() + self._step * lp_normalize(grad, self.lp), self._eps, self.lp)

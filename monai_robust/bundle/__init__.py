@@ -5,7 +5,7 @@ image's stored units through its own preprocessing, harden it, guard it, predict
 project's own two bundles, shipped inside the package (:mod:`.packaged`: ``packaged_bundles``, ``copy_bundle``; not
 imported here, so that ``python -m monai_robust.bundle.packaged`` runs cleanly)."""
 
-from .checkpoint import BLOCKS, block_record, insert_recorded_blocks, load_weights, save_hardened
+from .checkpoint import BLOCKS, block_record, hardened_state, insert_recorded_blocks, load_weights, save_hardened
 from .contract import InputContract, contract_of
 from .layout import BundleLayout
 from .loader import LoadedBundle, load_bundle
@@ -30,6 +30,7 @@ __all__ = [
     "block_record",
     "contract_of",
     "gradient_error",
+    "hardened_state",
     "insert_recorded_blocks",
     "load_bundle",
     "load_weights",

@@ -1,7 +1,14 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
 """Reading and writing a bundle's checkpoints: plain ``state_dict``s, MONAI/Ignite's ``{"model": ...}``, DDP states,
-and hardened checkpoints that carry the record of the sparsity blocks inserted into ``network_def``."""
+and hardened checkpoints that carry the record of the sparsity blocks inserted into ``network_def``.
+
+One hardened format for both writers, ``monai-robust harden`` (:func:`save_hardened`) and a bundle's own
+``configs/harden.json`` (its ``ResumableTraining`` handler packs the weights with :func:`hardened_state`):
+``{"model": state_dict, "blocks": record}`` (``"blocks"`` only when blocks were inserted). :func:`load_weights` reads
+it into the plain ``network_def`` of any config, inserting the recorded blocks first; MONAI's ``CheckpointLoader``
+(``load_dict={"model": net}``) and ``ckpt_export --key_in_ckpt model`` read its weights as they read any
+``{"model": ...}`` checkpoint."""
 
 from __future__ import annotations
 
@@ -17,15 +24,19 @@ from torch import nn
 from monai_robust.networks.blocks import MeanCentredSparsify, SoftThreshold, TopKSparsify
 from monai_robust.networks.utils import insert_blocks
 
-__all__ = ["BLOCKS", "block_record", "insert_recorded_blocks", "load_weights", "save_hardened"]
+__all__ = ["BLOCKS", "block_record", "hardened_state", "insert_recorded_blocks", "load_weights", "save_hardened"]
 
 BLOCKS = {"topk": TopKSparsify, "soft_threshold": SoftThreshold, "mean_centred": MeanCentredSparsify}
 """Sparsity blocks a hardened checkpoint may name (``networks/blocks``)."""
 
 
-def insert_recorded_blocks(network: nn.Module, record: Mapping[str, Any], spatial_dims: int | None = None) -> nn.Module:
+def insert_recorded_blocks(
+    network: nn.Module, record: Mapping[str, Any] | None, spatial_dims: int | None = None
+) -> nn.Module:
     """Inserts the blocks a record names (``{"after": [module names], "block": "topk", "kwargs": {"k": 0.2},
     "example_shape": [1, C, *spatial]}``); the example shape lets ``insert_blocks`` measure each block's channels.
+    ``record=None`` returns ``network`` unchanged (a config builds its ``network_def`` the same way with or without
+    blocks).
 
     Raises:
         ValueError: For an unknown block name (the known ones listed) or module name (from ``insert_blocks``).
@@ -34,6 +45,8 @@ def insert_recorded_blocks(network: nn.Module, record: Mapping[str, Any], spatia
 
         >>> insert_recorded_blocks(net, {"after": ["features.denseblock2"], "block": "topk", "kwargs": {"k": 0.2}}, 2)
     """
+    if record is None:
+        return network
     name = str(record.get("block"))
     if name not in BLOCKS:
         raise ValueError(f"unknown sparsity block {name!r}; known: {sorted(BLOCKS)}.")
@@ -88,8 +101,28 @@ def load_weights(
     return blocks
 
 
+def hardened_state(state_dict: Mapping[str, torch.Tensor], blocks: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The content of a hardened checkpoint: ``{"model": state_dict, "blocks": record}`` (no ``"blocks"`` without
+    blocks); what :func:`load_weights` reads.
+
+    Args:
+        state_dict: the hardened network's weights (blocks included).
+        blocks: the :func:`block_record` of the inserted sparsity blocks, or ``None``.
+
+    Example::
+
+        >>> torch.save(hardened_state(net.state_dict(), block_record(["layer1"], "topk", [1, 1, 32, 32], k=0.5)), path)
+        >>> # in a bundle's harden.json: the ResumableTraining handler's
+        >>> # "pack": "$functools.partial(monai_robust.bundle.checkpoint.hardened_state, blocks=@hardened_blocks)"
+    """
+    out: dict[str, Any] = {"model": dict(state_dict)}
+    if blocks:
+        out["blocks"] = dict(blocks)
+    return out
+
+
 def save_hardened(network: nn.Module, path: str | Path, blocks: Mapping[str, Any] | None, original: str | Path) -> Path:
-    """Writes a hardened checkpoint ``{"model": state_dict, "blocks": record}`` beside the user's, never over it.
+    """Writes a hardened checkpoint (:func:`hardened_state`) beside the user's, never over it.
 
     Raises:
         ValueError: When ``path`` is the original checkpoint.
@@ -98,10 +131,7 @@ def save_hardened(network: nn.Module, path: str | Path, blocks: Mapping[str, Any
     if path.resolve() == Path(original).resolve():
         raise ValueError(f"refusing to overwrite the original checkpoint {str(original)!r} with the hardened one.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {"model": network.state_dict()}
-    if blocks:
-        record["blocks"] = dict(blocks)
-    torch.save(record, path)
+    torch.save(hardened_state(network.state_dict(), blocks), path)
     return path
 
 

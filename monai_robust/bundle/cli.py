@@ -1,11 +1,15 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
 """``monai-robust``: evaluate, harden, guard and predict with any MONAI classification bundle, in the image's
-stored units; screen DICOM series and serve a DICOM node with it.
+stored units; screen DICOM series and serve a DICOM node with it; list or copy the bundles shipped with the package.
 
-Every command takes ``--bundle DIR``, the data (a MONAI datalist JSON, a class-folder tree, a CSV manifest, a DICOM
-folder or an image), ``--eps`` in stored units or ``--zeta``, ``--device``, and MONAI-style config overrides as
-further ``--id value`` pairs (``--network_def#spatial_dims 2``, ``--ckpt_path models/best.pt``)."""
+Every bundle command takes ``--bundle DIR``, the data (a MONAI datalist JSON, a class-folder tree, a CSV manifest, a
+DICOM folder or an image), ``--eps`` in stored units or ``--zeta``, ``--device``, ``--num-threads`` (default: the
+cores this process may use, fewer when the machine is loaded, as the bundles' ``num_threads`` 0), and MONAI-style
+config overrides as further ``--id value`` pairs (``--network_def#spatial_dims 2``, ``--ckpt_path models/best.pt``).
+``evaluate --suite standard`` (the default) runs FGSM, PGD-10, AutoAttack and Square (``--aa-steps``,
+``--aa-queries``: AutoAttack's budget, the standard 100 and 5000 by default; the report says when it is reduced);
+``--suite quick`` runs FGSM and PGD only."""
 
 from __future__ import annotations
 
@@ -19,21 +23,24 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from monai_robust.bundle import packaged
 from monai_robust.bundle.data import bundle_loader, read_items
-from monai_robust.bundle.evaluate import evaluate_bundle, threat_record
+from monai_robust.bundle.evaluate import SUITES, evaluate_bundle, threat_record
 from monai_robust.bundle.guard import fit_bundle_guard
 from monai_robust.bundle.harden import harden_bundle
 from monai_robust.bundle.layout import GUARD_NAME
 from monai_robust.bundle.predictor import BundlePredictor
 from monai_robust.bundle.threat import first_images, infer_stored_range, stored_budget
 from monai_robust.integrations.dicom.cli import main as dicom_main
+from monai_robust.report.verdicts import headline_lines
+from monai_robust.utils.threads import add_num_threads_argument, set_num_threads
 
 __all__ = ["main", "parse_overrides"]
 
 REFUSED_CODES = {"spatial_dims", "channels", "non_finite", "modality"}
 """Contract violations that stop evaluate/harden/guard (the data is not what the bundle takes)."""
 
-COMMANDS = ("evaluate", "harden", "guard", "predict", "screen", "serve")
+COMMANDS = ("evaluate", "harden", "guard", "predict", "screen", "serve", "bundle")
 
 
 def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
@@ -68,17 +75,24 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="monai-robust", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="monai-robust", description=__doc__.split("\n\n")[0], allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     helps = {
-        "evaluate": "robustness report (FGSM, PGD) in stored units",
+        "evaluate": "robustness report in stored units (standard suite: FGSM, PGD, AutoAttack, Square)",
         "harden": "adversarial fine-tuning; writes model_hardened.pt beside the checkpoint",
         "guard": "fit and calibrate the detector guard; writes guard.pt beside the checkpoint",
         "predict": "classes, probabilities, guard verdict and input-contract flags as JSON",
     }
     for name, text in helps.items():
-        p = sub.add_parser(name, help=text, description=text)
+        p = sub.add_parser(name, help=text, description=text, allow_abbrev=False)
         p.add_argument("--bundle", required=True, help="the bundle folder (configs/inference.json|yaml)")
         p.add_argument("data", help="datalist JSON, class-folder tree, CSV manifest, DICOM folder or image")
         p.add_argument("--split", default=None, help="split of a decathlon-style datalist (default: test, ...)")
@@ -91,10 +105,19 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=8)
         p.add_argument("--output", default=None, help="output folder or file (default: <bundle_root>/robustness/<command>)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        add_num_threads_argument(p)
         if name != "predict":
             budget = p.add_mutually_exclusive_group(required=True)
             budget.add_argument("--eps", type=float, nargs="+", help="L-inf budget(s) in stored units (e.g. 1 2 4)")
             budget.add_argument("--zeta", type=float, nargs="+", help="relative budget(s): eps = zeta * mean ||x||_inf")
+    e = sub.choices["evaluate"]
+    e.add_argument("--suite", choices=SUITES, default="standard",
+                   help="standard (default): FGSM, PGD-10, AutoAttack and Square, the robust accuracy to quote is "
+                        "AutoAttack's; quick: FGSM and PGD-10 only (may overstate robustness)")
+    e.add_argument("--aa-steps", type=_positive_int, default=None, metavar="N",
+                   help="AutoAttack iterations of APGD-CE, APGD-T, FAB-T (default 100, the standard budget)")
+    e.add_argument("--aa-queries", type=_positive_int, default=None, metavar="N",
+                   help="Square queries, in AutoAttack and alone (default 5000, the standard budget)")
     h = sub.choices["harden"]
     h.add_argument("--epochs", type=int, default=1)
     h.add_argument("--learning-rate", type=float, default=1e-4)
@@ -108,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--calibration", default=None, help="clean calibration data (default: every second image)")
     sub.add_parser("screen", add_help=False, help="screen DICOM series (python -m monai_robust.dicom screen)")
     sub.add_parser("serve", add_help=False, help="run the DICOM node (python -m monai_robust.dicom serve)")
+    packaged.add_parser(sub)
     return parser
 
 
@@ -137,11 +161,17 @@ def _output(args: argparse.Namespace, p: BundlePredictor, default: str) -> Path:
 
 
 def _summary(results: dict[str, Any]) -> dict[str, Any]:
-    """Clean and per-(attack, ε) accuracy and AUC with n (the full numbers are in evaluation.json and report/)."""
+    """The report's headline (standard suite, its budget, key verdicts), clean and per-(attack, ε) accuracy and AUC
+    with n (the full numbers are in evaluation.json and report/)."""
     keys = ("eps", "n", "accuracy", "auc", "attack_success_rate", "status")
     clean = {k: results.get("clean", {}).get(k) for k in ("n", "accuracy", "auc")}
     attacks = {name: [{k: r.get(k) for k in keys} for r in a["results"]] for name, a in results.get("attacks", {}).items()}
-    return {"clean": clean, "attacks": attacks, "validity": [(v["name"], v["status"]) for v in results.get("validity", [])]}
+    return {
+        "headline": headline_lines(results),
+        "clean": clean,
+        "attacks": attacks,
+        "validity": [(v["name"], v["status"]) for v in results.get("validity", [])],
+    }
 
 
 def _run(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -165,8 +195,12 @@ def _run(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"{args.data}: images outside the bundle's input contract ({', '.join(refused)}): see `predict`.")
     threat["contract_flags_first_images"] = {"n": len(sample), **flags}
     if args.command == "evaluate":
-        record = evaluate_bundle(p, loader, eps, _output(args, p, "evaluate"), threat=threat, progress=progress)
-        return {"threat_model": threat, "statements": p.statements, "summary": _summary(record["results"])}
+        record = evaluate_bundle(
+            p, loader, eps, _output(args, p, "evaluate"), threat=threat, suite=args.suite, aa_steps=args.aa_steps,
+            aa_queries=args.aa_queries, progress=progress,
+        )
+        return {"threat_model": threat, "suite": record["suite"], "statements": p.statements,
+                "summary": _summary(record["results"])}
     if args.command == "harden":
         train = bundle_loader(items, p.split.loading, args.batch_size, shuffle=True)
         kwargs = {"k": args.block_k} if args.block_k is not None else {}
@@ -209,7 +243,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     try:
         args, rest = parser.parse_known_args(argv)
+        if args.command == "bundle" and rest:
+            raise ValueError(f"unexpected arguments for `bundle`: {' '.join(rest)}")
         overrides = parse_overrides(rest)
+        if args.command not in (None, "bundle"):
+            set_num_threads(args.num_threads)
     except SystemExit as e:
         return int(e.code or 0)
     except ValueError as e:
@@ -220,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"monai-robust: error: a command is required ({', '.join(COMMANDS)})", file=sys.stderr)
         return 2
+    if args.command == "bundle":
+        return packaged.run(args)
     try:
         result = _run(args, overrides)
     except (FileNotFoundError, ValueError, RuntimeError) as e:

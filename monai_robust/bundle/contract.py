@@ -5,8 +5,8 @@ dims) and what its results must say (not for clinical use, trained on synthetic 
 are refused (no class is given) or flagged in every output, never scored silently.
 
 The contract is read from ``configs/metadata.json``, ``network_data_format.inputs.image``: ``modality`` (a DICOM
-modality code such as ``"CR"``, ``"CT"``), ``body_part``, ``num_channels``, ``stored_value_range`` ``[low, high]``,
-``bits_stored``; and top-level ``intended_use`` and ``data_source``. A foreign bundle that lacks them falls back to
+modality code such as ``"CR"``, ``"CT"``; several separated by commas), ``body_part`` (a DICOM ``BodyPartExamined``
+code such as ``"CHEST"``), ``num_channels``, ``stored_value_range`` ``[low, high]``, ``bits_stored``; and top-level ``intended_use`` and ``data_source``. A foreign bundle that lacks them falls back to
 what its config implies: channels from ``network_def#in_channels``, dims from ``network_def#spatial_dims``, the
 8-bit range for ``"RGB"`` data or an ``"intensity [0-255]"`` description, the window of an ``intensity_map``.
 """
@@ -43,7 +43,8 @@ class InputContract:
         stored_range: ``(low, high)`` of the stored values the bundle expects (``None``: not declared).
         bits_stored: bit depth of the stored values, when declared or implied (8 for ``(0, 255)``).
         modality: DICOM modality code(s) accepted (``None``: any).
-        body_part: the body part, when declared.
+        body_part: the body part, when declared: a DICOM ``BodyPartExamined`` code (``"CHEST"``); an input whose
+            header names another is flagged.
         statements: what every result must carry (intended use, synthetic training data).
 
     Example::
@@ -87,12 +88,17 @@ class InputContract:
         out["modality"] = None if self.modality is None else list(self.modality)
         return out
 
-    def check(self, image: torch.Tensor, modality: str | None = None) -> list[dict[str, str]]:
+    def check(
+        self, image: torch.Tensor, modality: str | None = None, body_part: str | None = None
+    ) -> list[dict[str, str]]:
         """Violations of the contract by one loaded image in stored units, channel first.
 
         Args:
-            image: ``(C, *spatial)`` stored values, after the bundle's loading part.
+            image: ``(C, *spatial)`` stored values, after the bundle's loading part (before its geometry part: a
+                resampled 8-bit image no longer looks 8-bit).
             modality: the input's DICOM modality, when known (e.g. from the DICOM header).
+            body_part: the input's DICOM ``BodyPartExamined``, when known; one that differs from the contract's is
+                a flag, not a refusal (the attribute is often missing or wrong in practice).
 
         Returns:
             ``[{"code", "severity", "message"}]``: ``severity`` is :data:`REFUSE` (no class may be given) or
@@ -106,6 +112,8 @@ class InputContract:
 
         if self.modality is not None and modality and modality.upper() not in self.modality:
             add("modality", REFUSE, f"modality {modality!r} is not one the bundle was trained on ({', '.join(self.modality)}).")
+        if self.body_part and body_part and body_part.strip().upper() != self.body_part.strip().upper():
+            add("body_part", FLAG, f"BodyPartExamined {body_part!r} differs from the bundle's body part {self.body_part!r}.")
         if x.ndim != self.spatial_dims + 1:
             add("spatial_dims", REFUSE, f"image of shape {tuple(x.shape)} does not fit this {self.spatial_dims}D bundle: expected channel-first ({self.channels}, {', '.join(['spatial'] * self.spatial_dims)}).")
             return found
@@ -157,9 +165,9 @@ def contract_of(bundle: LoadedBundle) -> InputContract:
     image = dict(inputs.get(bundle.image_key, next(iter(inputs.values()), {}))) if inputs else {}
     channels = int(image.get("num_channels") or bundle.in_channels)
     stored = _as_range(image.get("stored_value_range"))
-    imap = bundle.get("intensity_map")
-    if stored is None and getattr(imap, "physical_range", None) is not None:
-        stored = tuple(float(v) for v in imap.physical_range)  # type: ignore[assignment]
+    imap = bundle.get("intensity_map") if stored is None else None
+    if getattr(imap, "physical_range", None) is not None:
+        stored = tuple(float(v) for v in imap.physical_range)  # type: ignore[union-attr]
     described = " ".join(str(meta.get(k, "")) for k in ("data_type", "image_classes"))
     if stored is None and (_EIGHT_BIT.search(described) or str(meta.get("data_type", "")).upper() == "RGB"):
         stored = (0.0, 255.0)
@@ -175,6 +183,6 @@ def contract_of(bundle: LoadedBundle) -> InputContract:
         stored_range=stored,
         bits_stored=None if bits is None else int(bits),
         modality=modalities,
-        body_part=image.get("body_part"),
+        body_part=str(image["body_part"]).strip().upper() if image.get("body_part") else None,
         statements=_statements(meta),
     )

@@ -7,7 +7,6 @@ overrides (``{"network_def#spatial_dims": 2, "ckpt_path": "..."}``)."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,6 @@ CHECKPOINT_IDS = ("ckpt_path", "ckpt_file", "checkpointloader#load_path")
 
 PREPROCESSING_IDS = ("preprocessing", "validate#preprocessing", "val_preprocessing", "inference#dataset#transform")
 """Config ids of the inference preprocessing, in the order they are looked for."""
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -170,8 +167,9 @@ def load_bundle(
         device: default the config's ``device``, else CUDA when available.
         preprocessing_id: the config id of the preprocessing; default the first of :data:`PREPROCESSING_IDS`.
         weights: load the checkpoint (``False``: the untrained ``network_def``, e.g. to train it).
-        prefer_hardened: with ``checkpoint=None``, load ``model_hardened.pt`` when ``monai-robust harden`` wrote one
-            beside the config's checkpoint.
+        prefer_hardened: with ``checkpoint=None``, load ``model_hardened.pt`` when ``monai-robust harden`` or the
+            bundle's own harden config wrote one beside the config's checkpoint, with the sparsity blocks its record
+            names (:mod:`monai_robust.bundle.checkpoint`).
 
     Returns:
         The :class:`LoadedBundle`.
@@ -179,6 +177,7 @@ def load_bundle(
     Raises:
         FileNotFoundError: When a config or the checkpoint is missing; the message names the config id to set.
         ValueError: When the config has no preprocessing among the ids tried.
+        RuntimeError: When the checkpoint (or the preferred hardened one) does not fit ``network_def``.
 
     Example::
 
@@ -215,10 +214,13 @@ def load_bundle(
         if hardened is not None and hardened.is_file():
             try:
                 blocks, ckpt = load_weights(network, hardened, dev, dims), hardened
-            except RuntimeError as e:  # written by a bundle's own harden config, whose network differs
-                logger.warning("%s does not fit network_def (%s): loading %s; give the bundle's harden config to use it.", hardened, e, ckpt)
-                network = parser.get_parsed_content("network_def", instantiate=True, lazy=False)
-        if ckpt != hardened:
+            except RuntimeError as e:  # e.g. written by a harden config before checkpoints carried their blocks
+                raise RuntimeError(
+                    f"{e} It is preferred as the hardened checkpoint: rerun the harden stage (its checkpoint then "
+                    f"carries the record of its sparsity blocks), or load the original with hardened=False "
+                    f"(`--checkpoint {ckpt}`)."
+                ) from e
+        else:
             blocks = load_weights(network, ckpt, dev, dims)
     network = network.to(dev).eval()
     image_key = str(parser.get_parsed_content("image_key")) if "image_key" in parser else "image"

@@ -21,7 +21,7 @@ from monai_robust.bundle.guard import load_bundle_guard
 from monai_robust.bundle.loader import load_bundle
 from monai_robust.bundle.stored_units import StoredUnitsModel, split_preprocessing
 
-__all__ = ["BundlePredictor"]
+__all__ = ["BundlePredictor", "header_value"]
 
 _LOADERS = (LoadImage, LoadImaged, EnsureChannelFirst, EnsureChannelFirstd)
 
@@ -39,7 +39,9 @@ class BundlePredictor:
         device: default the config's ``device``.
         checkpoint: the weights; default the hardened checkpoint when one was written beside the user's, else the
             config's (``ckpt_file`` is an alias).
-        hardened: with ``checkpoint=None``, prefer the hardened checkpoint written beside the config's.
+        hardened: with ``checkpoint=None``, prefer the hardened checkpoint written beside the config's, by
+            ``monai-robust harden`` or by the bundle's own harden config (``models/model_hardened.pt``; the sparsity
+            blocks its record names are inserted into ``network_def``).
         guard: the guard file; default ``models/guard.pt`` (or the config's ``guard_file``); ``False``: no guard.
         preprocessing_id: the config id of the preprocessing (default: see ``load_bundle``).
         bounds: ``(low, high)`` stored-value range; default the input contract's.
@@ -47,6 +49,7 @@ class BundlePredictor:
 
     Raises:
         FileNotFoundError: When a config or the checkpoint is missing (the message names the config id to set).
+        RuntimeError: When the checkpoint (or the preferred hardened one) does not fit ``network_def``.
 
     Example::
 
@@ -88,6 +91,7 @@ class BundlePredictor:
             found = load_bundle_guard(self.bundle, self.model, None if guard in (None, True) else guard)
             if found is not None:
                 self.guard, self.guard_units = found
+        self._reader = Compose([t for t in self.split.loading.transforms if isinstance(t, _LOADERS)])
         self._geometry = Compose([t for t in self.split.loading.transforms if not isinstance(t, _LOADERS)])
 
     # -- what integrations read ----------------------------------------------------------------------------------
@@ -154,11 +158,23 @@ class BundlePredictor:
         Args:
             item: a data dict (``{"image": path}``) or an image path.
         """
+        return _image(self.split.loading(self._data(item)), self.split.image_key)
+
+    def read(self, item: Mapping[str, Any] | str | os.PathLike) -> MetaTensor:
+        """One input through the bundle's reading transforms only (``LoadImage(d)``, ``EnsureChannelFirst(d)``): the
+        stored values as stored, ``(C, *spatial)``, before any resampling, with the reader's metadata; what the
+        input contract is checked on (:meth:`load` adds the geometry part).
+
+        Args:
+            item: a data dict (``{"image": path}``) or an image path.
+        """
+        return _image(self._reader(self._data(item)), self.split.image_key)
+
+    def _data(self, item: Mapping[str, Any] | str | os.PathLike) -> Any:
+        """What the loading part takes: the data dict (dictionary transforms) or the path (array transforms)."""
         key = self.split.image_key
         data = dict(item) if isinstance(item, Mapping) else {key or "image": str(item)}
-        out = self.split.loading(data if key is not None else data["image"])
-        x = out[key] if key is not None else out
-        return x.float() if isinstance(x, MetaTensor) else MetaTensor(torch.as_tensor(x).float())
+        return data if key is not None else data["image"]
 
     def preprocess(self, image: Any) -> torch.Tensor:
         """An already loaded, channel-first image in stored values through the geometry part (``Resize`` ...),
@@ -168,10 +184,7 @@ class BundlePredictor:
             ValueError: When the image violates the contract so that no class may be given (rank, channels,
                 non-finite values); the message says which.
         """
-        x = image if isinstance(image, torch.Tensor) else torch.as_tensor(np.asarray(image))
-        x = x.as_subclass(torch.Tensor).float()
-        if self.spatial_dims == 2 and x.ndim == 4 and x.shape[-1] == 1:
-            x = x[..., 0]
+        x = self._as_image(image)
         refusals = [f["message"] for f in self.contract.check(x) if f["severity"] == REFUSE]
         if refusals:
             raise ValueError("; ".join(refusals))
@@ -180,22 +193,51 @@ class BundlePredictor:
         out = self._geometry({key: meta})[key] if key is not None else self._geometry(meta)
         return torch.as_tensor(out).as_subclass(torch.Tensor).float().to(self.device)
 
+    def check(self, image: Any, modality: str | None = None, body_part: str | None = None) -> list[dict[str, str]]:
+        """The input contract's violations by one image as read (stored values, channel first, before resampling),
+        with its DICOM modality and body part when known; see :meth:`InputContract.check
+        <monai_robust.bundle.contract.InputContract.check>`."""
+        return self.contract.check(self._as_image(image), modality, body_part)
+
+    def _as_image(self, image: Any) -> torch.Tensor:
+        """A plain float tensor ``(C, *spatial)``; a 2D image read with a trailing singleton axis loses it."""
+        x = image if isinstance(image, torch.Tensor) else torch.as_tensor(np.asarray(image))
+        x = x.as_subclass(torch.Tensor).float()
+        return x[..., 0] if self.spatial_dims == 2 and x.ndim == 4 and x.shape[-1] == 1 else x
+
     # -- predictions -------------------------------------------------------------------------------------------
-    def predict(self, images: torch.Tensor, modality: str | None = None) -> list[dict[str, Any]]:
+    def predict(
+        self,
+        images: torch.Tensor,
+        modality: str | None = None,
+        body_part: str | None = None,
+        flags: Sequence[list[dict[str, str]]] | None = None,
+    ) -> list[dict[str, Any]]:
         """Class probabilities, contract flags and the guard's verdict for a batch in stored units.
 
         Args:
             images: ``(N, C, *spatial)`` stored values, e.g. :meth:`preprocess` or :meth:`load` outputs stacked.
             modality: the inputs' DICOM modality, when known (checked against the contract).
+            body_part: the inputs' DICOM ``BodyPartExamined``, when known (a mismatch is flagged).
+            flags: per image, the contract's violations found on the image as loaded, before the geometry part
+                (``contract.check(loaded, modality, body_part)``): resampling hides an 8-bit image. Default: checked
+                here on ``images``.
 
         Returns:
             One dict per image: ``probabilities`` (class -> float), ``predicted_class``, ``predicted_index``,
             ``guard`` (``{"adversarial_suspected", "score", "threshold"}`` or ``None``), ``contract`` (the
             violations, ``[]`` when none), ``refused`` (``True``: the class is withheld, ``probabilities`` and
             ``predicted_class`` are ``None``) and ``statements``.
+
+        Raises:
+            ValueError: When ``flags`` does not hold one list per image.
         """
         x = torch.as_tensor(images).as_subclass(torch.Tensor).to(self.device).float()
-        flags = [self.contract.check(img, modality) for img in x]
+        if flags is None:
+            flags = [self.contract.check(img, modality, body_part) for img in x]
+        elif len(flags) != len(x):
+            raise ValueError(f"flags must hold one list per image: {len(flags)} for {len(x)} images.")
+        flags = [list(f) for f in flags]
         refused = [any(f["severity"] == REFUSE for f in fl) for fl in flags]
         keep = [i for i, r in enumerate(refused) if not r]
         probs: dict[int, torch.Tensor] = {}
@@ -224,21 +266,24 @@ class BundlePredictor:
         return out
 
     def predict_files(self, items: Sequence[Mapping[str, Any] | str | os.PathLike], modality: str | None = None) -> list[dict[str, Any]]:
-        """:meth:`predict` for inputs on disk, one at a time; an input whose shape the contract refuses gets a
-        refusal record instead of a forward pass (``{"image": ..., "refused": True, "contract": [...]}``). The
-        modality is read from each DICOM input's header unless given."""
+        """:meth:`predict` for inputs on disk, one at a time; the contract is checked on the stored values as read
+        (:meth:`read`), and an input it refuses gets a refusal record instead of a forward pass (``{"image": ...,
+        "refused": True, "contract": [...]}``). The modality (unless given) and the body part are read from each
+        DICOM input's header."""
         out = []
+        key = self.split.image_key
         for item in items:
             path = str(item["image"] if isinstance(item, Mapping) else item)
-            x = self.load(item)
-            found = modality or _modality(x.meta)
-            x = x.as_subclass(torch.Tensor)
-            flags = self.contract.check(x, found)
+            data = self._reader(self._data(item))
+            raw = _image(data, key)
+            found, part = modality or header_value(raw.meta, "Modality"), header_value(raw.meta, "BodyPartExamined")
+            flags = self.check(raw, found, part)  # on the stored values as read, before resampling
             if any(f["severity"] == REFUSE for f in flags):
                 rec = {"probabilities": None, "predicted_class": None, "predicted_index": None, "guard": None}
                 rec.update(contract=flags, refused=True, statements=self.statements)
             else:
-                rec = self.predict(x[None], found)[0]
+                x = _image(self._geometry(data), key).as_subclass(torch.Tensor)
+                rec = self.predict(x[None], flags=[flags])[0]
             if isinstance(item, Mapping) and "label" in item:
                 rec["label"] = int(item["label"])
             out.append({"image": path, **rec})
@@ -249,10 +294,25 @@ class BundlePredictor:
         return self.predict(self.preprocess(image)[None])[0]
 
 
-def _modality(meta: Mapping[str, Any]) -> str | None:
-    """The DICOM modality in a reader's metadata (this project's ``DicomReader``: ``Modality``; MONAI's
-    ``PydicomReader``: tag ``00080060``)."""
-    value = meta.get("Modality", meta.get("00080060"))
+def _image(out: Any, key: str | None) -> MetaTensor:
+    """The image of a loading transform's output, as a float ``MetaTensor``."""
+    x = out[key] if key is not None else out
+    return x.float() if isinstance(x, MetaTensor) else MetaTensor(torch.as_tensor(x).float())
+
+
+_TAGS = {"Modality": "00080060", "BodyPartExamined": "00180015"}
+
+
+def header_value(meta: Mapping[str, Any], keyword: str) -> str | None:
+    """A DICOM attribute (``"Modality"``, ``"BodyPartExamined"``) in a reader's metadata: this project's
+    ``DicomReader`` stores it by keyword, MONAI's ``PydicomReader`` by tag (``"00080060"``); ``None`` when absent.
+
+    Example::
+
+        >>> header_value(LoadImage(image_only=True)("cr.dcm").meta, "Modality")
+        'CR'
+    """
+    value = meta.get(keyword, meta.get(_TAGS.get(keyword, keyword))) if isinstance(meta, Mapping) else None
     if isinstance(value, Mapping):
         value = (value.get("Value") or [None])[0]
     return str(value) if value else None

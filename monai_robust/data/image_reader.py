@@ -298,9 +298,9 @@ class DicomReader(ImageReader):
     as ``original_channel_dim=-1`` so ``ensure_channel_first`` moves it); the affine maps voxel indices to RAS mm.
     Stored values are mapped through the modality rescale (classic ``RescaleSlope``/``RescaleIntercept``, the
     enhanced ``PixelValueTransformationSequence`` per frame, or a ``ModalityLUTSequence``): HU for CT.
-    The metadata records ``Modality``, ``SeriesInstanceUID``, ``SOPClassUID``, ``PhotometricInterpretation``,
-    ``intensity_units``, ``rescale_slope``/``rescale_intercept`` (NaN when they vary across frames) and
-    ``monochrome1_inverted``.
+    The metadata records ``Modality``, ``BodyPartExamined``, ``SeriesInstanceUID``, ``SOPClassUID``,
+    ``PhotometricInterpretation``, ``intensity_units``, ``rescale_slope``/``rescale_intercept`` (NaN when they vary
+    across frames) and ``monochrome1_inverted``.
 
     Args:
         rescale: apply the modality rescale (stored value -> HU / physical value). Default ``True``.
@@ -398,6 +398,7 @@ class DicomReader(ImageReader):
             "spacing": np.sqrt((affine[:3, : len(spatial)] ** 2).sum(0)),
             "filename": name,
             "Modality": modality,
+            "BodyPartExamined": str(first.get("BodyPartExamined", "") or ""),
             "SOPClassUID": str(first.get("SOPClassUID", "")),
             "SeriesInstanceUID": str(first.get("SeriesInstanceUID", "")),
             "PhotometricInterpretation": str(first.get("PhotometricInterpretation", "")),

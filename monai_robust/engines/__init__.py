@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from .budget import attack_budget, planned_passes
 from .evaluator import RobustnessEvaluator
 from .events import RobustEvents, register_robust_events
 from .fit import classification_accuracy, fit_classifier
@@ -39,11 +40,13 @@ __all__ = [
     "UAPIteration",
     "adversarial_metrics",
     "adversarial_output_transform",
+    "attack_budget",
     "call_attack",
     "check_attack_device",
     "classification_accuracy",
     "fit_classifier",
     "gradient_probe",
+    "planned_passes",
     "randomness_probe",
     "register_robust_events",
     "trades_kl",

@@ -13,7 +13,7 @@ budget); strings are made from them for display only (:func:`~monai_robust.repor
 ``results`` layout::
 
     {"meta", "clean", "attacks": {name: {"attack", "kind", "lp", "bounds", "reference", "black_box", "uses_black_box",
-     "standard_suite", "single_run", "status", "results": [row per eps], "success_by_step"?}}, "controls": {"noise": [row]},
+     "standard_suite", "budget", "single_run", "status", "results": [row per eps], "success_by_step"?}}, "controls": {"noise": [row]},
      "uaps": {name: {"eps", "lp", "zeta", "target", "perturbed", "control"}}, "detector", "probes", "validity",
      "errors"}
 """
@@ -30,6 +30,7 @@ from monai.metrics import compute_roc_auc
 
 from monai_robust.attacks.autoattack import AutoAttack
 from monai_robust.engines.accumulate import AttackTally
+from monai_robust.engines.budget import attack_budget
 from monai_robust.metrics.clinical import clinical_metrics
 from monai_robust.metrics.detection import detection_summary
 from monai_robust.metrics.intervals import binomial_interval
@@ -245,6 +246,7 @@ def attack_entry(
         "black_box": plan.attack.black_box,
         "uses_black_box": plan.attack.uses_black_box,
         "standard_suite": isinstance(plan.attack, AutoAttack),
+        "budget": attack_budget(plan.attack),
         "single_run": plan.minimization,
         "status": status,
         "results": list(rows),

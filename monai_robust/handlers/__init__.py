@@ -1,10 +1,11 @@
 # Copyright (c) monai_robust contributors
 # Licensed under the Apache License, Version 2.0 (the "License");
-"""Ignite handlers: ε warm-up, catastrophic-overfitting monitor, perturbation statistics, report, TensorBoard, MLflow,
+"""Ignite handlers: attack progress bar, ε warm-up, catastrophic-overfitting monitor, perturbation statistics, report, TensorBoard, MLflow,
 resumable training checkpoints."""
 
 from __future__ import annotations
 
+from .attack_progress import AttackProgress
 from .catastrophic_overfitting import CatastrophicOverfittingMonitor
 from .eps_schedule import EpsSchedule
 from .mlflow_robustness import RobustnessMLFlowHandler
@@ -17,6 +18,7 @@ from .tensorboard_images import RobustnessTensorBoard, example_grid
 from .training_state import CheckedCheckpointLoader, ResumableTraining
 
 __all__ = [
+    "AttackProgress",
     "CheckedCheckpointLoader",
     "CatastrophicOverfittingMonitor",
     "EpsSchedule",

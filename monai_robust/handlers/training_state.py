@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,6 +63,9 @@ class ResumableTraining:
             an LR scheduler), by name.
         validator: the evaluator whose ``state.best_metric`` picks the weights for ``model_file``.
         resume: continue from an existing ``state_file`` (``False``: start over and overwrite it).
+        pack: what ``model_file`` holds, as a function of the final ``state_dict`` (default: the ``state_dict``
+            itself), e.g. a hardened checkpoint with the record of its sparsity blocks
+            (``functools.partial(monai_robust.bundle.checkpoint.hardened_state, blocks=record)``).
 
     Raises:
         ValueError: When ``network`` is not an ``nn.Module`` or a ``save_dict`` entry has no ``state_dict``; at the
@@ -83,9 +86,12 @@ class ResumableTraining:
         save_dict: Mapping[str, Any] | None = None,
         validator: Any = None,
         resume: bool = True,
+        pack: Callable[[dict[str, Any]], Any] | None = None,
     ) -> None:
         if not isinstance(network, nn.Module):
             raise ValueError(f"network must be an nn.Module, got {type(network).__name__}.")
+        if pack is not None and not callable(pack):
+            raise ValueError(f"pack must be callable (state_dict -> what model_file holds), got {pack!r}.")
         save_dict = dict(save_dict or {})
         bad = [k for k, v in save_dict.items() if not callable(getattr(v, "state_dict", None))]
         if bad or {"network", "trainer", "best"} & set(save_dict):
@@ -101,6 +107,7 @@ class ResumableTraining:
         self.save_dict = save_dict
         self.validator = validator
         self.resume = bool(resume)
+        self.pack = pack
         self.resumed_from: int | None = None
         self._best: dict[str, Any] | None = None
 
@@ -166,7 +173,7 @@ class ResumableTraining:
             return
         if self.model_file is not None:
             weights = self._best["network"] if self._best is not None else _unwrap(self.network).state_dict()
-            atomic_torch_save(weights, self.model_file)
+            atomic_torch_save(weights if self.pack is None else self.pack(weights), self.model_file)
             logger.info("training complete: %s written", self.model_file)
         self.state_file.unlink(missing_ok=True)
 

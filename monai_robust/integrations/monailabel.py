@@ -16,6 +16,8 @@ Result JSON (the second item ``task(request)`` returns)::
      "predicted_label": "normal", "predicted_index": 0, "probabilities": {"normal": 0.91, "lesion": 0.09},
      "guard": {"adversarial_suspected": false, "score": -2.3, "threshold": 0.4} | null,
      "model": {"name": ..., "version": ..., "bundle": ...}, "input_shape": [1, 64, 64],
+     "contract": [{"code": "low_bit_depth", "severity": "flag", "message": ...}], "refused": false,
+     "statements": ["Research ...; not for clinical use", "Trained on synthetic data: ..."],
      "robustness": null | {"flipped": true, "eps_raw": 49.1, "raw_units": "stored values", ...},
      "label_names": [...], "latencies": {...}}
 """
@@ -37,7 +39,8 @@ from monai.transforms import LoadImaged
 from monai.utils import optional_import
 
 from monai_robust.attacks.pgd import PGD
-from monai_robust.bundle.predictor import BundlePredictor
+from monai_robust.bundle.contract import REFUSE
+from monai_robust.bundle.predictor import BundlePredictor, header_value
 from monai_robust.data.image_reader import DicomReader
 
 BasicInferTask, has_monailabel = optional_import(
@@ -168,7 +171,8 @@ def minimal_flip_eps(
 
 class _BundlePreprocessd:
     """Dictionary transform: the loaded raw image -> ``BundlePredictor.preprocess`` (stored units, the bundle's geometry
-    applied), the raw shape and the DICOM modality kept."""
+    applied); the raw shape kept, and the input contract checked on the raw stored values with the DICOM modality and
+    body part (``contract_flags``): a refusal is a ``ValueError`` naming the image and the reasons."""
 
     def __init__(self, predictor: Any, key: str = "image") -> None:
         self.predictor = predictor
@@ -177,12 +181,16 @@ class _BundlePreprocessd:
     def __call__(self, data: Mapping[str, Any]) -> dict[str, Any]:
         d = dict(data)
         raw = d[self.key]
+        meta = getattr(raw, "meta", {})
         d["input_shape"] = [int(s) for s in raw.shape]
-        d["modality"] = _modality(getattr(raw, "meta", {}))
-        try:
-            d[self.key] = self.predictor.preprocess(raw)
-        except ValueError as e:
-            raise ValueError(f"{d.get('image_path', '<image>')!s}: {e}") from e
+        flags = self.predictor.check(raw, header_value(meta, "Modality"), header_value(meta, "BodyPartExamined"))
+        refusals = [f["message"] for f in flags if f["severity"] == REFUSE]
+        if refusals:
+            raise ValueError(
+                f"{d.get('image_path', '<image>')!s}: refused by the bundle's input contract: {'; '.join(refusals)}"
+            )
+        d["contract_flags"] = flags
+        d[self.key] = self.predictor.preprocess(raw)
         return d
 
 
@@ -235,7 +243,7 @@ class RobustClassificationInferTask(BasicInferTask):
             raise ValueError(
                 f"predictor_kwargs {sorted(predictor_kwargs)} are only for a bundle folder, not a built predictor."
             )
-        for attr in ("network", "model", "bounds", "class_names", "spatial_dims", "preprocess", "predict"):
+        for attr in ("network", "model", "bounds", "class_names", "spatial_dims", "check", "preprocess", "predict"):
             if not hasattr(predictor, attr):
                 raise ValueError(
                     f"predictor must be a BundlePredictor or a bundle folder, got {type(predictor).__name__}."
@@ -273,9 +281,10 @@ class RobustClassificationInferTask(BasicInferTask):
         x = (x if x.ndim == self.predictor.spatial_dims + 2 else x[None]).to(self.predictor.device)
         robustness = _as_flag(data.get("robustness", False))
         with self._lock:
-            result = self.predictor.predict(x, modality=data.get("modality"))[0]
-            if result["refused"]:
-                reasons = "; ".join(f["message"] for f in result["contract"])
+            flags = data.get("contract_flags")  # checked on the raw image by the pre-transforms
+            result = self.predictor.predict(x, flags=None if flags is None else [flags])[0]
+            if result["refused"]:  # only without the pre-transforms, which refuse first
+                reasons = "; ".join(f["message"] for f in result["contract"] if f["severity"] == REFUSE)
                 raise ValueError(f"{data.get('image_path', '<image>')!s}: refused by the bundle's input contract: {reasons}")
             data["robustness_result"] = self._robustness(x, data) if robustness else None
         data["bundle_result"] = result
@@ -323,6 +332,9 @@ class RobustClassificationInferTask(BasicInferTask):
                     "bundle": str(getattr(self.predictor, "bundle_dir", "")) or None,
                 },
                 "input_shape": data.get("input_shape"),
+                "contract": r["contract"],
+                "refused": r["refused"],
+                "statements": r["statements"],
                 "robustness": data.get("robustness_result"),
             }
         )
@@ -376,8 +388,3 @@ def monailabel_infers(bundles: Mapping[str, Any] | Any, **task_kwargs: Any) -> d
         bundles = {Path(b).name: b for b in bundles}
     return {str(name): RobustClassificationInferTask(b, **task_kwargs) for name, b in bundles.items()}
 
-
-def _modality(meta: Mapping[str, Any]) -> str | None:
-    """The DICOM ``Modality`` a reader put in the metadata (``None`` for other formats)."""
-    value = meta.get("Modality") if isinstance(meta, Mapping) else None
-    return str(value) if value else None

@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from monai_robust.report.table import COLUMNS, RETAINED_NOTE, _fmt, guard_summary, summary_rows
-from monai_robust.report.verdicts import STANDARD_SUITE, key_verdicts, standard_suite_rows, success_by_step_rows
+from monai_robust.report.verdicts import (
+    STANDARD_SUITE,
+    budget_verdicts,
+    key_verdicts,
+    standard_suite_rows,
+    success_by_step_rows,
+)
 
 __all__ = ["render_html"]
 
@@ -72,6 +78,7 @@ def _headline(results: dict[str, Any]) -> str:
                  "Quote these robust accuracies; FGSM and PGD are kept for the ε curves.</p>"
                  "<table><tr><th class='l'>attack</th><th>norm</th><th>ε</th><th>n</th><th>robust accuracy</th></tr>"
                  f"{cells}</table>"]
+        parts += [f"<p class='{'pass' if v['standard'] else 'fail'}'>{_esc(v['text'])}</p>" for v in budget_verdicts(results)]
     else:
         parts = [f"<p class='fail'>The standard suite ({STANDARD_SUITE}) was not run: robust accuracies from FGSM/PGD "
                  "alone may overstate robustness.</p>"]

@@ -13,7 +13,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["KEY_CHECKS", "STANDARD_SUITE", "headline_lines", "key_verdicts", "standard_suite_rows", "success_by_step_rows"]
+__all__ = [
+    "KEY_CHECKS",
+    "STANDARD_SUITE",
+    "budget_lines",
+    "budget_verdicts",
+    "headline_lines",
+    "key_verdicts",
+    "standard_suite_rows",
+    "success_by_step_rows",
+]
 
 STANDARD_SUITE = "AutoAttack"
 """The default "standard" suite of the report: the attacks whose results carry ``standard_suite: true``."""
@@ -47,6 +56,55 @@ def standard_suite_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def budget_verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The budget each standard-suite attack ran with (the ``budget`` of its results entry): iterations, target
+    classes and Square queries, and whether that is the standard version's budget or a reduced one (a reduced budget
+    may overstate robustness).
+
+    Args:
+        results: the evaluator's results.
+
+    Returns:
+        One ``{"attack", "standard" (bool, ``None`` when not recorded), "text"}`` per standard-suite attack.
+
+    Example::
+
+        >>> budget_verdicts(results)[0]["text"]
+        'AutoAttack budget: 10 iterations, 9 target classes, 100 Square queries, ...: REDUCED (standard 100 iterations, ...'
+    """
+    out = []
+    for name, a in results.get("attacks", {}).items():
+        if not a.get("standard_suite"):
+            continue
+        b = a.get("budget")
+        if not b or "standard" not in b:
+            out.append({"attack": name, "standard": None, "text": f"{name} budget not recorded."})
+        elif b["standard"]:
+            out.append({"attack": name, "standard": True,
+                        "text": f"{name} budget: {_budget_text(b)}: the standard version's (Croce & Hein 2020)."})
+        else:
+            out.append({"attack": name, "standard": False, "text": (
+                f"{name} budget: {_budget_text(b)}: REDUCED (standard {_budget_text(b['standard_budget'], attacks=False)}; "
+                f"{', '.join(b['reduced'])}): robust accuracy may be overstated.")})
+    return out
+
+
+def budget_lines(results: dict[str, Any]) -> list[str]:
+    """The texts of :func:`budget_verdicts`, one line per standard-suite attack."""
+    return [v["text"] for v in budget_verdicts(results)]
+
+
+def _budget_text(b: dict[str, Any], attacks: bool = True) -> str:
+    parts = [f"{b['num_steps']} iterations"] if "num_steps" in b else []
+    if "num_target_classes" in b:
+        parts.append(f"{b['num_target_classes']} target classes")
+    if "num_queries" in b:
+        parts.append(f"{b['num_queries']} Square queries")
+    if attacks and "attacks" in b:
+        parts.append("/".join(b["attacks"]))
+    return ", ".join(parts)
+
+
 def key_verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The verdicts of :data:`KEY_CHECKS` in the results' validity section, in that order (missing ones skipped).
 
@@ -77,8 +135,8 @@ def success_by_step_rows(results: dict[str, Any]) -> list[tuple[str, list[float]
 
 
 def headline_lines(results: dict[str, Any]) -> list[str]:
-    """The headline as plain-text lines: the standard suite's robust accuracy per ε (or its absence), the key
-    verdicts, and the per-step success of the minimisation attacks.
+    """The headline as plain-text lines: the standard suite's robust accuracy per ε (or its absence) and its budget
+    (standard or reduced), the key verdicts, and the per-step success of the minimisation attacks.
 
     Example::
 
@@ -88,6 +146,7 @@ def headline_lines(results: dict[str, Any]) -> list[str]:
     if suite:
         lines = [f"standard suite ({STANDARD_SUITE}): " + ", ".join(
             f"{r['attack']} L{r['lp']} eps={_eps(r['eps'])}: acc {_num(r['accuracy'])} (n={r['n']})" for r in suite)]
+        lines += budget_lines(results)
     else:
         lines = [f"standard suite ({STANDARD_SUITE}) not run: PGD/FGSM alone may overstate robustness."]
     for c in key_verdicts(results):

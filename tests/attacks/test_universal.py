@@ -329,3 +329,90 @@ def test_bad_sources_and_shapes():
         evaluate_uap(net, res.delta, x, bounds=BOUNDS, target=7)
     with pytest.raises(ValueError, match="resume=True needs"):
         fitter.fit(x, resume=True)
+
+
+# ---------------------------------------------------------------------------------------------------- stopping, mixed precision
+class _Recorder(torch.nn.Module):
+    """A linear 3-class model recording each call's batch size, whether it carried a gradient, and its dtype; under
+    autocast (bf16) it claims class 0 for every input, which the fp32 model does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(144, 3)
+        self.calls: list[tuple[int, bool, torch.dtype]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.linear(x.flatten(1))
+        self.calls.append((x.shape[0], x.requires_grad, z.dtype))
+        return z if z.dtype == torch.float32 else z + torch.tensor([100.0, 0.0, 0.0], dtype=z.dtype)
+
+    def minibatch_images(self, size: int) -> int:
+        """Images through the model in calls of at most ``size`` images (the minibatch work, not the rate checks)."""
+        return sum(n for n, _, _ in self.calls if n <= size)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "fgsm"])
+def test_stops_within_a_pass_on_the_exact_rate(kind):
+    x, net = _data(2, n=64), _Recorder().eval()
+    kw = {"eps": 5.0, "bounds": BOUNDS, "max_passes": 3, "target": 0, "target_rate": 0.5, "batch_size": 4}
+    res = _fitter(kind, net, check_window=8, **kw).set_random_state(0).fit(x)
+    assert res.converged and len(res.curve) == 1 and res.rate == pytest.approx(_rate(net, res.delta, x, target=0))
+    within = net.minibatch_images(4)
+    net.calls.clear()
+    per_pass = _fitter(kind, net, check_window=None, **kw).set_random_state(0).fit(x)
+    assert per_pass.converged and per_pass.rate == pytest.approx(_rate(net, per_pass.delta, x, target=0))
+    whole = net.minibatch_images(4)
+    assert whole >= 64 and within < whole  # without the running check a whole pass, with it a part of one
+
+
+@pytest.mark.parametrize("kind", ["sgd", "fgsm"])
+def test_amp_steps_in_bf16_and_every_rate_in_fp32(monkeypatch, kind):
+    from monai_robust.attacks import precision
+
+    monkeypatch.delenv(precision.FP32_ENV, raising=False)
+    x, net = _data(2, n=32), _Recorder().eval()
+    kw = {"eps": 0.5, "bounds": BOUNDS, "max_passes": 2, "target": 0, "target_rate": 1.0, "batch_size": 4}
+    res = _fitter(kind, net, amp=True, check_window=8, **kw).set_random_state(0).fit(x)
+    steps = {dtype for n, grad, dtype in net.calls if grad}
+    checks = {dtype for n, grad, dtype in net.calls if not grad and n > 4}
+    assert steps == {torch.bfloat16} and checks == {torch.float32}
+    # the bf16 steps see every image as class 0; the fit does not stop on that, and its curve is the fp32 rate
+    assert not res.converged and len(res.curve) == 2 and res.rate == pytest.approx(_rate(net, res.delta, x, target=0))
+    net.calls.clear()
+    monkeypatch.setenv(precision.FP32_ENV, "1")
+    _fitter(kind, net, amp=True, **kw).set_random_state(0).fit(x)
+    assert {dtype for _, _, dtype in net.calls} == {torch.float32}
+
+
+def test_bad_stopping_and_amp_arguments():
+    with pytest.raises(ValueError, match="check_window"):
+        SGDUAP(_net(2), zeta=0.04, check_window=0)
+    with pytest.raises(ValueError, match="amp"):
+        IterativeUAP(_net(2), zeta=0.04, amp="yes")
+
+
+@pytest.mark.parametrize("kind", ["sgd", "fgsm"])
+def test_channels_last_fit_matches_and_gives_the_network_back(kind):
+    x, net = _data(2, n=16), _net(2)
+    strides = [p.stride() for p in net.parameters()]
+    kw = {"zeta": 0.05, "bounds": BOUNDS, "max_passes": 2, "batch_size": 4, "target_rate": 1.0}
+    a = _fitter(kind, net, channels_last=True, **kw).set_random_state(0).fit(x)
+    assert [p.stride() for p in net.parameters()] == strides
+    b = _fitter(kind, net, channels_last=False, **kw).set_random_state(0).fit(x)
+    assert torch.allclose(a.delta, b.delta, atol=1e-4) and a.curve == pytest.approx(b.curve)
+    with pytest.raises(ValueError, match="channels_last"):
+        SGDUAP(net, zeta=0.04, channels_last="yes")
+
+
+def test_amp_default_follows_native_bf16(monkeypatch):
+    from monai_robust.attacks import precision
+
+    monkeypatch.delenv(precision.FP32_ENV, raising=False)
+    x, net = _data(2, n=8), _Recorder().eval()
+    kw = {"eps": 0.5, "bounds": BOUNDS, "max_passes": 1, "target": 0, "batch_size": 4}
+    for flags, expected in ((("avx512_bf16",), torch.bfloat16), ((), torch.float32)):
+        monkeypatch.setattr(precision, "cpu_bf16_flags", lambda f=flags: f)
+        net.calls.clear()
+        SGDUAP(net, **kw).set_random_state(0).fit(x)  # amp=None
+        assert {dtype for _, grad, dtype in net.calls if grad} == {expected}

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,7 +89,8 @@ def test_evaluate_guard_predict_harden(case, capsys):
     args = ["--bundle", str(root), str(datalist), *_flags(overrides)]
     n_test = len(json.loads(datalist.read_text()))
 
-    ev = _cli(capsys, "evaluate", *args, "--eps", "2", "8")
+    ev = _cli(capsys, "evaluate", *args, "--eps", "2", "8", "--aa-steps", "2", "--aa-queries", "5")
+    assert ev["suite"]["suite"] == "standard" and ev["suite"]["autoattack"]["standard"] is False
     tm = ev["threat_model"]
     assert tm["bounds"] == [0.0, 255.0] and tm["eps"] == [2.0, 8.0] and tm["gradient_approximations"] == []
     assert ("inferred" in tm["bounds_source"]) is (name == "template")  # the template declares no stored range
@@ -112,6 +116,29 @@ def test_evaluate_guard_predict_harden(case, capsys):
     assert hashlib.md5(ckpt.read_bytes()).hexdigest() == before  # theirs is never overwritten
     hp = BundlePredictor(root, overrides, device="cpu", hardened=True, guard=False)
     assert hp.bundle.checkpoint.name == "model_hardened.pt" and hp.bundle.blocks["block"] == "topk"
+
+
+def readme_recipe() -> list[list[str]]:
+    """The command lines of README's "Your own bundle" recipe, as written (comments dropped)."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text.split("## Your own bundle", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_readme_recipe_runs_as_written(endoscopic_bundle, tmp_path, capsys):
+    """README's three lines for "my own bundle", on the zoo's endoscopic bundle (a copy), with only the override
+    that the README says was added to each line (the fixture's 32-px frames) and --device cpu."""
+    lines = readme_recipe()
+    assert [cmd[:3] for cmd in lines] == [["python", "-m", "monai_robust"]] * 3
+    assert [cmd[3] for cmd in lines] == ["evaluate", "harden", "guard"]
+    root = tmp_path / "my_bundle"
+    shutil.copytree(endoscopic_bundle, root, ignore=shutil.ignore_patterns("robustness", "*_hardened.pt", "guard.pt"))
+    outputs = [_cli(capsys, *[t.replace("my_bundle", str(root), 1) if t.startswith("my_bundle") else t for t in cmd[3:]],
+                    *_flags(ENDO_INFER)) for cmd in lines]
+    assert (root / "robustness" / "evaluate" / "evaluation.json").is_file() and outputs[0]["summary"]["headline"]
+    assert (root / "models" / "model_hardened.pt").is_file() and Path(outputs[2]["guard"]) == root / "models" / "guard.pt"
 
 
 def test_off_contract_through_predict(template_bundle, tmp_path, capsys):

@@ -66,6 +66,53 @@ def test_off_contract_inputs(xray, shared_data, tmp_path):
         p.preprocess(np.zeros((3, 32, 32)))
 
 
+def test_predictor_loads_the_bundles_own_hardened_checkpoint(trained_xray_bundle, tmp_path):
+    """The bundle's own harden.json (train -> harden, tiny) writes models/model_hardened.pt with the record of its
+    sparsity blocks; BundlePredictor (hardened=True, the default) loads exactly those weights into the inference
+    config's plain network_def, blocks inserted, and hardened=False the original."""
+    from tests.utils import run_bundle
+
+    bundle_dir, root, overrides = trained_xray_bundle
+    work = tmp_path / "run"
+    shutil.copytree(root, work)  # model.pt, guard.pt and the phantoms of the session's tiny bundle
+    run_bundle(bundle_dir, ["train.json", "harden.json"], work, num_epochs=1, harden_epochs=1, **overrides)
+    saved = torch.load(work / "models" / "model_hardened.pt", map_location="cpu", weights_only=True)
+    assert set(saved) == {"model", "blocks"} and saved["blocks"]["after"] == ["features.transition1", "features.transition2"]
+    assert saved["blocks"]["block"] == "topk" and saved["blocks"]["kwargs"] == {"k": 0.5}
+
+    p = BundlePredictor(bundle_dir, bundle_root=str(work), device="cpu", guard=False, **overrides)
+    assert p.bundle.checkpoint.name == "model_hardened.pt" and p.bundle.blocks == saved["blocks"]
+    state = p.network.state_dict()
+    assert state.keys() == saved["model"].keys()
+    assert all(torch.equal(state[k].cpu(), v) for k, v in saved["model"].items())
+    original = torch.load(work / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert not torch.equal(state["class_layers.out.weight"].cpu(), original["class_layers.out.weight"])
+    plain = BundlePredictor(bundle_dir, bundle_root=str(work), device="cpu", guard=False, hardened=False, **overrides)
+    assert plain.bundle.checkpoint.name == "model.pt" and plain.bundle.blocks is None
+    assert torch.equal(plain.network.state_dict()["class_layers.out.weight"], original["class_layers.out.weight"])
+    x = p.load(load_datalist(work / "data" / "dataset.json", "test")[0])[None]
+    assert p.predict(x)[0]["contract"] == []  # the hardened network takes the same inputs
+
+
+def test_hardened_checkpoint_without_its_record_is_an_error(trained_xray_bundle, tmp_path):
+    """A hardened checkpoint that does not fit network_def (e.g. written without its block record) is named, never
+    silently replaced by the original."""
+    from monai.networks.nets import DenseNet121
+
+    from monai_robust.bundle.checkpoint import block_record, insert_recorded_blocks
+
+    bundle_dir, root, overrides = trained_xray_bundle
+    work = tmp_path / "run"
+    shutil.copytree(root, work)
+    record = block_record(["features.transition1"], "topk", [1, 1, 32, 32], k=0.5)
+    blocked = insert_recorded_blocks(DenseNet121(spatial_dims=2, in_channels=1, out_channels=2), record, 2)
+    torch.save(blocked.state_dict(), work / "models" / "model_hardened.pt")  # the weights only, no record
+    with pytest.raises(RuntimeError, match=r"(?s)model_hardened\.pt.*do not fit.*rerun the harden stage.*hardened=False"):
+        BundlePredictor(bundle_dir, bundle_root=str(work), device="cpu", guard=False, **overrides)
+    p = BundlePredictor(bundle_dir, bundle_root=str(work), device="cpu", guard=False, hardened=False, **overrides)
+    assert p.bundle.checkpoint.name == "model.pt"
+
+
 def test_predictor_without_guard_or_checkpoint(trained_xray_bundle, tmp_path):
     bundle_dir, root, overrides = trained_xray_bundle
     with pytest.raises(FileNotFoundError, match="ckpt_file"):
@@ -86,7 +133,7 @@ def test_cli_on_this_projects_bundle(trained_xray_bundle, tmp_path, capsys):
     flags = [f"--{k}={json.dumps(v)}" for k, v in {**overrides, "bundle_root": str(root)}.items()]
     args = ["--bundle", str(bundle_dir), str(root / "data" / "dataset.json"), "--split", "test", *flags]
     capsys.readouterr()
-    assert main(["evaluate", *args, "--eps", "40", "--device", "cpu", "--quiet", "--output", str(tmp_path)]) == 0
+    assert main(["evaluate", *args, "--eps", "40", "--suite", "quick", "--device", "cpu", "--quiet", "--output", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["threat_model"]["bounds"] == [0.0, 4095.0] and out["threat_model"]["eps"] == [40.0]
     assert [s["transform"] for s in out["threat_model"]["intensity_part"]] == ["ScaleIntensityRanged", "EnsureTyped"]

@@ -52,6 +52,8 @@ def test_train_harden_evaluate(name: str, tmp_path: Path) -> None:
     assert 0.0 <= report["clean"]["accuracy"] <= 1.0
     # Square beside AutoAttack: the masking check compares it with the white-box attacks (never skipped)
     assert report["attacks"]["Square"]["black_box"] and report["attacks"]["AutoAttack"]["standard_suite"]
+    budget = report["attacks"]["AutoAttack"]["budget"]  # the tiny aa_steps/aa_queries: said to be reduced
+    assert (budget["num_steps"], budget["num_queries"], budget["standard"]) == (2, 5, False)
     masking = next(c for c in report["validity"] if c["name"] == "gradient_masking")
     assert masking["status"] in ("pass", "fail") and masking["details"]["pairs"] == 3
     assert report["detector"]["detector"] == "DeepFeatureDetector" and report["detector"]["error"] is None

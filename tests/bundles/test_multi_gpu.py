@@ -86,7 +86,7 @@ def test_xray_torchrun_equals_single_process(tmp_path: Path) -> None:
     tiny_eval.write_text(json.dumps(EVAL))
     root, chain = tmp_path / "bundle", [XRAY / "train.json", XRAY / "harden.json", XRAY / "evaluate.json", tiny_eval]
     _torchrun(chain + [XRAY / "multi_gpu_harden.json", XRAY / "multi_gpu_evaluate.json"], root, tmp_path / "ddp.log")
-    state = torch.load(root / "models" / "model_hardened.pt", map_location="cpu", weights_only=True)
+    state = torch.load(root / "models" / "model_hardened.pt", map_location="cpu", weights_only=True)["model"]
     assert state and not any(k.startswith("module.") for k in state), "the checkpoint must hold the unwrapped model"
     events = list((root / "outputs" / "tensorboard").rglob("events.out.tfevents.*"))  # ...<time>.<host>.<pid>.<n>
     assert events and len({e.name.split(".")[-2] for e in events}) == 1, f"TensorBoard written by 2 ranks: {events}"
@@ -151,10 +151,10 @@ def test_ct_overlays_evaluate_checkpoint(tmp_path: Path, monkeypatch: pytest.Mon
 @pytest.mark.parametrize("configs", [XRAY, CT], ids=["xray", "ct"])
 def test_overlays_switch_off_exactly_the_writers(configs: Path) -> None:
     """The overlays switch handlers off on ranks > 0 by position: every logging/writing handler of the workflows
-    (checkpoints, TensorBoard, report, console) and nothing else (every rank validates and loads checkpoints).
+    (checkpoints, TensorBoard, report, console, progress bar) and nothing else (every rank validates and loads checkpoints).
     ``ResumableTraining`` (``train#checkpoint``, referenced from the list) stays on: every rank resumes, rank 0 writes."""
     writers = {"StatsHandler", "TensorBoardStatsHandler", "CheckpointSaver", "RobustnessReport",
-               "RobustnessTensorBoard"}
+               "RobustnessTensorBoard", "AttackProgress"}
     merged: dict = {}
     for name in ("train.json", "harden.json", "evaluate.json"):
         merged.update(json.loads((configs / name).read_text()))

@@ -105,3 +105,14 @@ def test_checked_checkpoint_loader_names_a_truncated_file(tmp_path):
     CheckedCheckpointLoader(load_path=str(tmp_path / "model.pt"), load_dict={"model": other}).attach(evaluator)
     with pytest.raises(CorruptFileError, match=r"checkpoint '.*model\.pt' cannot be read"):
         evaluator.run()
+
+
+def test_pack_shapes_the_model_file(tmp_path):
+    """``pack`` decides what model_file holds (a bundle's harden.json: the weights with their sparsity-block record)."""
+    record = {"after": ["conv"], "block": "topk", "kwargs": {"k": 0.5}, "example_shape": None}
+    net, _, _ = _run(tmp_path, 1, pack=lambda sd: {"model": sd, "blocks": record})
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert set(saved) == {"model", "blocks"} and saved["blocks"] == record
+    assert all(torch.equal(saved["model"][k], v) for k, v in net.state_dict().items())
+    with pytest.raises(ValueError, match="pack must be callable"):
+        ResumableTraining(SmallCNN(2, 1, 2), tmp_path / "s.pt", tmp_path / "m.pt", pack="hardened")

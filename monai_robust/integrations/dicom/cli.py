@@ -30,6 +30,7 @@ from monai_robust.integrations.dicom.workflow import (
 )
 from monai_robust.integrations.dicomweb import DicomWebClient, screen_from_dicomweb, store_summary_srs
 from monai_robust.integrations.dicomweb_node import StowDestination, pull_dicomweb
+from monai_robust.utils.threads import add_num_threads_argument, set_num_threads
 
 __all__ = ["main"]
 
@@ -60,6 +61,7 @@ def _add_bundle_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--body-part", nargs="+", default=None, help="BodyPartExamined values to screen (default: any)")
     p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: 16)")
+    add_num_threads_argument(p)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -236,6 +238,11 @@ def main(argv: Sequence[str] | None = None, stop_event: threading.Event | None =
     if args.command is None:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: a command is required (screen, serve)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        set_num_threads(args.num_threads)
+    except ValueError as e:
+        print(f"{parser.prog} {args.command}: error: --num-threads: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
         if args.command == "serve":

@@ -37,9 +37,11 @@ class SeriesResult:
             ``"failed"`` (an unreadable file, or an image that could not be decoded or preprocessed; the images
             that worked are still in ``predictions`` and the SR).
         reason: a sentence for the log: why skipped or failed, or what was screened.
-        predictions: per image, the dict of ``BundlePredictor.predict`` plus ``sop_instance_uid``, ``frame``
-            (1-based frame number of a multi-frame instance, else ``None``), ``sop_class_uid``, ``source`` (file
-            path or ``None``), ``intensity_range`` ``[min, max]`` of the raw values and ``outside_intensity_window``.
+        predictions: per image, the dict of ``BundlePredictor.predict`` (its ``contract``: the input contract's
+            flags) plus ``sop_instance_uid``, ``frame`` (1-based frame number of a multi-frame instance, else
+            ``None``), ``sop_class_uid``, ``source`` (file path or ``None``), ``modality`` and ``body_part`` (the
+            header values the contract was checked against), ``intensity_range`` ``[min, max]`` of the raw values
+            and ``outside_intensity_window``.
         sr: the Structured Report (a highdicom ``ComprehensiveSR``), or ``None`` when nothing was predicted.
         summary: series-level numbers (images, class counts, mean probabilities, guard alarms, ...).
         errors: one message per file or image that failed, each naming the file (or SOP instance).

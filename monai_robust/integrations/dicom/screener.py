@@ -17,11 +17,16 @@ The flow for a folder (or for datasets received over the network, see :meth:`Dic
 4. an image that is not for this model (colour into a grey model) is left out as ``"skipped: not for this
    model"``; an image that fails a sanity gate (:mod:`~monai_robust.integrations.dicom.gates`: non-finite,
    constant, off-window) gets no class, only ``"not screened: <reason>"``;
-5. the predictor preprocesses (the bundle's intensity window, as in training; an image with some values outside it
+5. the bundle's input contract is checked on the decoded stored values with the instance's ``Modality`` and
+   ``BodyPartExamined``: each violation is listed in the image's ``contract`` (JSON) and as a TEXT item of the SR.
+   A modality outside the contract is a flag here, not a refusal, since the series rules decide which modalities
+   are screened (the default rules skip the others with the reason); a body part that differs, values outside the
+   stored range and 8-bit values in a 12-bit model are flags as everywhere;
+6. the predictor preprocesses (the bundle's intensity window, as in training; an image with some values outside it
    is flagged ``outside_intensity_window``), predicts and runs the guard; an image that cannot be decoded or
    preprocessed is reported with its path and reason and the series is ``"failed"``, the images that worked still
    count;
-6. :func:`~monai_robust.integrations.dicom.sr.build_sr` writes one Comprehensive SR per series.
+7. :func:`~monai_robust.integrations.dicom.sr.build_sr` writes one Comprehensive SR per series.
 
 Inputs are only read.
 """
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -38,6 +44,7 @@ import torch
 from monai.utils import MetaKeys
 from pydicom.dataset import Dataset
 
+from monai_robust.bundle.contract import FLAG
 from monai_robust.bundle.predictor import BundlePredictor
 from monai_robust.data.image_reader import DicomReader, order_slices
 from monai_robust.integrations.dicom.gates import channel_mismatch, sanity_problem
@@ -123,6 +130,9 @@ class DicomScreener:
             "intensity_units": getattr(getattr(predictor, "intensity_map", None), "units", None),
             "guard": getattr(predictor, "guard", None) is not None,
         }
+        contract = getattr(predictor, "contract", None)
+        if contract is not None:
+            self.model_info["input_contract"] = contract.to_json()
 
     # -- entry points -------------------------------------------------------------------------------------------
 
@@ -327,7 +337,7 @@ class DicomScreener:
         errors = result.errors
         window = getattr(p.intensity_map, "physical_range", None)
         units = getattr(p.intensity_map, "units", None)
-        ready: list[tuple[torch.Tensor, dict[str, Any]]] = []
+        ready: list[tuple[torch.Tensor, dict[str, Any], list[dict[str, str]]]] = []
         for img, ref in images:
             where = _where(ref)
             mismatch = channel_mismatch(img, getattr(p, "in_channels", None))
@@ -342,18 +352,19 @@ class DicomScreener:
             outside = window is not None and (lo < window[0] or hi > window[1])
             ref.update(intensity_range=[lo, hi], outside_intensity_window=bool(outside))
             try:
-                ready.append((p.preprocess(img), ref))
+                flags = [_as_flag(f) for f in p.check(img, ref["modality"], ref["body_part"])]
+                ready.append((p.preprocess(img), ref, flags))
             except Exception as e:
                 errors.append(f"{where}: cannot be preprocessed for the model ({type(e).__name__}: {e})")
         out: list[dict[str, Any]] = []
         for start in range(0, len(ready), self.batch_size):
             chunk = ready[start : start + self.batch_size]
             try:
-                preds = p.predict(torch.stack([x for x, _ in chunk]))
+                preds = p.predict(torch.stack([x for x, _, _ in chunk]), flags=[f for _, _, f in chunk])
             except Exception as e:
-                errors.extend(f"{_where(ref)}: prediction failed ({type(e).__name__}: {e})" for _, ref in chunk)
+                errors.extend(f"{_where(ref)}: prediction failed ({type(e).__name__}: {e})" for _, ref, _ in chunk)
                 continue
-            out.extend(dict(pred, **ref) for pred, (_, ref) in zip(preds, chunk))
+            out.extend(dict(pred, **ref) for pred, (_, ref, _) in zip(preds, chunk))
         return out
 
     def _finish(self, result: SeriesResult, selected: list[Dataset]) -> SeriesResult:
@@ -370,6 +381,7 @@ class DicomScreener:
             "images_not_screened": len(result.not_screened),
             "images_skipped": len(result.skipped_images),
             "outside_intensity_window": any(x["outside_intensity_window"] for x in preds),
+            "contract_flags": dict(Counter(f["code"] for x in result.predictions for f in x.get("contract") or [])),
         }
         if preds:
             classes = list(p.class_names)
@@ -404,16 +416,28 @@ def _where(ref: dict[str, Any]) -> str:
 
 
 def _ref(slices: list[Dataset], frame: int | None) -> dict[str, Any]:
-    """The reference record of one image: its instance (or the instances of a volume), frame and file."""
+    """The reference record of one image: its instance (or the instances of a volume), frame, file, and the header
+    values the input contract is checked against (``Modality``, ``BodyPartExamined``; ``None`` when absent)."""
     ref = {
         "sop_instance_uid": str(slices[0].SOPInstanceUID),
         "frame": frame,
         "sop_class_uid": str(slices[0].SOPClassUID),
         "source": source_path(slices[0]),
+        "modality": str(slices[0].get("Modality", "") or "") or None,
+        "body_part": str(slices[0].get("BodyPartExamined", "") or "") or None,
     }
     if len(slices) > 1:
         ref["sop_instance_uids"] = [str(ds.SOPInstanceUID) for ds in slices]
     return ref
+
+
+def _as_flag(violation: dict[str, str]) -> dict[str, str]:
+    """A contract violation as screening reports it: a modality outside the contract is a flag, since the series rules
+    (not the contract) select which modalities are screened; any other violation unchanged."""
+    if violation["code"] != "modality" or violation["severity"] == FLAG:
+        return violation
+    note = " Screened because the series rules select this modality; the model was not trained on it."
+    return {**violation, "severity": FLAG, "message": violation["message"] + note}
 
 
 def _decode_error(what: str, e: Exception) -> str:

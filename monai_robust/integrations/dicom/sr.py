@@ -86,7 +86,8 @@ def build_sr(
         statements: what the bundle's metadata says every result must carry ("not for clinical use", "trained on
             synthetic data"); one TEXT item "Statement" each in the report's root container. Predictions refused by
             the bundle's input contract (``refused``) get no measurement group but one TEXT item
-            "Input outside the model's contract" with the reasons.
+            "Input outside the model's contract" with the reasons; predictions with contract flags (``contract``:
+            body part, stored range, bit depth, ...) keep their group and get one TEXT item "Input contract flag".
 
     Returns:
         The SR dataset (``highdicom.sr.ComprehensiveSR``).
@@ -116,10 +117,12 @@ def build_sr(
     groups = []
     texts = [(_code("STATEMENT", "Statement"), str(t)) for t in statements]
     for i, pred in enumerate(predictions):
+        reasons = "; ".join(f["message"] for f in pred.get("contract") or [])
         if pred.get("refused"):
-            reasons = "; ".join(f["message"] for f in pred.get("contract", []))
             texts.append((_code("OFFCONTRACT", "Input outside the model's contract"), f"image {i + 1}: {reasons}"))
             continue
+        if reasons:
+            texts.append((_code("CONTRACTFLAG", "Input contract flag"), f"image {i + 1}: {reasons}"))
         uids = pred.get("sop_instance_uids") or [pred["sop_instance_uid"]]
         unknown = [u for u in uids if u not in by_uid]
         if unknown:
