@@ -78,6 +78,7 @@ from monai_robust.detectors import (
     MahalanobisDetector,
     detection_auc,
 )
+from monai_robust.metrics import balanced_accuracy, binomial_interval
 from monai_robust.utils.threads import add_num_threads_argument, set_num_threads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,6 +183,13 @@ def scores(det: Detector, x: torch.Tensor, batch_size: int = 256) -> torch.Tenso
         return torch.cat([det(b) for b in x.split(batch_size)])
 
 
+def rate(hits: torch.Tensor) -> dict[str, Any]:
+    """A rate over ``hits`` (bool, one per image) with its ``n`` and exact (Clopper-Pearson) 95 % interval."""
+    k, n = int(hits.sum()), int(hits.numel())
+    return {"rate": round(k / n, 4) if n else None, "n": n,
+            "interval": [round(v, 4) for v in binomial_interval(k, n)] if n else None}
+
+
 def auc_or_none(clean: torch.Tensor, adv: torch.Tensor, min_adv: int = 10) -> float | None:
     """AUC, or None when fewer than ``min_adv`` adversarial test images exist (too few to estimate it)."""
     return round(detection_auc(clean, adv), 4) if adv.numel() >= min_adv else None
@@ -234,6 +242,7 @@ def run_protocol(
         delta = (adv[idx] - x[idx])[fooled[idx]]
         row: dict[str, Any] = {
             "success_rate": round(float(fooled[idx].float().mean()), 4),
+            "success": rate(fooled[idx]),
             "n_fit": [len(fit), len(ok_fit)],
             "n_test": [len(test), len(ok_test)],
             "median_linf_x255": round(float(lp_norm(delta, "inf").median()) * 255, 3) if len(delta) else None,
@@ -253,6 +262,9 @@ def run_protocol(
                 continue
             fitted[(name, det_name)] = det
             row["auc"][det_name] = auc_or_none(scores(det, x[parts["test"]]), scores(det, adv[ok_test]))
+        base = row["auc_confidence_baseline"]
+        row["beats_confidence_baseline"] = {d: v > base for d, v in row["auc"].items()
+                                            if isinstance(v, float) and isinstance(base, float)}
         row["seconds"] = round(time.time() - t0, 1)
         table[name] = row
         print(
@@ -331,6 +343,7 @@ def main() -> None:
         "model_training": f"Adam lr 1e-3, batch 64, {args.epochs} epochs, seed {args.seed}",
         "pool_images": len(pool),
         "pool_accuracy": round(acc, 4),
+        "pool_balanced_accuracy": round(balanced_accuracy(predict(net, x[pool]), y[pool], 2), 4),
         "detector_fit_clean": len(parts["fit"]),
         "calibration_clean": len(parts["calibration"]),
         "detector_test_clean": len(parts["test"]),
@@ -411,14 +424,19 @@ def main() -> None:
         guards[det_name] = {
             "threshold": round(thr, 4),
             "calibration_fpr": round(float(guard.calibration_fpr), 4),
+            "calibration": guard.calibration_report(),  # conformal rank, calibration size, where the FPR may fall
             "test_clean_fpr": round(float(clean_flags.float().mean()), 4),
+            "held_out_fpr": guard.held_out_fpr(x[test]),  # its n and exact interval
             "detection_rate": {},
+            "detection": {},
         }
         for name, adv in advs.items():
             attacked = test[: args.cw_images] if name.startswith("CW") else test
             ok = attacked[predict(net, adv[attacked]) != y[attacked]]
             if len(ok):
-                guards[det_name]["detection_rate"][name] = round(float((scores(det, adv[ok]) > thr).float().mean()), 4)
+                hits = scores(det, adv[ok]) > thr
+                guards[det_name]["detection_rate"][name] = round(float(hits.float().mean()), 4)
+                guards[det_name]["detection"][name] = rate(hits)
         rows = {}
         for weight in (0.0, 1.0, 10.0):
             t0 = time.time()
@@ -438,6 +456,7 @@ def main() -> None:
                 "classifier_fooled": round(float(fooled.float().mean()), 4),
                 "fooled_and_flagged": round(float((fooled & flagged).float().mean()), 4),
                 "fooled_and_passed_guard": round(float((fooled & ~flagged).float().mean()), 4),
+                "fooled_and_passed_guard_rate": rate(fooled & ~flagged),
                 "auc_fooled_vs_clean": auc_or_none(scores(det, x[test]), s[fooled]),
                 "seconds": round(time.time() - t0, 1),
             }
@@ -483,7 +502,10 @@ def main() -> None:
         "the detector-test part; 'auc_confidence_baseline' scores images by 1 - max softmax, the bar a detector must "
         "clear (at 1/255 the few successful examples sit just across the decision boundary).",
         "Detector settings are fixed in the script (not tuned on the detector-test part).",
-        "AUCs over fewer than 10 successful adversarial test images are reported as null.",
+        "AUCs over fewer than 10 successful adversarial test images are reported as null; the AUC's n is 'n_test' "
+        "(clean detector-test images, successful adversarial ones among them).",
+        "Rates ('success', 'held_out_fpr', 'detection', 'fooled_and_passed_guard_rate') carry their n and exact "
+        "(Clopper-Pearson) 95 % interval.",
     ]
     result["runtime_s"] = round(time.time() - start, 1)
     out.parent.mkdir(parents=True, exist_ok=True)

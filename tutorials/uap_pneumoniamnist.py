@@ -53,6 +53,7 @@ from monai_robust.data import medmnist_tensors
 from monai_robust.data.natural_images import photo_crops
 from monai_robust.engines.fit import classification_accuracy, fit_classifier
 from monai_robust.engines.uap_retraining import uap_adversarial_retraining
+from monai_robust.metrics import balanced_accuracy, binomial_interval
 from monai_robust.networks import SmallCNN
 from monai_robust.utils.threads import add_num_threads_argument, set_num_threads
 
@@ -113,6 +114,23 @@ def controls(net: nn.Module, delta: torch.Tensor, images: torch.Tensor, target: 
     return out
 
 
+def with_interval(value: float, n: int) -> dict[str, Any]:
+    """A rate over ``n`` test images with its exact (Clopper-Pearson) 95 % interval."""
+    return {"rate": value, "n": n, "interval": list(binomial_interval(round(value * n), n))}
+
+
+def balanced_accuracies(net: nn.Module, delta: torch.Tensor, test: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Balanced accuracy of the test images, clean and with ``delta`` added (clipped to the bounds): the accuracy a
+    model that predicts one class cannot inflate."""
+    y = test["labels"]
+    with torch.no_grad():
+        out = {}
+        for key, images in (("clean", test["images"]), ("perturbed", (test["images"] + delta).clamp(*BOUNDS))):
+            pred = torch.cat([net(images[i : i + 256]).argmax(1) for i in range(0, len(images), 256)])
+            out[key] = balanced_accuracy(pred, y, int(y.max()) + 1)
+    return out
+
+
 def run_fit(fitter, fit_images: torch.Tensor, test: dict[str, torch.Tensor], net: nn.Module, seed: int,
             reference: torch.Tensor | None = None) -> dict[str, Any]:
     """Fits one UAP on ``fit_images`` and measures it on the test images, beside noise controls of the same norm.
@@ -137,7 +155,13 @@ def run_fit(fitter, fit_images: torch.Tensor, test: dict[str, torch.Tensor], net
         "test_clean_accuracy": by_label["clean_accuracy"], "test_perturbed_accuracy": by_label["perturbed_accuracy"],
         "controls_same_l2_norm": controls(net, res.delta, test["images"], res.target, seed),
     }
+    n = by_label["n"]
+    bal = balanced_accuracies(net, res.delta, test)
+    out["test_n"] = n
+    out["test_fooling"] = with_interval(by_label["fooling_rate"], n)
+    out["test_clean_balanced_accuracy"], out["test_perturbed_balanced_accuracy"] = bal["clean"], bal["perturbed"]
     if res.target is not None:
+        out["test_targeted_success"] = with_interval(by_label["targeted_success_rate"], n)
         out["test_targeted_success_rate"] = by_label["targeted_success_rate"]
         out["test_per_class_targeted_success_rate_by_label"] = by_label["per_class_targeted_success_rate"]
     return out
