@@ -93,10 +93,10 @@ def load(path: Path, max_train: int | None = None, max_eval: int | None = None) 
     return out
 
 
-def build(block: str | None) -> nn.Module:
-    """A fresh SmallCNN (conv-BN-ReLU, channels 16, 32, 64: same initial weights every time), with ``block``
-    inserted after ``INSERT_AFTER``."""
-    torch.manual_seed(0)
+def build(block: str | None, seed: int = 0) -> nn.Module:
+    """A fresh SmallCNN (conv-BN-ReLU, channels 16, 32, 64: the same initial weights for every row of one ``seed``),
+    with ``block`` inserted after ``INSERT_AFTER``."""
+    torch.manual_seed(seed)
     net = SmallCNN(spatial_dims=2, in_channels=1, num_classes=2, channels=(16, 32, 64), norm="batch")
     if block is not None:
         # insert_blocks finds the modules by name and reads the channel count at each point from example_input
@@ -104,9 +104,11 @@ def build(block: str | None) -> nn.Module:
     return net
 
 
-def train(net: nn.Module, data: dict[str, torch.Tensor], epochs: int, adversarial: dict[str, Any] | None) -> float:
-    """Trains with MONAI's SupervisedTrainer; PGD-AT with an eps warm-up when ``adversarial`` is given."""
-    torch.manual_seed(1)
+def train(net: nn.Module, data: dict[str, torch.Tensor], epochs: int, adversarial: dict[str, Any] | None,
+          seed: int = 0) -> float:
+    """Trains with MONAI's SupervisedTrainer; PGD-AT with an eps warm-up when ``adversarial`` is given (shuffling
+    and attack starts from ``seed``)."""
+    torch.manual_seed(seed + 1)
     loader = DataLoader(TensorDataset(data["train_x"], data["train_y"]), batch_size=64, shuffle=True)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     kwargs: dict[str, Any] = {}
@@ -115,7 +117,7 @@ def train(net: nn.Module, data: dict[str, torch.Tensor], epochs: int, adversaria
         # PGD-AT: the iteration_update crafts PGD examples on the batch (gradients on, model in eval mode while
         # attacking) and trains on them; EpsSchedule ramps the attack's eps from 0 over the warm-up epochs
         attack = PGD(net, adversarial["eps"], num_steps=adversarial["num_steps"], bounds=BOUNDS)
-        attack.set_random_state(0)
+        attack.set_random_state(seed)
         iteration = PGDATIteration(attack)
         metrics = adversarial_metrics()
         kwargs = {"iteration_update": iteration, "key_train_metric": {"adv_acc": metrics.pop("adv_acc")},
@@ -155,7 +157,7 @@ class CorrectPerImage:
 
 
 def robust_table(net: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict[str, Any], eps_list: list[float],
-                 has_blocks: bool) -> tuple[dict[str, Any], dict[float, dict[str, float]], dict[float, float]]:
+                 has_blocks: bool, seed: int = 0) -> tuple[dict[str, Any], dict[float, dict[str, float]], dict[float, float]]:
     """``RobustnessEvaluator`` on ``(x, y)``: every attack (``{name: attack}``) at every eps, with the
     network's own gradient and, for a network with blocks, again with the straight-through (BPDA) gradient.
 
@@ -170,7 +172,7 @@ def robust_table(net: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: dict
         per_image = CorrectPerImage()
         # every eps on every image with the attacks as configured (no retiring of broken images, no early stop)
         options = EvaluationOptions(reuse_smaller_eps=False, early_stop=False, noise_control=False)
-        evaluator = RobustnessEvaluator("cpu", data, net, attacks, eps_list, options=options, seed=0, progress=False,
+        evaluator = RobustnessEvaluator("cpu", data, net, attacks, eps_list, options=options, seed=seed, progress=False,
                                         val_handlers=[per_image])
         with straight_through_mode(net, grad == "straight_through"):
             evaluator.run()
@@ -200,10 +202,10 @@ def make_attacks(net: nn.Module, pgd_steps: int, apgd_steps: int | None = None) 
 
 
 def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, has_blocks: bool, pgd_steps: int,
-             apgd_steps: int) -> dict[str, Any]:
+             apgd_steps: int, seed: int = 0) -> dict[str, Any]:
     """Clean accuracy and AUC, then robust accuracy per eps, attack and gradient, and the per-image worst case."""
     results, table, balanced = robust_table(net.eval(), x, y, make_attacks(net, pgd_steps, apgd_steps),
-                                            [e / 255 for e in EPS_LIST], has_blocks)
+                                            [e / 255 for e in EPS_LIST], has_blocks, seed)
     res: dict[str, Any] = {
         "clean_accuracy": results["clean"]["accuracy"],
         "clean_balanced_accuracy": results["clean"]["balanced_accuracy"],
@@ -221,14 +223,14 @@ def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, has_blocks: bool,
     return res
 
 
-def select_block(data: dict[str, torch.Tensor], epochs: int) -> tuple[str, dict[str, Any]]:
+def select_block(data: dict[str, torch.Tensor], epochs: int, seed: int = 0) -> tuple[str, dict[str, Any]]:
     """Trains each candidate block with plain training; keeps the best worst-case robust accuracy at 1/255 on val."""
     scores = {}
     for name in BLOCKS:
-        net = build(name)
-        seconds = train(net, data, epochs, None)
+        net = build(name, seed)
+        seconds = train(net, data, epochs, None, seed)
         results, table, _ = robust_table(net.eval(), data["val_x"], data["val_y"], make_attacks(net, 10), [1 / 255],
-                                         True)
+                                         True, seed)
         scores[name] = {"val_clean_accuracy": results["clean"]["accuracy"],
                         "val_worst_robust_accuracy_1/255_pgd10": table[1 / 255]["worst_case"],
                         "train_seconds": round(seconds, 1)}
@@ -281,6 +283,8 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=int)
     parser.add_argument("--pgd-steps", type=int)
     parser.add_argument("--apgd-steps", type=int)
+    parser.add_argument("--seed", type=int, default=0, help="initial weights, shuffling and attack starts; a seed other "
+                        "than 0 writes harden_seed<N>.json/.md")
     args = parser.parse_args()
     for key, value in (TINY if args.tiny else FULL).items():
         if getattr(args, key) is None:
@@ -295,7 +299,7 @@ def main() -> None:
 
     # ---- 1. choose the denoising block on the validation split (never on test)
     print("selecting the block on the validation split")
-    block, selection = select_block(data, args.epochs)
+    block, selection = select_block(data, args.epochs, args.seed)
     print(f"  -> {block}")
 
     # ---- 2. train the four variants and attack each on the test split
@@ -304,9 +308,10 @@ def main() -> None:
                            ("adversarial training only", None, adversarial),
                            (f"blocks ({block}) + adversarial training", block, adversarial)]:
         print(name)
-        net = build(blk)
-        seconds = train(net, data, args.epochs, adv)
-        rows[name] = evaluate(net, data["test_x"], data["test_y"], blk is not None, args.pgd_steps, args.apgd_steps)
+        net = build(blk, args.seed)
+        seconds = train(net, data, args.epochs, adv, args.seed)
+        rows[name] = evaluate(net, data["test_x"], data["test_y"], blk is not None, args.pgd_steps, args.apgd_steps,
+                              args.seed)
         rows[name]["train_seconds"] = round(seconds, 1)
     # ---- 3. results: JSON (every number) and Markdown (the tables)
     standard_clean = rows["standard"]["clean_accuracy"]
@@ -324,7 +329,7 @@ def main() -> None:
             "eval_attacks": f"PGD-{args.pgd_steps} (random start, step 2.5 eps/{args.pgd_steps}), APGD-CE "
                             f"{args.apgd_steps} steps; RobustnessEvaluator, every eps on every image",
             "eps_units": "model input, images scaled to [0, 1]",
-            "tiny": args.tiny, "max_train": args.max_train, "max_eval": args.max_eval,
+            "seed": args.seed, "tiny": args.tiny, "max_train": args.max_train, "max_eval": args.max_eval,
             "threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         },
@@ -345,7 +350,8 @@ def main() -> None:
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    (args.output_dir / "harden.json").write_text(json.dumps(results, indent=2) + "\n")
+    stem = "harden" if args.seed == 0 else f"harden_seed{args.seed}"
+    (args.output_dir / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     md = ["# Hardening on PneumoniaMNIST", "",
           f"Generated by `tutorials/harden_pneumoniamnist.py` ({results['config']['date']}, CPU, "
           f"{results['config']['threads']} thread(s), "
@@ -362,9 +368,9 @@ def main() -> None:
           "| block | val clean acc | val worst robust acc |", "|---|---|---|"]
     md += [f"| {k} | {v['val_clean_accuracy']:.3f} | {v['val_worst_robust_accuracy_1/255_pgd10']:.3f} |"
            for k, v in selection.items()]
-    (args.output_dir / "harden.md").write_text("\n".join(md) + "\n")
+    (args.output_dir / f"{stem}.md").write_text("\n".join(md) + "\n")
     print(json.dumps(results["goal"], indent=2))
-    print(f"wrote {args.output_dir / 'harden.json'} and harden.md in {results['total_seconds']:.0f} s")
+    print(f"wrote {args.output_dir / stem}.json and .md in {results['total_seconds']:.0f} s")
 
 
 if __name__ == "__main__":
