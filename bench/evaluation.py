@@ -101,8 +101,8 @@ def our_attacks(net: nn.Module, linf_eps: tuple[float, ...], cw_cls: Any) -> tup
     return attacks, cw
 
 
-def _our_autoattack(net: nn.Module, eps: float | None = None) -> AutoAttack:
-    aa = AutoAttack(net, eps, bounds=(0.0, 1.0), num_steps=AA["steps"], num_queries=AA["queries"])
+def _our_autoattack(net: nn.Module, eps: float | None = None, amp: bool = False) -> AutoAttack:
+    aa = AutoAttack(net, eps, bounds=(0.0, 1.0), num_steps=AA["steps"], num_queries=AA["queries"], amp=amp)
     return aa.set_random_state(AA["seed"])
 
 
@@ -152,12 +152,14 @@ def plain_loop(
 
 def evaluator_run(
     net: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], seed: int, linf_eps: tuple[float, ...], cw_cls: Any,
-    **options: Any,
+    amp: bool = False, **options: Any,
 ) -> tuple[dict[str, float], dict]:
-    attacks = {"fgsm": FGSM(net, bounds=(0.0, 1.0)), "pgd": PGD(net, num_steps=10, bounds=(0.0, 1.0))}
+    """The evaluator on the same attacks; ``amp``: PGD and AutoAttack in exact mixed precision (bf16 iterations,
+    fp32 verdicts: :mod:`monai_robust.attacks.precision`); FGSM and CW stay fp32 (one step / no exact mode)."""
+    attacks = {"fgsm": FGSM(net, bounds=(0.0, 1.0)), "pgd": PGD(net, num_steps=10, bounds=(0.0, 1.0), amp=amp)}
     eps: dict[str, list] = {"fgsm": list(linf_eps), "pgd": list(linf_eps)}
     if AA["steps"]:
-        attacks["autoattack"], eps["autoattack"] = _our_autoattack(net), list(linf_eps)
+        attacks["autoattack"], eps["autoattack"] = _our_autoattack(net, amp=amp), list(linf_eps)
     if cw_cls is not None:
         attacks["cw"] = cw_cls(net, **_cw_kwargs())
         eps["cw"] = [*L2_EPS, None]
@@ -199,16 +201,25 @@ def cw_check(net: nn.Module, batches: list, seed: int, cw_cls: Any) -> dict[str,
     return out
 
 
+AMP_RUN = "evaluator, mixed precision"
+
+
 def compare(
-    net: nn.Module, batches: list, seed: int, linf_eps: tuple[float, ...], cw_cls: Any, repeats: int, ablation: bool
+    net: nn.Module, batches: list, seed: int, linf_eps: tuple[float, ...], cw_cls: Any, repeats: int, ablation: bool,
+    amp: bool = False, own_loop: bool = True,
 ) -> dict[str, Any]:
-    """Times the two plain loops and the evaluator (interleaved repeats) on one eps set and compares their numbers."""
+    """Times the plain loops and the evaluator (interleaved repeats) on one eps set and compares their numbers
+    (``amp``: also the evaluator in exact mixed precision; ``own_loop``: also the plain loop over our attacks)."""
     timer = MinTimer()
     runs: dict[str, Callable[[], Any]] = {
         "plain loop, torchattacks": lambda: plain_loop(net, batches, seed, *torchattacks_attacks(net, linf_eps)),
         "plain loop, monai_robust attacks": lambda: plain_loop(net, batches, seed, *our_attacks(net, linf_eps, cw_cls)),
         "evaluator": lambda: evaluator_run(net, batches, seed, linf_eps, cw_cls),
     }
+    if not own_loop:
+        del runs["plain loop, monai_robust attacks"]
+    if amp:
+        runs[AMP_RUN] = lambda: evaluator_run(net, batches, seed, linf_eps, cw_cls, amp=True)
     if ablation:
         runs["evaluator, no retiring / early stop"] = lambda: evaluator_run(
             net, batches, seed, linf_eps, cw_cls, reuse_smaller_eps=False, early_stop=False
@@ -221,8 +232,11 @@ def compare(
             if name.startswith("plain"):
                 family_cpu[name] = {k: min(v, family_cpu.get(name, {}).get(k, math.inf)) for k, v in outputs[name][1].items()}
     ours = outputs["evaluator"][1]
-    family_cpu["evaluator"] = {n: sum(r.get("cpu_time_s", 0.0) for r in a["results"]) for n, a in ours["attacks"].items()}
-    family_cpu["evaluator"]["noise controls"] = sum(c.get("cpu_time_s", 0.0) for c in ours["controls"]["noise"])
+    for name in ("evaluator", AMP_RUN):
+        if name in outputs:
+            res = outputs[name][1]
+            family_cpu[name] = {n: sum(r.get("cpu_time_s", 0.0) for r in a["results"]) for n, a in res["attacks"].items()}
+            family_cpu[name]["noise controls"] = sum(c.get("cpu_time_s", 0.0) for c in res["controls"]["noise"])
     accs = {name: out[0] for name, out in outputs.items()}
     base, mine = accs["plain loop, torchattacks"], accs["evaluator"]
     rows = [
@@ -231,7 +245,10 @@ def compare(
             "eps": k[1],
             "evaluator": mine[k],
             "plain_torchattacks": base[k],
-            "plain_monai_robust": accs["plain loop, monai_robust attacks"].get(k, math.nan),
+            "plain_monai_robust": accs.get("plain loop, monai_robust attacks", {}).get(k, math.nan),
+            "evaluator_mixed_precision": accs.get(AMP_RUN, {}).get(k, math.nan),
+            "mixed_precision_le_torchattacks_plus_tolerance": (accs[AMP_RUN][k] <= base[k] + TOLERANCE + 1e-9
+                                                               if AMP_RUN in accs else None),
             "difference": mine[k] - base[k],
             "within_1pt_or_lower": mine[k] <= base[k] + 0.01 + 1e-9,
             f"ours_le_torchattacks_plus_{TOLERANCE:g}": mine[k] <= base[k] + TOLERANCE + 1e-9,
@@ -246,7 +263,11 @@ def compare(
         "runs": timer.runs,
         "speedup_cpu": cpu["plain loop, torchattacks"] / cpu["evaluator"],
         "speedup_wall": timer.best["plain loop, torchattacks"] / timer.best["evaluator"],
-        "speedup_cpu_vs_own_attacks": cpu["plain loop, monai_robust attacks"] / cpu["evaluator"],
+        "speedup_cpu_vs_own_attacks": (cpu["plain loop, monai_robust attacks"] / cpu["evaluator"]
+                                       if "plain loop, monai_robust attacks" in cpu else None),
+        "speedup_cpu_mixed_precision": cpu["plain loop, torchattacks"] / cpu[AMP_RUN] if AMP_RUN in cpu else None,
+        "speedup_wall_mixed_precision": (timer.best["plain loop, torchattacks"] / timer.best[AMP_RUN]
+                                         if AMP_RUN in cpu else None),
         "cpu_per_attack_family": family_cpu,
         "robust_accuracy": rows,
         "all_within_1pt_or_lower": all(r["within_1pt_or_lower"] for r in rows),
@@ -283,6 +304,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ablation", action="store_true", help="also time the evaluator without retiring/early stop")
+    parser.add_argument("--amp", action="store_true", help="also time the evaluator with exact mixed precision (PGD, AA)")
+    parser.add_argument("--no-own-loop", action="store_true", help="skip the plain loop over monai_robust's attacks")
+    parser.add_argument("--no-cw-check", action="store_true", help="skip the CW implementation check (4 more CW runs)")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "evaluation.json")
     parser.add_argument("--no-readme", action="store_true")
     parser.add_argument("--from-json", type=Path, help="only rewrite the README section from a saved JSON")
@@ -316,9 +340,10 @@ def main() -> None:
                             "(conv3d gets a 6-D tensor; Square unpacks 3 spatial sizes), so there is nothing to compare with")
     batches = [(x[i : i + args.batch_size], y[i : i + args.batch_size]) for i in range(0, x.shape[0], args.batch_size)]
     comparisons = [
-        compare(net, batches, args.seed, eps, CW, args.repeats, args.ablation) for eps in LINF_EPS_SETS[: args.eps_sets]
+        compare(net, batches, args.seed, eps, CW, args.repeats, args.ablation, args.amp, not args.no_own_loop)
+        for eps in LINF_EPS_SETS[: args.eps_sets]
     ]
-    cw_diag = cw_check(net, batches, args.seed, CW) if CW is not None else {}
+    cw_diag = cw_check(net, batches, args.seed, CW) if CW is not None and not args.no_cw_check else {}
     info = machine_info()
     payload = {
         "machine": info,
@@ -362,30 +387,42 @@ def readme_section(payload: dict[str, Any]) -> str:
         f"{info['cpu_count']} cores at start), so process CPU time is the measure (wall times in the JSON). {cw_note}",
         "",
         "| L-inf eps | torchattacks loop, CPU s | monai_robust loop, CPU s | evaluator, CPU s | speed-up vs torchattacks "
-        "(CPU / wall) | vs monai_robust loop | CW's CPU s: torchattacks loop / evaluator |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "(CPU / wall) | vs monai_robust loop | CW's CPU s: torchattacks loop / evaluator | evaluator, mixed precision, "
+        "CPU s | its speed-up (CPU / wall) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def num(v: Any, fmt: str = ".1f") -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
     for c in comparisons:
         sec = c["seconds"]
         fam = c["cpu_per_attack_family"]
+        amp = sec.get(AMP_RUN)
         lines.append(
-            f"| {_eps_text(c['linf_eps'])} | {sec[ta]['cpu']:.1f} | {sec[own]['cpu']:.1f} | {sec['evaluator']['cpu']:.1f} | "
-            f"**{c['speedup_cpu']:.2f}x** / {c['speedup_wall']:.2f}x | {c['speedup_cpu_vs_own_attacks']:.2f}x | "
-            f"{fam[ta].get('cw', math.nan):.1f} / {fam['evaluator'].get('cw', math.nan):.1f} |"
+            f"| {_eps_text(c['linf_eps'])} | {sec[ta]['cpu']:.1f} | {num(sec.get(own, {}).get('cpu'))} | "
+            f"{sec['evaluator']['cpu']:.1f} | **{c['speedup_cpu']:.2f}x** / {c['speedup_wall']:.2f}x | "
+            f"{num(c.get('speedup_cpu_vs_own_attacks'), '.2f')}x | "
+            f"{fam[ta].get('cw', math.nan):.1f} / {fam['evaluator'].get('cw', math.nan):.1f} | "
+            f"{num(amp and amp['cpu'])} | "
+            + (f"**{c['speedup_cpu_mixed_precision']:.2f}x** / {c['speedup_wall_mixed_precision']:.2f}x |" if amp else "- |")
         )
     for c in comparisons:
         lines += ["", f"Robust accuracy, L-inf eps {_eps_text(c['linf_eps'])}:", ""]
         lines += [
-            f"| attack @ eps | evaluator | torchattacks loop | monai_robust loop | evaluator - torchattacks | n | "
-            f"evaluator <= torchattacks + {TOLERANCE:g} |",
-            "|---|---:|---:|---:|---:|---:|---|",
+            f"| attack @ eps | evaluator | evaluator, mixed precision | torchattacks loop | monai_robust loop | "
+            f"evaluator - torchattacks | n | evaluator (mixed) <= torchattacks + {TOLERANCE:g} |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
         ]
-        lines += [
-            f"| {r['attack']} @ {_eps_label(r['attack'], r['eps'])} | {r['evaluator']:.3f} | {r['plain_torchattacks']:.3f} | "
-            f"{r['plain_monai_robust']:.3f} | {r['difference']:+.3f} | {n_test} | "
-            f"{'yes' if r.get(f'ours_le_torchattacks_plus_{TOLERANCE:g}') else 'no'} |"
-            for r in c["robust_accuracy"]
-        ]
+        for r in c["robust_accuracy"]:
+            ok = "yes" if r.get(f"ours_le_torchattacks_plus_{TOLERANCE:g}") else "no"
+            mixed_ok = r.get("mixed_precision_le_torchattacks_plus_tolerance")
+            ok += "" if mixed_ok is None else f" ({'yes' if mixed_ok else 'no'})"
+            lines.append(
+                f"| {r['attack']} @ {_eps_label(r['attack'], r['eps'])} | {r['evaluator']:.3f} | "
+                f"{num(r.get('evaluator_mixed_precision'), '.3f')} | {r['plain_torchattacks']:.3f} | "
+                f"{num(r['plain_monai_robust'], '.3f')} | {r['difference']:+.3f} | {n_test} | {ok} |"
+            )
     if cw_diag:
         keys = list(next(iter(cw_diag.values())))
         lines += ["", "CW robust accuracy by implementation (same loop, same images):", ""]
