@@ -82,8 +82,18 @@ class BusyLoad:
             proc.wait(timeout=30)
 
 
+def wait_until_idle(threshold: float = 0.8, max_s: float = 300.0) -> float:
+    """Waits (at most ``max_s`` seconds) until the 1-minute load average is below ``threshold``: after a busy run it
+    lags by minutes, and the load-aware thread default of the next idle run would read it. Returns seconds waited."""
+    t0 = time.perf_counter()
+    while os.getloadavg()[0] >= threshold and time.perf_counter() - t0 < max_s:
+        time.sleep(5)
+    return time.perf_counter() - t0
+
+
 def run(variant: str, condition: str, work: Path, overrides: list[str], busy: int, settle: float) -> dict[str, Any]:
     extra, env = variant_settings(variant)
+    waited = wait_until_idle() if condition == "idle" else 0.0
     root = work / f"{variant}-{condition}"
     load = BusyLoad(busy if condition == "busy" else 0, settle if condition == "busy" else 0.0)
     with load:
@@ -91,7 +101,7 @@ def run(variant: str, condition: str, work: Path, overrides: list[str], busy: in
         out = run_bundle(BUNDLE, VARIANTS["hardened"], root, [*overrides, *extra], None, env)
     report = out.pop("report")
     row = {"variant": variant, "condition": condition, "busy_processes": load.n, "load_avg_1min_before": before,
-           "overrides": extra, "omp_wait_policy": env.get("OMP_WAIT_POLICY"), **out,
+           "overrides": extra, "omp_wait_policy": env.get("OMP_WAIT_POLICY"), "waited_for_idle_s": round(waited, 1), **out,
            "clean_accuracy": report["clean"]["accuracy"]}
     print(f"{variant:14s} {condition:5s} wall {row['wall_s']:7.1f} s  CPU {row['cpu_s']:7.1f} s  "
           f"(load before {before:.1f})", flush=True)
@@ -138,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for variant in args.variants:  # idle first, then busy, per variant
         for condition in ("idle", "busy"):
             payload["runs"].append(run(variant, condition, args.work, overrides, busy, settle))
-    write_json(args.out, payload)
+            write_json(args.out, payload)  # after every run: an interrupted benchmark keeps what it measured
     if not args.no_readme:
         replace_readme_section(BENCH_DIR / "README.md", "Oversubscription", markdown(payload))
     print(markdown(payload))
