@@ -13,8 +13,9 @@ soft threshold at a quantile, mean-centred shrinkage, non-local means) is traine
 with the highest worst-case robust accuracy at 1/255 (PGD-10, normal and straight-through gradients) is kept. The
 test split is only used for the final table.
 
-Writes ``harden.json`` and ``harden.md`` to ``--output-dir`` (default ``bench/results``). CPU, one thread: the recorded
-run took 65 minutes of wall time on a 2-core machine shared with other jobs (load about 12), much less on an idle core.
+Writes ``harden.json`` and ``harden.md`` to ``--output-dir`` (default ``bench/results``; ``--seed S`` other than 0:
+``harden_seed<S>.json`` / ``.md``). CPU, one thread: 13-30 min per seed on a 2-core machine running two or three
+such jobs side by side (2026-12-06); 65 min under a load of about 12.
 ``--tiny`` shrinks everything (256 training, 48 validation and 48 test images, 1 epoch, 2-step attacks) to seconds:
 a smoke test of the API, not a measurement (the tiny models barely train).
 
