@@ -182,7 +182,8 @@ class RobustClassifierOperator(Operator):
         op_output.emit((self.classify(image.asnumpy(), datasets), datasets), "result")
 
     def classify(self, voxels: np.ndarray, datasets: Sequence[Any]) -> SeriesResult:
-        """The predictions for a Deploy volume of ``datasets`` (one per slice, in the volume's order)."""
+        """The predictions for a Deploy volume of ``datasets`` (one per slice, in the volume's order), each with the
+        bundle's input-contract flags found on the image as read (modality and body part from the first header)."""
         p = self.predictor
         images = deploy_to_reader_layout(deploy_to_reader_values(voxels, datasets), int(p.spatial_dims))
         first = datasets[0]
@@ -203,8 +204,11 @@ class RobustClassifierOperator(Operator):
                     "outside_intensity_window": bool(window is not None and (lo < window[0] or hi > window[1])),
                 }
             )
+        # the input contract on the stored values as read, before the bundle's resampling hides e.g. 8-bit data
+        modality, body_part = (str(first.get(k, "") or "").strip() or None for k in ("Modality", "BodyPartExamined"))
+        flags = [p.check(img.astype(np.float32), modality, body_part) for img in images]
         x = torch.stack([p.preprocess(img.astype(np.float32)) for img in images])
-        predictions = [dict(pred, **ref) for pred, ref in zip(p.predict(x), refs)]
+        predictions = [dict(pred, **ref) for pred, ref in zip(p.predict(x, flags=flags), refs)]
         return SeriesResult(
             str(first.StudyInstanceUID),
             str(first.SeriesInstanceUID),

@@ -2,7 +2,8 @@
 # Licensed under the Apache License, Version 2.0 (the "License");
 """Inputs outside the X-ray bundle's input contract (DICOM CR, CHEST, one channel, 12-bit stored values) through the
 three entry points: ``monai-robust predict``, DICOM screening (``python -m monai_robust.dicom screen``) and the MONAI
-Label infer task (in process). Each output carries the refusal or the flag; a refused input never gets a class.
+Label infer task (in process), and the MONAI Deploy operator (modality, 8-bit and body part, in process). Each output
+carries the refusal or the flag; a refused input never gets a class.
 
 Cells of the (case x entry point) table tested here, the others where they already are:
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import nibabel as nib
@@ -184,3 +186,21 @@ def test_monailabel_task(case: str, task: Any, inputs: dict) -> None:
     assert _codes(result) == [case] and result["refused"] is False
     assert result["predicted_label"] in task.predictor.class_names
     assert any("not for clinical use" in s for s in result["statements"])
+
+
+@pytest.mark.parametrize("case", ["modality", "low_bit_depth", "body_part"])
+def test_deploy_operator(case: str, xray_predictor: Any, inputs: dict) -> None:
+    """The MONAI Deploy operator checks the contract on the stored values as read too (the 8-bit image is 48 x 40, so
+    a check after the bundle's resampling would miss it), with the modality and body part of the series' header."""
+    import monai_robust.integrations.deploy_app as deploy
+
+    if not deploy.has_deploy:
+        missing_prerequisite(f"{deploy.INSTALL_HINT} The MONAI Deploy tests need it.")
+    ds = pydicom.dcmread(inputs[case]["screen"])
+    voxels = ds.pixel_array[None]  # Deploy's volume: (slices, rows, columns) of stored values
+    operator = SimpleNamespace(predictor=xray_predictor)  # classify() needs the predictor only, no Deploy fragment
+    result = deploy.RobustClassifierOperator.classify(operator, voxels, [ds])
+    (record,) = result.predictions
+    assert case in _codes(record)
+    assert record["refused"] is (case == "modality")
+    assert (record["predicted_class"] is None) is (case == "modality")
