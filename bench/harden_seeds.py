@@ -28,6 +28,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from seed_summary import summarize  # noqa: E402
 
+from monai_robust.metrics.robustness import performance_retained  # noqa: E402
+
 ROLES = ("standard", "blocks only", "adversarial training only", "blocks + adversarial training")
 
 
@@ -38,7 +40,8 @@ def role(name: str) -> str:
 
 
 def _retained(robust: float, clean: float) -> float | None:
-    return (robust - 0.5) / (clean - 0.5) if clean > 0.5 else None
+    """Balanced accuracy retained above chance (two classes): the library's definition; None below chance."""
+    return performance_retained(robust, clean, chance=0.5) if clean > 0.5 else None
 
 
 def normalize(run: dict[str, Any]) -> dict[str, Any]:

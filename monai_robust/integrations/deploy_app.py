@@ -206,8 +206,9 @@ class RobustClassifierOperator(Operator):
             )
         # the input contract on the stored values as read, before the bundle's resampling hides e.g. 8-bit data
         modality, body_part = (str(first.get(k, "") or "").strip() or None for k in ("Modality", "BodyPartExamined"))
-        flags = [p.check(img.astype(np.float32), modality, body_part) for img in images]
-        x = torch.stack([p.preprocess(img.astype(np.float32)) for img in images])
+        images = [img.astype(np.float32) for img in images]
+        flags = [p.check(img, modality, body_part) for img in images]
+        x = torch.stack([p.preprocess(img) for img in images])
         predictions = [dict(pred, **ref) for pred, ref in zip(p.predict(x, flags=flags), refs)]
         return SeriesResult(
             str(first.StudyInstanceUID),
