@@ -310,13 +310,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results" / "evaluation.json")
     parser.add_argument("--no-readme", action="store_true")
     parser.add_argument("--from-json", type=Path, help="only rewrite the README section from a saved JSON")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the timings' CPU seconds grow a little with more)")
     parser.add_argument("--device", default="cpu", help="torch device of the model, the images and the attacks (cuda)")
     args = parser.parse_args()
     if args.from_json:
         payload = json.loads(args.from_json.read_text())
         replace_readme_section(BENCH_DIR / "README.md", _section(payload["settings"]), readme_section(payload))
         return
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
 
     try:
         from monai_robust.attacks.cw import CW
@@ -389,7 +390,8 @@ def readme_section(payload: dict[str, Any]) -> str:
         "`RobustnessEvaluator` with its defaults (retiring broken samples, early stop; its noise controls and "
         f"validity probes are included in its time) vs a plain loop over torchattacks {info['torchattacks']} (per batch "
         "a clean forward, then every attack at every eps on every sample and a forward on its output; CW once, "
-        "thresholded) and the same loop over monai_robust's attacks. One CPU thread; minimum over "
+        "thresholded) and the same loop over monai_robust's attacks. "
+        f"{info['torch_threads']} CPU thread(s); minimum over "
         f"{repeats} interleaved repeats; the machine was shared (load {info.get('load_avg_1min_at_start')} on "
         f"{info['cpu_count']} cores at start), so process CPU time is the measure (wall times in the JSON). {cw_note}",
         "",
