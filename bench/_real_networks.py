@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from monai.networks.nets import DenseNet121
 from torch import nn
 
-__all__ = ["NETWORKS", "build_task", "torchattacks_autoattack"]
+__all__ = ["NETWORKS", "build_task", "load_split", "torchattacks_autoattack"]
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NETWORKS = {"densenet2d": ("pneumoniamnist.npz", 2, 64), "densenet3d": ("adrenalmnist3d.npz", 3, 32)}
@@ -30,7 +30,14 @@ def _rotate(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return out, y
 
 
-def _load(path: Path, split: str, n: int, dims: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def load_split(kind: str, split: str, n: int | None = None, data_dir: Path = DATA) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` images of ``split`` (``train``, ``val``, ``test``) for network ``kind`` of :data:`NETWORKS`,
+    resized and rotated: images in [0, 1] ``(N, 1, *size)`` and rotation labels ``(N,)``."""
+    file, dims, size = NETWORKS[kind]
+    return _load(data_dir / file, split, n, dims, size)
+
+
+def _load(path: Path, split: str, n: int | None, dims: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     with np.load(path) as f:
         x = torch.from_numpy(f[f"{split}_images"][:n]).float().div(255).unsqueeze(1)
     mode = "bilinear" if dims == 2 else "trilinear"

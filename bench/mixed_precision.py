@@ -43,8 +43,15 @@ from monai_robust.attacks import APGD, BIM, FGSM, PGD, AutoAttack
 from monai_robust.attacks.precision import cpu_bf16_flags, low_precision_dtype
 from monai_robust.networks import SmallCNN
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _real_networks import load_split  # noqa: E402
+
 NPZ = Path("/work/shared/data/pneumoniamnist.npz")
-NETS = {"smallcnn": (28, 64, 3), "densenet121_2d": (64, 32, 1), "resnet18_2d": (128, 16, 1)}  # size, batch, epochs
+NETS = {"smallcnn": (28, 64, 3), "densenet121_2d": (64, 32, 1), "resnet18_2d": (128, 16, 1),
+        "densenet121_3d": (32, 16, 4)}  # size, training batch, epochs
+HELD_OUT_3D = 512
+"""DenseNet121-3D runs on AdrenalMNIST3D's 4-class rotation task (``bench/_real_networks.py``): the split has only 396
+non-training volumes (val 98 + test 298), so the last ``HELD_OUT_3D - 396`` training volumes are held out too."""
 ATTACKS = ("fgsm", "bim", "pgd-linf", "pgd-l2", "apgd", "autoattack")
 TARGET = 0.005
 
@@ -67,18 +74,34 @@ def build(name: str) -> torch.nn.Module:
 
     if name == "resnet18_2d":
         return resnet18(spatial_dims=2, n_input_channels=1, num_classes=2)
+    if name == "densenet121_3d":
+        return DenseNet121(spatial_dims=3, in_channels=1, out_channels=4)
     return DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)
 
 
+def datasets(name: str, npz: Path) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``(train, attacked)`` image/label pairs of network ``name``: PneumoniaMNIST's train and test splits at the
+    network's size; for DenseNet121-3D the AdrenalMNIST3D rotation task with test + val + the last training volumes
+    held out (:data:`HELD_OUT_3D`)."""
+    if name != "densenet121_3d":
+        return _images(npz, "train", NETS[name][0]), _images(npz, "test", NETS[name][0])
+    data = npz.parent
+    train = load_split("densenet3d", "train", data_dir=data)
+    held = [load_split("densenet3d", split, data_dir=data) for split in ("test", "val")]
+    extra = HELD_OUT_3D - sum(len(y) for _, y in held)
+    held.append((train[0][-extra:], train[1][-extra:]))
+    return (train[0][:-extra], train[1][:-extra]), (torch.cat([x for x, _ in held]), torch.cat([y for _, y in held]))
+
+
 def trained(name: str, npz: Path, weights: Path, train_images: int | None) -> torch.nn.Module:
-    """``name`` trained briefly (Adam 1e-3, fixed seeds) on PneumoniaMNIST's training split; cached in ``weights``."""
+    """``name`` trained briefly (Adam 1e-3, fixed seeds) on its training set (:func:`datasets`); cached in ``weights``."""
     size, batch, epochs = NETS[name]
     net = build(name)
     path = weights / f"{name}_{train_images or 'all'}.pt"
     if path.is_file():
         net.load_state_dict(torch.load(path))
         return net.eval()
-    x, y = _images(npz, "train", size)
+    x, y = datasets(name, npz)[0]
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     net.train()
@@ -161,7 +184,7 @@ def run_net(name: str, args: argparse.Namespace, emit: Any = None) -> list[dict]
     net = trained(name, args.npz, args.weights, args.train_images)
     for p in net.parameters():
         p.requires_grad_(False)
-    x, y = _images(args.npz, "test", NETS[name][0])
+    x, y = datasets(name, args.npz)[1]
     x, y = x[: args.n], y[: args.n]
     clean = torch.cat([_correct(net, x[i : i + args.batch], y[i : i + args.batch]) for i in range(0, len(x), args.batch)])
     rows = []
@@ -254,7 +277,11 @@ def markdown(payloads: list[dict]) -> str:
         "budget and bounds are decided in fp32. Default step sizes (PGD 2.5 eps / steps, BIM 1.25 eps / steps); "
         "`early_stop` off, as in `## Attacks`. The first n PneumoniaMNIST test images, the same seeds in both "
         "precisions; networks trained briefly from fixed seeds (SmallCNN 28x28: 3 epochs, Adam 1e-3; "
-        "DenseNet121-2D on the images upsampled to 64x64: 1 epoch, Adam 1e-3). Robust accuracy is decided by the "
+        "DenseNet121-2D on the images upsampled to 64x64 and ResNet18-2D on them upsampled to 128x128: 1 epoch, "
+        "Adam 1e-3). DenseNet121-3D: AdrenalMNIST3D volumes upsampled to 32^3, the 4-class rotation task of "
+        "`bench/evaluation.py` (label = rotation by a multiple of 90 degrees), 4 epochs on the first 1,072 training "
+        f"volumes, attacked on {HELD_OUT_3D} held-out volumes (test 298, val 98, the last 116 training volumes). "
+        "Robust accuracy is decided by the "
         "fp32 model; accuracy only, no timings (`## Attacks`). *only fp32 / only mixed* = images broken by one "
         "precision and not the other; *checked* = images whose result needed the fp32 check's forward pass"
         + ("; *fp32 seed 1* = the fp32 attack again with another seed (only seed 0 / only seed 1)." if seeds else "."),
