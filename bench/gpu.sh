@@ -13,7 +13,9 @@
 #   4. UAP fitting vs ART: bench/universal.py (the FGSM-inner cases; DEEPFOOL_PASSES=1 adds ART's default case);
 #   5. the 2D bundle chain (train -> guard -> evaluate, train -> harden -> guard -> evaluate) on the device:
 #      bench/bundles.py;
-#   6. bench/gpu_table.py: summary.md and summary.json.
+#   6. the evaluator vs torchattacks on MONAI DenseNet121-2D (64^2, 512 test images) with the AutoAttack rows and
+#      the evaluator in mixed precision: bench/evaluation.py --network densenet2d (last: it gets what is left);
+#   7. bench/gpu_table.py: summary.md and summary.json.
 #
 # Every step writes its JSON into OUT (the environment variable; default bench/results/gpu) and steps.json records
 # each step's status and seconds; a step that runs out of its share of the budget is stopped and marked "timeout".
@@ -71,6 +73,7 @@ fi
 if [[ "$SMOKE" == "1" ]]; then
   ATTACK_SIZE=(--models resnet18_2d --attacks FGSM PGD-10-Linf --quick --batch-div 8 --threads 1)
   EVAL_SIZE=(--n-test 32 --batch-size 16 --epochs 1 --repeats 1)
+  EVAL_DN_SIZE=(--n-train 32 --n-test 16 --batch-size 8 --epochs 1 --aa-steps 2 --aa-queries 5)
   UAP_SIZE=(--num-fit 32 --passes 1 --repeats 1)
   BUNDLE_SIZE=(--tiny --threads 1)
   SCALE="${SCALE:-6}"  # a slow (shared) CPU needs more than a GPU's shares
@@ -79,6 +82,7 @@ if [[ "$SMOKE" == "1" ]]; then
 else
   ATTACK_SIZE=(--repeats 2)
   EVAL_SIZE=(--repeats 2)
+  EVAL_DN_SIZE=(--n-test 512 --epochs 4 --aa-steps 10 --aa-queries 100)
   UAP_SIZE=(--repeats 2)
   BUNDLE_SIZE=(--threads 4)
   GRAD_ATTACKS=(--attacks FGSM BIM-10 PGD-10-Linf PGD-10-L2 APGD-10-Linf CW-10)
@@ -106,6 +110,11 @@ step universal 50 "$PY" bench/universal.py --device "$DEVICE" --data-dir "$DATA"
 fi
 step bundles 100 "$PY" bench/bundles.py --bundles robust_xray_classification --device "$DEVICE" \
   "${BUNDLE_SIZE[@]}" --work "$OUT_DIR/bundle_roots" --out "$OUT_DIR/bundles.json" --no-readme
+if [[ -n "$DATA" && -f "$DATA/pneumoniamnist.npz" ]]; then
+  step evaluation_densenet2d 120 "$PY" bench/evaluation.py --device "$DEVICE" --network densenet2d \
+    --data "$DATA/pneumoniamnist.npz" "${EVAL_DN_SIZE[@]}" --eps-sets 1 --repeats 1 --amp --no-own-loop --no-cw-check \
+    --out "$OUT_DIR/evaluation_densenet2d.json" --no-readme
+fi
 
 "$PY" - "$STEPS" "$OUT_DIR/steps.json" <<'PYEOF'
 import json, sys

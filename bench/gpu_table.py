@@ -28,6 +28,11 @@ def _f(v: Any, spec: str = ".2f") -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
+def _x(v: Any) -> str:
+    """A speed-up ``v`` as ``1.23x``, or a dash when it was not measured."""
+    return "—" if v is None else f"{v:.2f}x"
+
+
 def attacks_table(folder: Path) -> list[str]:
     runs = {name: _load(folder, name) for name in ATTACK_RUNS}
     runs = {k: v for k, v in runs.items() if v}
@@ -55,17 +60,24 @@ def attacks_table(folder: Path) -> list[str]:
 
 
 def evaluation_table(folder: Path) -> list[str]:
-    p = _load(folder, "evaluation")
-    if not p:
-        return []
-    lines = ["## Evaluator vs a torchattacks loop", "", "| L-inf eps | torchattacks loop wall s | evaluator wall s | "
-             "speed-up (wall) | robust accuracy within 1 pt or lower |", "|---|---:|---:|---:|---|"]
-    for c in p["comparisons"]:
-        sec = c["seconds"]
-        lines.append(f"| {', '.join(f'{e * 255:g}/255' for e in c['linf_eps'])} | "
-                     f"{sec['plain loop, torchattacks']['wall']:.2f} | {sec['evaluator']['wall']:.2f} | "
-                     f"{c['speedup_wall']:.2f}x | {c['all_within_1pt_or_lower']} |")
-    return lines + ["", f"n = {p['settings']['n_test']} test images.", ""]
+    lines: list[str] = []
+    for name, title in (("evaluation", "small CNN, 28^2"), ("evaluation_densenet2d", "MONAI DenseNet121-2D, 64^2")):
+        p = _load(folder, name)
+        if not p:
+            continue
+        lines += [f"## Evaluator vs a torchattacks loop: {title}", "", "| L-inf eps | torchattacks loop wall s | "
+                  "evaluator wall s | speed-up (wall) | evaluator, mixed precision, speed-up (wall) | robust accuracy "
+                  "within 1 pt or lower |", "|---|---:|---:|---:|---:|---|"]
+        for c in p["comparisons"]:
+            sec = c["seconds"]
+            lines.append(f"| {', '.join(f'{e * 255:g}/255' for e in c['linf_eps'])} | "
+                         f"{sec['plain loop, torchattacks']['wall']:.2f} | {sec['evaluator']['wall']:.2f} | "
+                         f"{c['speedup_wall']:.2f}x | {_x(c.get('speedup_wall_mixed_precision'))} | "
+                         f"{c['all_within_1pt_or_lower']} |")
+        aa = p["settings"].get("autoattack") or {}
+        rows = f"; AutoAttack rows: {aa['steps']} iterations, {aa['queries']} Square queries" if aa.get("steps") else ""
+        lines += ["", f"n = {p['settings']['n_test']} test images{rows}.", ""]
+    return lines
 
 
 def universal_table(folder: Path) -> list[str]:
