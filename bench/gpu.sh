@@ -99,9 +99,10 @@ done
 step "attacks_channels_last_${PRECISIONS[0]}" 35 "$PY" bench/attacks.py --device "$DEVICE" --precision "${PRECISIONS[0]}" \
   --channels-last --libs ours torchattacks "${ATTACK_SIZE[@]}" "${GRAD_ATTACKS[@]}" \
   --out "$OUT_DIR/attacks_channels_last_${PRECISIONS[0]}.json" --no-readme
-if [[ -z "$DATA" || ! -f "$DATA/pneumoniamnist.npz" ]]; then
-  echo "== no pneumoniamnist.npz (set DATA_DIR): the evaluation and UAP steps are skipped"
-  printf 'evaluation\tskipped (no data: set DATA_DIR)\t0\nuniversal\tskipped (no data: set DATA_DIR)\t0\n' >> "$STEPS"
+HAVE_DATA=0; [[ -n "$DATA" && -f "$DATA/pneumoniamnist.npz" ]] && HAVE_DATA=1
+no_data() { echo "== no pneumoniamnist.npz (set DATA_DIR): $* skipped"; for n in "$@"; do printf '%s\tskipped (no data: set DATA_DIR)\t0\n' "$n" >> "$STEPS"; done; }
+if (( ! HAVE_DATA )); then
+  no_data evaluation universal
 else
 step evaluation 50 "$PY" bench/evaluation.py --device "$DEVICE" --data "$DATA/pneumoniamnist.npz" "${EVAL_SIZE[@]}" \
   --out "$OUT_DIR/evaluation.json" --no-readme
@@ -110,7 +111,9 @@ step universal 50 "$PY" bench/universal.py --device "$DEVICE" --data-dir "$DATA"
 fi
 step bundles 100 "$PY" bench/bundles.py --bundles robust_xray_classification --device "$DEVICE" \
   "${BUNDLE_SIZE[@]}" --work "$OUT_DIR/bundle_roots" --out "$OUT_DIR/bundles.json" --no-readme
-if [[ -n "$DATA" && -f "$DATA/pneumoniamnist.npz" ]]; then
+if (( ! HAVE_DATA )); then
+  no_data evaluation_densenet2d
+else
   step evaluation_densenet2d 120 "$PY" bench/evaluation.py --device "$DEVICE" --network densenet2d \
     --data "$DATA/pneumoniamnist.npz" "${EVAL_DN_SIZE[@]}" --eps-sets 1 --repeats 1 --amp --no-own-loop --no-cw-check \
     --out "$OUT_DIR/evaluation_densenet2d.json" --no-readme

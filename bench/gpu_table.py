@@ -24,13 +24,8 @@ def _load(folder: Path, name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _f(v: Any, spec: str = ".2f") -> str:
-    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
-
-
-def _x(v: Any) -> str:
-    """A speed-up ``v`` as ``1.23x``, or a dash when it was not measured."""
-    return "—" if v is None else f"{v:.2f}x"
+def _f(v: Any, spec: str = ".2f", suffix: str = "") -> str:
+    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec) + suffix
 
 
 def attacks_table(folder: Path) -> list[str]:
@@ -72,7 +67,7 @@ def evaluation_table(folder: Path) -> list[str]:
             sec = c["seconds"]
             lines.append(f"| {', '.join(f'{e * 255:g}/255' for e in c['linf_eps'])} | "
                          f"{sec['plain loop, torchattacks']['wall']:.2f} | {sec['evaluator']['wall']:.2f} | "
-                         f"{c['speedup_wall']:.2f}x | {_x(c.get('speedup_wall_mixed_precision'))} | "
+                         f"{c['speedup_wall']:.2f}x | {_f(c.get('speedup_wall_mixed_precision'), suffix='x')} | "
                          f"{c['all_within_1pt_or_lower']} |")
         aa = p["settings"].get("autoattack") or {}
         rows = f"; AutoAttack rows: {aa['steps']} iterations, {aa['queries']} Square queries" if aa.get("steps") else ""

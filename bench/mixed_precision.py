@@ -79,29 +79,30 @@ def build(name: str) -> torch.nn.Module:
     return DenseNet121(spatial_dims=2, in_channels=1, out_channels=2)
 
 
-def datasets(name: str, npz: Path) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """``(train, attacked)`` image/label pairs of network ``name``: PneumoniaMNIST's train and test splits at the
-    network's size; for DenseNet121-3D the AdrenalMNIST3D rotation task with test + val + the last training volumes
-    held out (:data:`HELD_OUT_3D`)."""
+def dataset(name: str, npz: Path, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``part`` (``"train"`` or ``"attacked"``) images and labels of network ``name``: PneumoniaMNIST's train or
+    test split at the network's size; for DenseNet121-3D the AdrenalMNIST3D rotation task, whose attacked set is
+    test + val + the last training volumes (:data:`HELD_OUT_3D`)."""
     if name != "densenet121_3d":
-        return _images(npz, "train", NETS[name][0]), _images(npz, "test", NETS[name][0])
-    data = npz.parent
-    train = load_split("densenet3d", "train", data_dir=data)
-    held = [load_split("densenet3d", split, data_dir=data) for split in ("test", "val")]
-    extra = HELD_OUT_3D - sum(len(y) for _, y in held)
-    held.append((train[0][-extra:], train[1][-extra:]))
-    return (train[0][:-extra], train[1][:-extra]), (torch.cat([x for x, _ in held]), torch.cat([y for _, y in held]))
+        return _images(npz, "train" if part == "train" else "test", NETS[name][0])
+    x, y = load_split("densenet3d", "train", data_dir=npz.parent)
+    held = [load_split("densenet3d", split, data_dir=npz.parent) for split in ("test", "val")]
+    extra = HELD_OUT_3D - sum(len(labels) for _, labels in held)
+    if part == "train":
+        return x[:-extra], y[:-extra]
+    held.append((x[-extra:], y[-extra:]))
+    return torch.cat([v for v, _ in held]), torch.cat([labels for _, labels in held])
 
 
 def trained(name: str, npz: Path, weights: Path, train_images: int | None) -> torch.nn.Module:
-    """``name`` trained briefly (Adam 1e-3, fixed seeds) on its training set (:func:`datasets`); cached in ``weights``."""
+    """``name`` trained briefly (Adam 1e-3, fixed seeds) on its training set (:func:`dataset`); cached in ``weights``."""
     size, batch, epochs = NETS[name]
     net = build(name)
     path = weights / f"{name}_{train_images or 'all'}.pt"
     if path.is_file():
         net.load_state_dict(torch.load(path))
         return net.eval()
-    x, y = datasets(name, npz)[0]
+    x, y = dataset(name, npz, "train")
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     net.train()
@@ -184,7 +185,7 @@ def run_net(name: str, args: argparse.Namespace, emit: Any = None) -> list[dict]
     net = trained(name, args.npz, args.weights, args.train_images)
     for p in net.parameters():
         p.requires_grad_(False)
-    x, y = datasets(name, args.npz)[1]
+    x, y = dataset(name, args.npz, "attacked")
     x, y = x[: args.n], y[: args.n]
     clean = torch.cat([_correct(net, x[i : i + args.batch], y[i : i + args.batch]) for i in range(0, len(x), args.batch)])
     rows = []
